@@ -1,0 +1,1 @@
+"""The odedsl grammar, shipped as package data (``odedsl.grammars``)."""

@@ -1,0 +1,180 @@
+"""Located diagnostics: every stage of the pipeline reports into a collector, one error at the end.
+
+A :class:`Diagnostic` names a file, line and column, carries an optional hint, and renders as::
+
+    spec.ode:12:9: error: unknown layer 'conv3d' [E201]
+       12 |         conv3d(16)
+          |         ^^^^^^
+      hint: did you mean 'conv2d'?
+
+:class:`DslError` holds every diagnostic of a run; it is the only exception the front end raises
+for a bad spec, a bad ``--set`` value or a missing file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A named text the spans point into (kept for rendering the offending line)."""
+
+    name: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 1 <= line <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A 1-based line/column range in a source file."""
+
+    source: SourceFile = field(compare=False, repr=False)
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @property
+    def file(self) -> str:
+        return self.source.name
+
+    @classmethod
+    def at_start(cls, source: SourceFile) -> Span:
+        return cls(source, 1, 1, 1, 2)
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One located message. ``code`` is a stable identifier from :data:`CODES`."""
+
+    code: str
+    message: str
+    span: Span | None
+    hint: str | None = None
+    severity: Severity = "error"
+
+    def render(self) -> str:
+        where = f"{self.span.file}:{self.span.line}:{self.span.column}: " if self.span else ""
+        out = [f"{where}{self.severity}: {self.message} [{self.code}]"]
+        if self.span is not None:
+            text = self.span.source.line_text(self.span.line).expandtabs(1)
+            if text:
+                gutter = f"{self.span.line:>5} | "
+                width = (
+                    self.span.end_column - self.span.column
+                    if self.span.end_line == self.span.line
+                    else len(text) - self.span.column + 1
+                )
+                caret = "^" * max(1, min(width, len(text) - self.span.column + 1))
+                out.append(gutter + text)
+                out.append(" " * (len(gutter) - 2) + "| " + " " * (self.span.column - 1) + caret)
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "file": self.span.file if self.span else None,
+            "line": self.span.line if self.span else None,
+            "column": self.span.column if self.span else None,
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+#: Registry of diagnostic codes: one line of meaning each (the README lists them).
+CODES: dict[str, str] = {
+    "E100": "syntax error",
+    "E101": "spec too large or too deeply nested",
+    "E110": "file not found or unreadable",
+    "E111": "forbidden import path",
+    "E112": "import cycle",
+    "E113": "import chain too deep",
+    "E120": "duplicate definition",
+    "E130": "bad parameter override",
+    "E200": "unknown name",
+    "E201": "unknown layer",
+    "E202": "bad layer argument",
+    "E203": "missing argument",
+    "E204": "type error",
+    "E205": "value out of range",
+    "E206": "arithmetic error",
+    "E210": "bad network structure",
+    "E220": "shape mismatch",
+    "E230": "bad stage option",
+    "E231": "backward mode not available for this integrator",
+    "E240": "bad integrator declaration",
+    "E250": "resource limit exceeded",
+    "W300": "numerically fragile inverse",
+}
+
+
+class DslError(Exception):
+    """All diagnostics of a failed load, parse, check or compile."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        body = "\n".join(d.render() for d in self.diagnostics)
+        return f"{body}\n{len(errors)} error{'s' if len(errors) != 1 else ''}"
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class Diagnostics:
+    """A collector: stages ``report`` into it and call :meth:`raise_if_errors` when done."""
+
+    def __init__(self) -> None:
+        self.items: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        assert code in CODES, code
+        self.items.append(Diagnostic(code, message, span, hint))
+
+    def warning(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        assert code in CODES, code
+        self.items.append(Diagnostic(code, message, span, hint, "warning"))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == "error" for d in self.items)
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.items if d.severity == "warning"]
+
+    def raise_if_errors(self) -> None:
+        if self.has_errors:
+            raise DslError(sorted(self.items, key=_order))
+
+
+def _order(d: Diagnostic) -> tuple[str, int, int]:
+    if d.span is None:
+        return ("", 0, 0)
+    return (d.span.file, d.span.line, d.span.column)
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest valid name, or listing the valid names when few."""
+    choices = sorted(set(choices))
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if 0 < len(choices) <= 12:
+        return "expected one of: " + ", ".join(choices)
+    return None
