@@ -15,11 +15,27 @@ from odedsl.syntax import ast
 
 # Human names for the grammar's anonymous terminals, for "expected ..." messages.
 _TOKEN_WORDS = {
-    "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['",
-    "RSQB": "']'", "COMMA": "','", "SEMICOLON": "';'", "COLON": "':'", "EQUAL": "'='",
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "PLUS": "'+'",
-    "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "ASSIGN_OP": "'=', '+=' or '-='",
-    "CIRCUMFLEX": "'^'", "PERCENT": "'%'", "$END": "end of file",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "SEMICOLON": "';'",
+    "COLON": "':'",
+    "EQUAL": "'='",
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "PLUS": "'+'",
+    "MINUS": "'-'",
+    "STAR": "'*'",
+    "SLASH": "'/'",
+    "ASSIGN_OP": "'=', '+=' or '-='",
+    "CIRCUMFLEX": "'^'",
+    "PERCENT": "'%'",
+    "$END": "end of file",
 }
 
 
@@ -51,9 +67,16 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
     limits = limits or Limits.from_env()
     source = SourceFile(filename or "<string>", text)
     if len(text.encode("utf-8", "surrogatepass")) > limits.max_spec_bytes:
-        raise DslError([Diagnostic(
-            "E101", f"spec is larger than {limits.max_spec_bytes} bytes", Span.at_start(source),
-            "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES")])
+        raise DslError(
+            [
+                Diagnostic(
+                    "E101",
+                    f"spec is larger than {limits.max_spec_bytes} bytes",
+                    Span.at_start(source),
+                    "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
+                )
+            ]
+        )
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
@@ -75,20 +98,28 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         last = source.text.rstrip().splitlines() or [""]
         line, col = max(1, len(last)), len(last[-1]) + 1
         expected = _expected_words(getattr(exc, "expected", set()))
-        return Diagnostic("E100", "unexpected end of file", Span(source, line, col, line, col + 1),
-                          f"expected {expected}" if expected else "is a '}' missing?")
+        return Diagnostic(
+            "E100",
+            "unexpected end of file",
+            Span(source, line, col, line, col + 1),
+            f"expected {expected}" if expected else "is a '}' missing?",
+        )
     if isinstance(exc, UnexpectedCharacters):
         char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
-        return Diagnostic("E100", f"unexpected character {char!r}",
-                          Span(source, line, col, line, col + 1),
-                          "names are ASCII letters, digits and '_'; strings use double quotes")
+        return Diagnostic(
+            "E100",
+            f"unexpected character {char!r}",
+            Span(source, line, col, line, col + 1),
+            "names are ASCII letters, digits and '_'; strings use double quotes",
+        )
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     width = max(1, len(str(tok)))
     expected = _expected_words(exc.expected)
     hint = f"expected {expected}" if expected else None
-    return Diagnostic("E100", f"unexpected {_describe(tok)}",
-                      Span(source, line, col, line, col + width), hint)
+    return Diagnostic(
+        "E100", f"unexpected {_describe(tok)}", Span(source, line, col, line, col + width), hint
+    )
 
 
 def _describe(tok: Token) -> str:
@@ -119,21 +150,35 @@ def _check_nesting(tree: Tree, source: SourceFile, limit: int) -> None:
             meta = node.meta
             line = getattr(meta, "line", 1)
             col = getattr(meta, "column", 1)
-            raise DslError([Diagnostic(
-                "E101", f"nesting deeper than {limit} levels", Span(source, line, col, line, col + 1),
-                "simplify the expression, or raise ODEDSL_MAX_NESTING")])
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E101",
+                        f"nesting deeper than {limit} levels",
+                        Span(source, line, col, line, col + 1),
+                        "simplify the expression, or raise ODEDSL_MAX_NESTING",
+                    )
+                ]
+            )
         stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
 
 
 def _span(source: SourceFile, meta: object) -> Span:
     line = getattr(meta, "line", 1)
     col = getattr(meta, "column", 1)
-    return Span(source, line, col, getattr(meta, "end_line", line), getattr(meta, "end_column", col))
+    return Span(
+        source, line, col, getattr(meta, "end_line", line), getattr(meta, "end_column", col)
+    )
 
 
 def _tok_span(source: SourceFile, tok: Token) -> Span:
-    return Span(source, tok.line or 1, tok.column or 1, tok.end_line or tok.line or 1,
-                tok.end_column or (tok.column or 1) + len(tok))
+    return Span(
+        source,
+        tok.line or 1,
+        tok.column or 1,
+        tok.end_line or tok.line or 1,
+        tok.end_column or (tok.column or 1) + len(tok),
+    )
 
 
 @v_args(meta=True, inline=True)
@@ -172,6 +217,7 @@ class _ToAst(Transformer):
     def _bin(op):
         def method(self, meta, left, right):
             return ast.BinOp(self.s(meta), op, left, right)
+
         return method
 
     add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
@@ -204,8 +250,9 @@ class _ToAst(Transformer):
         return ast.LayerSeq(self.s(meta), tuple(layers))
 
     def param(self, meta, name, type_, default):
-        return ast.Param(self.s(meta), str(name), str(type_) if type_ is not None else None,
-                         default)
+        return ast.Param(
+            self.s(meta), str(name), str(type_) if type_ is not None else None, default
+        )
 
     def params(self, meta, *items):
         return tuple(p for p in items if p is not None)
@@ -220,15 +267,21 @@ class _ToAst(Transformer):
     def _section(kind):
         def method(self, meta, body):
             return ast.Section(self.s(meta), kind, body)
+
         return method
 
-    stem_decl, transition_decl, head_decl = _section("stem"), _section("transition"), _section(
-        "head")
+    stem_decl, transition_decl, head_decl = (
+        _section("stem"),
+        _section("transition"),
+        _section("head"),
+    )
 
     def _clause(keyword):
         def method(self, meta, name, args):
-            return ast.Clause(self.s(meta), keyword, str(name), args or (), None,
-                              _tok_span(self.source, name))
+            return ast.Clause(
+                self.s(meta), keyword, str(name), args or (), None, _tok_span(self.source, name)
+            )
+
         return method
 
     integrator_clause = _clause("integrator")
@@ -274,12 +327,25 @@ class _ToAst(Transformer):
         options = {r for r in rest if isinstance(r, str)}
         starts = [r for r in rest if isinstance(r, ast.StartBlock)]
         for extra in starts[1:]:
-            self.problems.append(Diagnostic("E240", f"integrator '{name}' has two start blocks",
-                                            extra.span, "state the first step once"))
+            self.problems.append(
+                Diagnostic(
+                    "E240",
+                    f"integrator '{name}' has two start blocks",
+                    extra.span,
+                    "state the first step once",
+                )
+            )
         body = tuple(r for r in rest if isinstance(r, ast.Assignment))
-        return ast.IntegratorDecl(self.s(meta), str(name), state, params,
-                                  "split_channels" in options, "two_step" in options,
-                                  starts[0] if starts else None, body)
+        return ast.IntegratorDecl(
+            self.s(meta),
+            str(name),
+            state,
+            params,
+            "split_channels" in options,
+            "two_step" in options,
+            starts[0] if starts else None,
+            body,
+        )
 
     # -- files
     def import_decl(self, meta, path):
@@ -288,5 +354,10 @@ class _ToAst(Transformer):
     def start(self, meta, *items):
         pick = lambda cls: tuple(i for i in items if isinstance(i, cls))  # noqa: E731
         span = self.s(meta) if items else Span.at_start(self.source)
-        return ast.Module(span, pick(ast.ImportDecl), pick(ast.NetworkDecl), pick(ast.BlockDecl),
-                          pick(ast.IntegratorDecl))
+        return ast.Module(
+            span,
+            pick(ast.ImportDecl),
+            pick(ast.NetworkDecl),
+            pick(ast.BlockDecl),
+            pick(ast.IntegratorDecl),
+        )
