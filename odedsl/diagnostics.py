@@ -66,17 +66,7 @@ class Diagnostic:
         where = f"{self.span.file}:{self.span.line}:{self.span.column}: " if self.span else ""
         out = [f"{where}{self.severity}: {self.message} [{self.code}]"]
         if self.span is not None:
-            text = self.span.source.line_text(self.span.line).expandtabs(1)
-            if text:
-                gutter = f"{self.span.line:>5} | "
-                width = (
-                    self.span.end_column - self.span.column
-                    if self.span.end_line == self.span.line
-                    else len(text) - self.span.column + 1
-                )
-                caret = "^" * max(1, min(width, len(text) - self.span.column + 1))
-                out.append(gutter + text)
-                out.append(" " * (len(gutter) - 2) + "| " + " " * (self.span.column - 1) + caret)
+            out.extend(_excerpt(self.span))
         if self.hint:
             out.append(f"  hint: {self.hint}")
         return "\n".join(out)
@@ -91,6 +81,26 @@ class Diagnostic:
             "message": self.message,
             "hint": self.hint,
         }
+
+
+_WINDOW = 100  # long lines are shown as a window around the column
+
+
+def _excerpt(span: Span) -> list[str]:
+    """The source line and a caret line under the span (a window of it when the line is long)."""
+    text = span.source.line_text(span.line).expandtabs(1)
+    if not text:
+        return []
+    col = span.column
+    width = span.end_column - col if span.end_line == span.line else len(text) - col + 1
+    width = max(1, min(width, len(text) - col + 1, _WINDOW // 2))
+    start = 0
+    if len(text) > _WINDOW:
+        start = max(0, min(col - 1 - _WINDOW // 2, len(text) - _WINDOW))
+        text = ("…" if start else "") + text[start : start + _WINDOW] + "…"
+        col = col - start + (1 if start else 0)
+    gutter = f"{span.line:>5} | "
+    return [gutter + text, " " * (len(gutter) - 2) + "| " + " " * (col - 1) + "^" * width]
 
 
 #: Registry of diagnostic codes: one line of meaning each (the README lists them).

@@ -122,6 +122,35 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
     )
 
 
+def _unclosed_hint(text: str) -> str:
+    """Name the innermost bracket left open (comments and strings skipped)."""
+    stack: list[tuple[str, int, int]] = []
+    line, col, i = 1, 0, 0
+    pairs = {"}": "{", ")": "(", "]": "["}
+    while i < len(text):
+        ch = text[i]
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif ch == "#":
+            while i + 1 < len(text) and text[i + 1] != "\n":
+                i += 1
+        elif ch == '"':
+            while i + 1 < len(text) and text[i + 1] not in '"\n':
+                i, col = i + 1, col + 1
+            i, col = i + 1, col + 1
+        elif ch in "{([":
+            stack.append((ch, line, col))
+        elif ch in pairs and stack and stack[-1][0] == pairs[ch]:
+            stack.pop()
+        i += 1
+    if stack:
+        ch, at_line, at_col = stack[-1]
+        closer = {"{": "}", "(": ")", "[": "]"}[ch]
+        return f"the '{ch}' at line {at_line}, column {at_col} is never closed: add '{closer}'"
+    return "the file ends in the middle of a statement"
+
+
 def _describe(tok: Token) -> str:
     if tok.type == "NAME":
         return f"name '{tok}'"

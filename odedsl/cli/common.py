@@ -1,0 +1,74 @@
+"""Shared CLI plumbing: `--set name=value` parsing, loading a spec, reporting errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.spec.evaluate import Value
+from odedsl.spec.load import load_spec
+from odedsl.spec.validate import ValidatedSpec
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def parse_set(items: Sequence[str] | None) -> dict[str, Value]:
+    """`--set depth=64 --set lr=0.1 --set bn=true` → {"depth": 64, ...}; DslError on bad input."""
+    out: dict[str, Value] = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep or not name.isidentifier() or not raw:
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E130", f"--set {item!r}: expected NAME=VALUE", None, "e.g. --set depth=64"
+                    )
+                ]
+            )
+        out[name] = parse_value(raw)
+    return out
+
+
+def parse_value(raw: str) -> Value:
+    if raw in ("true", "false"):
+        return raw == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="path to a .ode file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a network parameter (repeatable)",
+    )
+    parser.add_argument("--network", help="which network of the file (default: the first)")
+
+
+def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
+    return load_spec(args.spec, network=args.network, **parse_set(args.overrides))
+
+
+def report(err: DslError, *, as_json: bool) -> int:
+    """Print a DslError (to stderr, or as JSON on stdout) and return the exit code 2."""
+    if as_json:
+        print(json.dumps({"ok": False, "errors": [d.to_json() for d in err.diagnostics]}, indent=2))
+    else:
+        print(err.render(), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))

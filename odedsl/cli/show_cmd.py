@@ -1,0 +1,140 @@
+"""`odedsl show SPEC`: the validated network as readable tables and equations."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from odedsl.cli.common import EXIT_OK, add_spec_arguments, load_from_args, print_json
+from odedsl.spec.model import NetworkSpec, SectionSpec, SequenceSpec, StageSpec
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "show",
+        help="print a spec's network: parts, shapes, parameters, derived inverses",
+        description="Print the validated network: each part with its shape and parameter count, "
+        "and for each ODE stage its forward update and derived inverse as equations.",
+        epilog="examples:\n  odedsl show specs/heunnet.ode\n"
+        "  odedsl show specs/resnet.ode --set depth=8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_spec_arguments(p)
+    p.add_argument("--json", action="store_true", help="print the network summary as JSON")
+    p.add_argument("--layers", action="store_true", help="also list every layer of each part")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = load_from_args(args)
+    if args.json:
+        print_json(spec.network.summary())
+        return EXIT_OK
+    console = Console(highlight=False, soft_wrap=True)
+    render(spec.network, console, layers=args.layers)
+    return EXIT_OK
+
+
+def render(net: NetworkSpec, console: Console, *, layers: bool = False) -> None:
+    params = ", ".join(f"{k}={v}" for k, v in net.params.items())
+    console.print(
+        f"[bold]network {net.name}[/bold]({params})  input {net.input_kind}"
+        f"{list(net.input_shape)} → {list(net.output_shape)}, "
+        f"{net.parameters:,} parameters"
+    )
+    table = Table(show_header=True, header_style="bold")
+    for col in (
+        "part",
+        "integrator",
+        "N",
+        "step",
+        "weights",
+        "backward",
+        "inverse",
+        "shape",
+        "params",
+    ):
+        table.add_column(col, justify="right" if col in ("N", "params") else "left")
+    for part in net.parts:
+        if isinstance(part, StageSpec):
+            weights = (
+                part.weights if part.weights_k is None else f"{part.weights}({part.weights_k})"
+            )
+            backward = (
+                part.backward
+                if part.checkpoint_every is None
+                else f"checkpoint({part.checkpoint_every})"
+            )
+            table.add_row(
+                part.name,
+                part.integrator,
+                str(part.depth),
+                f"{part.step:.4g}",
+                weights,
+                backward,
+                part.inverse,
+                _shape(part.shape),
+                f"{part.parameters:,}",
+            )
+        else:
+            table.add_row(
+                part.name,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"{_shape(part.body.in_shape)} → {_shape(part.body.out_shape)}",
+                f"{part.body.parameters:,}",
+            )
+    console.print(table)
+    for part in net.parts:
+        if isinstance(part, StageSpec):
+            _stage_detail(part, console, layers)
+        elif layers:
+            console.print(f"[bold]{part.name}[/bold]")
+            _layers(part.body, console)
+
+
+def _stage_detail(stage: StageSpec, console: Console, layers: bool) -> None:
+    consts = ", ".join(f"{k}={v:g}" for k, v in stage.integrator_params.items())
+    console.print(
+        f"\n[bold]stage {stage.name}[/bold]: {stage.integrator}"
+        f"{f'({consts})' if consts else ''}, h = {stage.step:.4g}, "
+        f"{stage.slots} weight slot(s) per residual, inverse: {stage.inverse}"
+    )
+    if stage.inverse_reason:
+        console.print(f"  ({stage.inverse_reason})")
+    console.print("  forward step:")
+    for eq in stage.forward_equations:
+        console.print(f"    {eq}")
+    if stage.inverse_equations:
+        console.print("  derived inverse:")
+        for eq in stage.inverse_equations:
+            console.print(f"    {eq}")
+    for name, seq in stage.residuals.items():
+        console.print(
+            f"  residual {name}: {_shape(seq.in_shape)} → {_shape(seq.out_shape)}, "
+            f"{seq.parameters:,} parameters per slot"
+        )
+        if layers:
+            _layers(seq, console)
+
+
+def _layers(seq: SequenceSpec, console: Console) -> None:
+    for layer in seq.layers:
+        args = ", ".join(f"{k}={v}" for k, v in layer.args.items())
+        console.print(
+            f"    {layer.name:<10} {layer.kind}({args})  {_shape(layer.out_shape)}  "
+            f"[dim]{layer.origin}[/dim]"
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+__all__ = ["SectionSpec", "render", "run"]

@@ -1,0 +1,365 @@
+"""ODE stages: depth, step, integrator and its constants, weights in depth, backward mode,
+residual functions, the state's shape and the inverse the algebra derived for it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from odedsl.diagnostics import Diagnostics, Span, did_you_mean
+from odedsl.integrators import Integrator
+from odedsl.limits import Limits
+from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
+from odedsl.spec.model import SequenceSpec, StageSpec
+from odedsl.spec.sequences import expand_sequence, origin
+from odedsl.syntax import ast
+
+WEIGHTS = ("tied", "untied", "shared", "interpolated")
+BACKWARDS = ("store", "checkpoint", "invert")
+
+
+def slot_count(weights: str, k: int | None, depth: int, offsets: tuple[float, ...]) -> int:
+    """Residual copies per residual function (mirrors ``odedsl.runtime.weights``)."""
+    if weights == "tied":
+        return 1
+    if weights == "untied":
+        return depth + 1 if any(c > 0 for c in offsets) else depth
+    assert k is not None
+    return k
+
+
+def validate_stage(
+    decl: ast.StageDecl,
+    env: Mapping[str, Value],
+    shape: tuple[int, ...] | None,
+    integrators: Mapping[str, Integrator],
+    blocks: Mapping[str, ast.BlockDecl],
+    limits: Limits,
+    diags: Diagnostics,
+) -> StageSpec | None:
+    """Check one stage; ``shape`` is its input shape (``None`` if an earlier error hid it)."""
+    depth = _int(
+        decl.depth,
+        env,
+        diags,
+        "depth",
+        low=1,
+        high=limits.max_depth,
+        hint="raise ODEDSL_MAX_DEPTH if this is intended",
+    )
+    clauses = _unique_clauses(decl, diags)
+
+    integrator, int_params = _integrator(clauses.get("integrator"), decl, integrators, env, diags)
+    step = 1.0 / depth if depth else None
+    if "step" in clauses:
+        step = _step(clauses["step"], env, diags)
+    weights, weights_k = _weights(clauses.get("weights"), env, depth, diags)
+    backward, every = _backward(clauses.get("backward"), env, depth, diags)
+    if integrator is None or depth is None or step is None or weights is None or backward is None:
+        return None
+
+    state_shape = _state_shape(integrator, shape, decl, diags)
+    residuals = _residuals(decl, integrator, env, state_shape, blocks, limits, diags)
+    if residuals is None or state_shape is None or shape is None:
+        return None
+
+    cls = integrator.classify(int_params)
+    backward_clause = clauses.get("backward")
+    if backward == "invert" and cls.kind == "none":
+        diags.error(
+            "E231",
+            f"stage '{decl.name}': integrator '{integrator.name}' has no inverse ({cls.reason})",
+            backward_clause.span if backward_clause else decl.span,
+            "use `backward checkpoint(k)` to save memory without an inverse",
+        )
+        return None
+    for warning in cls.warnings:
+        diags.warning(
+            "W300",
+            f"stage '{decl.name}': {warning}",
+            backward_clause.span if backward_clause else decl.span,
+        )
+
+    slots = slot_count(weights, weights_k, depth, integrator.offsets)
+    forward_eqs, inverse_eqs = integrator.equations(int_params)
+    return StageSpec(
+        name=decl.name,
+        integrator=integrator.name,
+        integrator_params=int_params,
+        depth=depth,
+        step=step,
+        weights=weights,  # type: ignore[arg-type]
+        weights_k=weights_k,
+        backward=backward,  # type: ignore[arg-type]
+        checkpoint_every=every,
+        residuals=residuals,
+        inverse=cls.kind,
+        inverse_reason=cls.reason,
+        shape=shape,
+        state_shape=state_shape,
+        slots=slots,
+        parameters=slots * sum(r.parameters for r in residuals.values()),
+        origin=origin(decl.span),
+        forward_equations=tuple(forward_eqs),
+        inverse_equations=tuple(inverse_eqs),
+    )
+
+
+def _int(
+    expr: ast.Expr,
+    env: Mapping[str, Value],
+    diags: Diagnostics,
+    what: str,
+    *,
+    low: int,
+    high: int,
+    hint: str | None = None,
+) -> int | None:
+    try:
+        value = coerce(evaluate(expr, env), "int", expr.span)
+    except EvalError as err:
+        diags.items.append(err.diagnostic)
+        return None
+    assert isinstance(value, int)
+    if value < low:
+        diags.error("E205", f"{what} must be at least {low}, got {value}", expr.span)
+        return None
+    if value > high:
+        diags.error("E250", f"{what} {value} exceeds the limit of {high}", expr.span, hint)
+        return None
+    return value
+
+
+def _unique_clauses(decl: ast.StageDecl, diags: Diagnostics) -> dict[str, ast.Clause]:
+    seen: dict[str, ast.Clause] = {}
+    for clause in decl.clauses:
+        if clause.keyword in seen:
+            diags.error("E230", f"stage '{decl.name}' states '{clause.keyword}' twice", clause.span)
+        else:
+            seen[clause.keyword] = clause
+    return seen
+
+
+def _integrator(
+    clause: ast.Clause | None,
+    decl: ast.StageDecl,
+    integrators: Mapping[str, Integrator],
+    env: Mapping[str, Value],
+    diags: Diagnostics,
+) -> tuple[Integrator | None, dict[str, float]]:
+    name = clause.name if clause is not None else "euler"
+    if name not in integrators:
+        assert clause is not None and clause.name_span is not None
+        diags.error(
+            "E200",
+            f"unknown integrator '{name}'",
+            clause.name_span,
+            did_you_mean(name, integrators),
+        )
+        return None, {}
+    integrator = integrators[name]
+    declared = integrator.param_defaults()
+    values = dict(declared)
+    ok = True
+    for i, arg in enumerate(clause.args if clause is not None else ()):
+        names = list(declared)
+        pname = arg.name if arg.name is not None else (names[i] if i < len(names) else None)
+        if pname not in declared:
+            diags.error(
+                "E230",
+                f"integrator '{name}' has no parameter '{pname}'"
+                if pname
+                else f"integrator '{name}' takes {len(names)} parameter(s)",
+                arg.span,
+                did_you_mean(pname or "", names),
+            )
+            ok = False
+            continue
+        try:
+            value = coerce(evaluate(arg.value, env), "float", arg.value.span)
+        except EvalError as err:
+            diags.items.append(err.diagnostic)
+            ok = False
+            continue
+        values[pname] = float(value)
+    return (integrator if ok else None), values
+
+
+def _step(clause: ast.Clause, env: Mapping[str, Value], diags: Diagnostics) -> float | None:
+    assert clause.value is not None
+    try:
+        value = coerce(evaluate(clause.value, env), "float", clause.value.span)
+    except EvalError as err:
+        diags.items.append(err.diagnostic)
+        return None
+    assert isinstance(value, float)
+    if not 0 < value <= 1e3:
+        diags.error(
+            "E205",
+            f"step must be positive and at most 1000, got {value}",
+            clause.value.span,
+            "the default step is 1/depth",
+        )
+        return None
+    return value
+
+
+def _option_arg(
+    clause: ast.Clause, env: Mapping[str, Value], diags: Diagnostics, wants: bool, example: str
+) -> tuple[bool, int | None]:
+    if not wants:
+        if clause.args:
+            diags.error("E230", f"'{clause.name}' takes no argument", clause.args[0].span)
+            return False, None
+        return True, None
+    if len(clause.args) != 1 or clause.args[0].name is not None:
+        diags.error("E230", f"'{clause.name}' takes one number", clause.span, f"e.g. {example}")
+        return False, None
+    value = _int(clause.args[0].value, env, diags, f"{clause.name}(k)", low=1, high=1 << 31)
+    return value is not None, value
+
+
+def _weights(
+    clause: ast.Clause | None, env: Mapping[str, Value], depth: int | None, diags: Diagnostics
+) -> tuple[str | None, int | None]:
+    if clause is None:
+        return "untied", None
+    assert clause.name is not None and clause.name_span is not None
+    if clause.name not in WEIGHTS:
+        diags.error(
+            "E230",
+            f"unknown weights rule '{clause.name}'",
+            clause.name_span,
+            did_you_mean(clause.name, WEIGHTS),
+        )
+        return None, None
+    wants = clause.name in ("shared", "interpolated")
+    ok, k = _option_arg(clause, env, diags, wants, f"{clause.name}(4)")
+    if not ok:
+        return None, None
+    if clause.name == "interpolated" and k is not None and k < 2:
+        diags.error(
+            "E205",
+            "interpolated(k) needs k ≥ 2 control points",
+            clause.span,
+            "interpolated(1) is `tied`",
+        )
+        return None, None
+    if clause.name == "shared" and k is not None and depth is not None and k > depth:
+        diags.error(
+            "E205",
+            f"shared({k}) has more groups than the stage's {depth} layers",
+            clause.span,
+            "use `untied`, or fewer groups",
+        )
+        return None, None
+    return clause.name, k
+
+
+def _backward(
+    clause: ast.Clause | None, env: Mapping[str, Value], depth: int | None, diags: Diagnostics
+) -> tuple[str | None, int | None]:
+    if clause is None:
+        return "store", None
+    assert clause.name is not None and clause.name_span is not None
+    if clause.name not in BACKWARDS:
+        diags.error(
+            "E230",
+            f"unknown backward mode '{clause.name}'",
+            clause.name_span,
+            did_you_mean(clause.name, BACKWARDS),
+        )
+        return None, None
+    if clause.name == "checkpoint":
+        if not clause.args:
+            return "checkpoint", 1
+        ok, k = _option_arg(clause, env, diags, True, "checkpoint(4)")
+        return ("checkpoint", k) if ok else (None, None)
+    ok, _ = _option_arg(clause, env, diags, False, "")
+    return (clause.name, None) if ok else (None, None)
+
+
+def _state_shape(
+    integrator: Integrator, shape: tuple[int, ...] | None, decl: ast.StageDecl, diags: Diagnostics
+) -> tuple[int, ...] | None:
+    if shape is None:
+        return None
+    if not integrator.split_channels:
+        return shape
+    parts = len(integrator.state)
+    if shape[0] % parts:
+        diags.error(
+            "E220",
+            f"stage '{decl.name}': integrator '{integrator.name}' splits the "
+            f"{shape[0]} channels into {parts} equal parts",
+            decl.span,
+            f"make the channel count a multiple of {parts} (pad_channels in a transition)",
+        )
+        return None
+    return (shape[0] // parts, *shape[1:])
+
+
+def _residuals(
+    decl: ast.StageDecl,
+    integrator: Integrator,
+    env: Mapping[str, Value],
+    state_shape: tuple[int, ...] | None,
+    blocks: Mapping[str, ast.BlockDecl],
+    limits: Limits,
+    diags: Diagnostics,
+) -> dict[str, SequenceSpec] | None:
+    needed = integrator.residuals
+    clauses = decl.residuals
+    if not clauses:
+        diags.error(
+            "E210",
+            f"stage '{decl.name}' has no residual function",
+            decl.span,
+            "add e.g. `residual { conv2d(16, kernel=3, padding=1) relu }`",
+        )
+        return None
+    bodies: dict[str, tuple[ast.LayerSeq | ast.LayerCall, Span]] = {}
+    if len(clauses) == 1 and clauses[0].binds is None:
+        # one unnamed residual serves every residual function, each with its own weights
+        bodies = {name: (clauses[0].body, clauses[0].span) for name in needed}
+    else:
+        for clause in clauses:
+            name = clause.binds or "f"
+            if name not in needed:
+                diags.error(
+                    "E200",
+                    f"integrator '{integrator.name}' has no residual function '{name}'",
+                    clause.span,
+                    did_you_mean(name, needed),
+                )
+            elif name in bodies:
+                diags.error("E120", f"residual '{name}' given twice", clause.span)
+            else:
+                bodies[name] = (clause.body, clause.span)
+        for name in needed:
+            if name not in bodies:
+                diags.error(
+                    "E203",
+                    f"stage '{decl.name}': integrator '{integrator.name}' needs "
+                    f"residual function '{name}'",
+                    decl.span,
+                    f"add `residual {name} = ...`",
+                )
+    if set(bodies) != set(needed):
+        return None
+    out: dict[str, SequenceSpec] = {}
+    for name in needed:
+        body, span = bodies[name]
+        seq = expand_sequence(body, env, state_shape, blocks, limits, diags)
+        if seq is None:
+            continue
+        if seq.out_shape != seq.in_shape:
+            diags.error(
+                "E220",
+                f"residual '{name}' maps {list(seq.in_shape)} to "
+                f"{list(seq.out_shape)}; an ODE stage needs it to keep the state's shape",
+                span,
+                "end the residual with a layer restoring the channels and size",
+            )
+            continue
+        out[name] = seq
+    return out if len(out) == len(needed) else None

@@ -1,0 +1,154 @@
+"""`import "file.ode"`: load a spec and the files it imports, confined to its own folder tree.
+
+Rules: paths are relative to the importing file; absolute paths, and paths that resolve outside
+the root folder (the folder of the spec given to odedsl, symlinks resolved), are refused; a
+file imported twice is loaded once; a cycle is an error naming the chain; chains deeper than
+``Limits.max_import_depth`` are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, Span
+from odedsl.limits import Limits
+from odedsl.syntax import ast
+from odedsl.syntax.parse import parse
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    path: Path | None  # None for text given directly
+    module: ast.Module
+
+
+def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
+    """Read a spec file as UTF-8 text, refusing what is missing, huge or binary."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise IsADirectoryError(str(path))
+    except OSError:
+        raise DslError([Diagnostic("E110", f"cannot read '{path}': no such file", span)]) from None
+    if size > limits.max_spec_bytes:
+        raise DslError(
+            [
+                Diagnostic(
+                    "E101",
+                    f"'{path}' is {size} bytes, over the limit of {limits.max_spec_bytes}",
+                    span,
+                    "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
+                )
+            ]
+        )
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DslError(
+            [Diagnostic("E110", f"'{path}' is not UTF-8 text (byte {exc.start})", span)]
+        ) from None
+    except OSError as exc:
+        raise DslError(
+            [Diagnostic("E110", f"cannot read '{path}': {exc.strerror}", span)]
+        ) from None
+
+
+def load_with_imports(
+    text: str, filename: str, path: Path | None, root: Path, limits: Limits
+) -> list[LoadedModule]:
+    """Parse ``text`` and, transitively, its imports; the main module comes first."""
+    main = parse(text, filename, limits=limits)
+    loaded: list[LoadedModule] = [LoadedModule(path, main)]
+    seen: dict[Path, ast.Module] = {}
+    if path is not None:
+        seen[path.resolve()] = main
+    diags = Diagnostics()
+    root = root.resolve()
+
+    def visit(module: ast.Module, here: Path, chain: list[Path]) -> None:
+        for imp in module.imports:
+            target = _resolve(imp, here, root, diags)
+            if target is None:
+                continue
+            if target in chain:
+                cycle = " → ".join(p.name for p in [*chain[chain.index(target) :], target])
+                diags.error(
+                    "E112",
+                    f"import cycle: {cycle}",
+                    imp.span,
+                    "move the shared definitions into a third file both import",
+                )
+                continue
+            if len(chain) >= limits.max_import_depth:
+                diags.error(
+                    "E113",
+                    f"import chain deeper than {limits.max_import_depth} files",
+                    imp.span,
+                    "flatten the imports, or raise ODEDSL_MAX_IMPORT_DEPTH",
+                )
+                continue
+            if target in seen:
+                continue
+            if len(seen) >= limits.max_imports:
+                diags.error("E113", f"more than {limits.max_imports} files imported", imp.span)
+                continue
+            try:
+                child = parse(
+                    read_spec_file(target, limits, imp.span), _display(target, root), limits=limits
+                )
+            except DslError as err:
+                diags.items.extend(err.diagnostics)
+                continue
+            seen[target] = child
+            loaded.append(LoadedModule(target, child))
+            visit(child, target.parent, [*chain, target])
+
+    start = path.resolve() if path is not None else root / filename
+    visit(main, start.parent, [start])
+    diags.raise_if_errors()
+    return loaded
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.parent))
+    except ValueError:
+        return path.name
+
+
+def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) -> Path | None:
+    raw = imp.path
+    pure = PurePosixPath(raw)
+    if not raw or "\\" in raw or "\x00" in raw or ":" in raw:
+        diags.error(
+            "E111",
+            f"import path {raw!r} is not a relative path",
+            imp.span,
+            'write a path relative to this file, with "/" between folders',
+        )
+        return None
+    if pure.is_absolute() or raw.startswith("~"):
+        diags.error(
+            "E111",
+            f"absolute import path {raw!r}",
+            imp.span,
+            "imports are relative to the importing file, inside the spec's folder",
+        )
+        return None
+    if pure.suffix != ".ode":
+        diags.error("E111", f"import path {raw!r} does not name a .ode file", imp.span)
+        return None
+    target = (here / pure).resolve()
+    if not target.is_relative_to(root):
+        diags.error(
+            "E111",
+            f"import {raw!r} leaves the spec's folder",
+            imp.span,
+            f"imports are confined to {root.name}/ and its subfolders",
+        )
+        return None
+    if not target.is_file():
+        diags.error("E110", f"imported file {raw!r} not found", imp.span)
+        return None
+    return target
