@@ -1,0 +1,46 @@
+"""The odedsl runtime: ODE stages over residual modules, in store, checkpoint or invert mode.
+
+Imports only torch and the standard library, so generated standalone code can carry it alone.
+"""
+
+from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
+from odedsl.runtime.invert import AnchorPlan, Invert
+from odedsl.runtime.memory import activation_bytes, cuda_activation_bytes
+from odedsl.runtime.modes import BackwardMode, Checkpoint, Store, parse_backward
+from odedsl.runtime.program import (
+    AffineUpdate,
+    IntegratorProgram,
+    InverseKind,
+    ResidualCall,
+    State,
+    Step,
+    SwapUpdate,
+    Update,
+)
+from odedsl.runtime.stage import OdeStage
+from odedsl.runtime.weights import WeightSchedule, expand_state_dict
+
+__all__ = [
+    "AffineUpdate",
+    "AnchorPlan",
+    "BackwardMode",
+    "Checkpoint",
+    "IntegratorProgram",
+    "InverseKind",
+    "InversionDriftError",
+    "InversionDriftWarning",
+    "Invert",
+    "NumericalFault",
+    "OdeStage",
+    "ResidualCall",
+    "State",
+    "Step",
+    "Store",
+    "SwapUpdate",
+    "Update",
+    "WeightSchedule",
+    "activation_bytes",
+    "cuda_activation_bytes",
+    "expand_state_dict",
+    "parse_backward",
+]

@@ -1,0 +1,85 @@
+"""Residual calls of one layer, and the run context a stage forward fixes.
+
+A :class:`LayerCall` is the ``ResidualCall`` a program's step receives: it resolves the weight
+schedule for its layer, blends slots when needed, replays the random stream of a stochastic
+stage and records which slots it touched (so a backward VJP differentiates only those).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from odedsl.runtime.program import State
+from odedsl.runtime.replay import BufferGuard, mix_seed, seeded
+from odedsl.runtime.weights import Blend
+
+if TYPE_CHECKING:
+    from odedsl.runtime.stage import OdeStage
+
+SlotKey = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one stage forward fixes for all later recomputation: the base seed."""
+
+    seed: int | None
+
+
+class LayerCall:
+    """The :data:`ResidualCall` of layer ``n``: picks (or blends) the slot, replays the RNG.
+
+    ``touched`` collects the slots evaluated (so a VJP differentiates only their
+    parameters); ``guard`` protects their buffers during recomputation; ``scope`` is the
+    update index that keys the random stream (0: the whole step).
+    """
+
+    def __init__(
+        self,
+        stage: OdeStage,
+        n: int,
+        ctx: RunContext,
+        scope: int = 0,
+        touched: set[SlotKey] | None = None,
+        guard: BufferGuard | None = None,
+    ) -> None:
+        self.stage, self.n, self.ctx, self.scope = stage, n, ctx, scope
+        self.touched, self.guard = touched, guard
+        self._seen: dict[tuple[str, float], int] = {}
+
+    def __call__(self, name: str, x: Tensor, c: float) -> Tensor:
+        stage = self.stage
+        blend = stage.blend(self.n, c)
+        modules = stage.residual_modules(name)
+        for slot, _ in blend:
+            if self.touched is not None:
+                self.touched.add((name, slot))
+            if self.guard is not None:
+                self.guard.protect(modules[slot])
+        if self.ctx.seed is None:
+            return _evaluate(modules, blend, x)
+        occurrence = self._seen.get((name, c), 0)
+        self._seen[(name, c)] = occurrence + 1
+        key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))
+        with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
+            return _evaluate(modules, blend, x)
+
+
+def _evaluate(modules: nn.ModuleList, blend: Blend, x: Tensor) -> Tensor:
+    """One slot: call it. A blend: blended parameters, buffers of the heaviest slot."""
+    if len(blend) == 1:
+        return modules[blend[0][0]](x)
+    heavy = max(blend, key=lambda b: b[1])[0]
+    names = [k for k, _ in modules[heavy].named_parameters()]
+    per_slot = [dict(modules[i].named_parameters()) for i, _ in blend]
+    params = {k: sum(w * p[k] for (_, w), p in zip(blend, per_slot, strict=True)) for k in names}
+    return functional_call(modules[heavy], params, (x,))
+
+
+def keep_dtypes(new: State, old: State) -> State:
+    """Keep each state variable in its initial dtype (float32 under autocast)."""
+    return tuple(a if a.dtype == b.dtype else a.to(b.dtype) for a, b in zip(new, old, strict=True))

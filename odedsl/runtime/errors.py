@@ -1,0 +1,37 @@
+"""Errors and warnings the runtime raises, each naming the stage (and layer) at fault.
+
+A numerical fault deep inside a backward pass is useless without its place: every class here
+carries the stage name and, where known, the layer, so the message points at the spec.
+"""
+
+from __future__ import annotations
+
+
+class NumericalFault(RuntimeError):
+    """A non-finite or drifting value in a stage, found at ``layer`` (``None``: unknown)."""
+
+    def __init__(self, message: str, *, stage: str, layer: int | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.layer = layer
+
+
+class InversionDriftError(NumericalFault):
+    """An exact inverse reconstructed the stage input with more than the tolerated error.
+
+    For ``exact`` kinds this means the forward changed between the forward and the backward
+    pass (weights edited in place, non-replayed randomness) or rounding was amplified.
+    """
+
+    def __init__(self, message: str, *, stage: str, relative_error: float) -> None:
+        super().__init__(message, stage=stage, layer=0)
+        self.relative_error = relative_error
+
+
+class InversionDriftWarning(UserWarning):
+    """An approximate inverse drifted further than the tolerance from the true stage input."""
+
+    def __init__(self, message: str, *, stage: str, relative_error: float) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.relative_error = relative_error

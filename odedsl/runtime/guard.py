@@ -1,0 +1,103 @@
+"""Numerical guards: non-finite states and inversion drift, reported with stage and layer.
+
+Checks never synchronise the device per layer: :class:`FiniteTracker` folds each layer's
+"all finite" test into one small tensor holding the first bad layer, read once at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
+
+CHECK_INVERSE_ENV = "ODEDSL_CHECK_INVERSE"
+CHECK_FORWARD_ENV = "ODEDSL_CHECK_FORWARD"
+
+# Default drift tolerances (relative, on the reconstructed stage input) when the check is on
+# without a number. Exact inverses only accumulate rounding; approximate ones drift O(h^p).
+EXACT_DRIFT_TOL = {torch.float64: 1e-8, torch.float32: 1e-3}
+APPROX_DRIFT_TOL = 5e-2
+
+
+class FiniteTracker:
+    """Remembers the first layer whose state held NaN/Inf, without a sync per layer."""
+
+    def __init__(self, stage: str, where: str) -> None:
+        self.stage = stage
+        self.where = where
+        self._bad: Tensor | None = None
+
+    def update(self, layer: int, state: Sequence[Tensor]) -> None:
+        ok = torch.stack([torch.isfinite(s).all() for s in state]).all()
+        if self._bad is None:
+            self._bad = torch.full((), -1, dtype=torch.int64, device=ok.device)
+        self._bad = torch.where((self._bad < 0) & ~ok, layer, self._bad)
+
+    def check(self) -> None:
+        """One sync: raise :class:`NumericalFault` naming the first bad layer, if any."""
+        if self._bad is None:
+            return
+        layer = int(self._bad.item())
+        if layer >= 0:
+            raise NumericalFault(
+                f"stage {self.stage!r}: non-finite value (NaN/Inf) in the {self.where} "
+                f"at layer {layer}",
+                stage=self.stage,
+                layer=layer,
+            )
+
+
+def forward_check_enabled(flag: bool) -> bool:
+    """The opt-in forward NaN check: constructor flag or ``ODEDSL_CHECK_FORWARD=1``."""
+    return flag or os.environ.get(CHECK_FORWARD_ENV, "") not in ("", "0")
+
+
+def inverse_tolerance(explicit: float | None) -> float | None:
+    """Tolerance for the inverse check; ``nan`` means "on, use the default for the dtype".
+
+    ``check_inverse=tol`` wins; else ``ODEDSL_CHECK_INVERSE`` = ``1`` (defaults) or a number.
+    """
+    if explicit is not None:
+        return explicit
+    raw = os.environ.get(CHECK_INVERSE_ENV, "")
+    if raw in ("", "0"):
+        return None
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return float("nan")
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a tolerance") from exc
+
+
+def relative_error(got: Sequence[Tensor], true: Sequence[Tensor]) -> float:
+    """‖got − true‖ / ‖true‖ over all state tensors (one sync)."""
+    num = sum(((g.double() - t.double()) ** 2).sum() for g, t in zip(got, true, strict=True))
+    den = sum((t.double() ** 2).sum() for t in true)
+    return float(torch.as_tensor(num).sqrt() / torch.as_tensor(den).sqrt().clamp_min(1e-300))
+
+
+def report_drift(stage: str, kind: str, error: float, tol: float, dtype: torch.dtype) -> None:
+    """Raise for exact kinds, warn for approximate ones, when ``error`` exceeds the tolerance."""
+    exact = kind in ("exact", "exact-unstable")
+    if tol != tol:  # nan: defaults
+        tol = EXACT_DRIFT_TOL.get(dtype, 1e-2) if exact else APPROX_DRIFT_TOL
+    if not error > tol and error == error:
+        return
+    msg = (
+        f"stage {stage!r}: invert backward reconstructed the stage input with relative error "
+        f"{error:.3g} (tolerance {tol:.3g}, inverse kind {kind!r})"
+    )
+    if exact:
+        raise InversionDriftError(
+            msg + "; weights or buffers changed between forward and backward, or rounding was "
+            "amplified (use checkpoint mode or a smaller anchor tolerance)",
+            stage=stage,
+            relative_error=error,
+        )
+    warnings.warn(InversionDriftWarning(msg, stage=stage, relative_error=error), stacklevel=2)

@@ -1,0 +1,264 @@
+"""Invert mode: one autograd Function per stage call, activations reconstructed in backward.
+
+Forward runs every layer under ``no_grad`` and saves only the final state. Backward walks the
+layers in reverse. Steps written as exact updates take the *fused* path: each update's
+increment ``e`` is evaluated once with grad, both to undo the update
+(``old = (new - e) / factor``) and for its VJP. Other steps (approximate kinds, a two-step
+scheme's first step) are reconstructed with ``step.inverse`` and recomputed with grad.
+All residual parameters are inputs of the Function, so tied weights accumulate.
+
+Re-anchoring (``exact-unstable`` kinds): undoing ``factor * x`` with ``|factor| < 1``
+multiplies rounding errors by ``1 / |factor|`` per layer. The forward therefore also keeps the
+state every ``anchor_every`` layers, the largest ``k`` with ``growth**k * eps <= anchor_tol``
+(``growth`` = the product of ``1 / |factor|`` over a step's updates, ``eps`` the state dtype's
+machine epsilon), and backward restarts reconstruction from each anchor. Memory is then
+``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
+Default tolerances: 1e-6 (float64), 1e-3 (float32), 1e-2 (other dtypes); when the step
+has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.guard import FiniteTracker, inverse_tolerance, relative_error, report_drift
+from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
+from odedsl.runtime.replay import BufferGuard
+
+if TYPE_CHECKING:
+    from odedsl.runtime.stage import OdeStage
+
+ANCHOR_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
+DEFAULT_ANCHOR_EVERY = 16
+
+
+class AnchorPlan(NamedTuple):
+    """Anchor spacing (``None``: no anchors) and how many states that keeps."""
+
+    every: int | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Invert:
+    """Memory-free backward by inversion; ``anchor_tol`` overrides the re-anchoring tolerance."""
+
+    anchor_tol: float | None = None
+
+    def plan(self, program: IntegratorProgram, depth: int, dtype: torch.dtype) -> AnchorPlan:
+        """Where the forward keeps anchors for a state of ``dtype`` (exact-unstable only)."""
+        step = program.step
+        if step.kind != "exact-unstable":
+            return AnchorPlan(None, 0)
+        tol = self.anchor_tol if self.anchor_tol is not None else ANCHOR_TOL.get(dtype, 1e-2)
+        growth = _growth(step)
+        if growth is None:
+            every = DEFAULT_ANCHOR_EVERY
+        elif growth <= 1.0:
+            return AnchorPlan(None, 0)
+        else:
+            eps = torch.finfo(dtype).eps
+            every = max(1, math.floor(math.log(max(tol / eps, 1.0)) / math.log(growth)))
+        return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
+
+    def run(
+        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
+    ) -> State:
+        params = stage.param_list()
+        cfg = _Config(
+            stage=stage,
+            ctx=ctx,
+            n_state=len(state),
+            plan=self.plan(stage.program, stage.depth, state[0].dtype),
+            tracker=tracker,
+            check_tol=inverse_tolerance(stage.check_inverse),
+        )
+        return tuple(_InvertFunction.apply(cfg, *state, *params))
+
+    def __str__(self) -> str:
+        return "invert"
+
+
+def _growth(step: Step) -> float | None:
+    if not step.updates:
+        return None
+    growth = 1.0
+    for up in step.updates:
+        if isinstance(up, AffineUpdate):
+            if up.factor == 0:
+                raise ValueError("an update with factor 0 cannot be inverted")
+            growth *= max(1.0, 1.0 / abs(up.factor))
+    return growth
+
+
+@dataclass
+class _Config:
+    """Everything the Function needs besides tensors (one object, not positional args)."""
+
+    stage: OdeStage
+    ctx: RunContext
+    n_state: int
+    plan: AnchorPlan
+    tracker: FiniteTracker | None
+    check_tol: float | None
+    autocast: tuple[str, bool, torch.dtype] | None = None
+
+
+class _InvertFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, cfg: _Config, *tensors: Tensor) -> tuple[Tensor, ...]:
+        stage, k = cfg.stage, cfg.n_state
+        state: State = tensors[:k]
+        device = state[0].device.type
+        cfg.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        every, anchors = cfg.plan.every, []
+        with torch.no_grad():
+            for n in range(stage.depth):
+                if every and n and n % every == 0:
+                    anchors.extend(state)
+                state = stage.run_layer(n, state, cfg.ctx)
+                if cfg.tracker is not None:
+                    cfg.tracker.update(n, state)
+        true_input = list(tensors[:k]) if cfg.check_tol is not None else []
+        ctx.save_for_backward(*state, *anchors, *true_input)
+        ctx.cfg = cfg
+        return tuple(state)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        cfg: _Config = ctx.cfg
+        param_grads, input_grads = _walk_back(cfg, ctx.saved_tensors, grads)
+        n_params = len(ctx.needs_input_grad) - 1 - cfg.n_state
+        params_out = [
+            g if need else None
+            for g, need in zip(param_grads, ctx.needs_input_grad[1 + cfg.n_state :], strict=True)
+        ]
+        assert len(params_out) == n_params
+        return (None, *input_grads, *params_out)
+
+
+def _walk_back(
+    cfg: _Config, saved: tuple[Tensor, ...], grads: tuple[Tensor, ...]
+) -> tuple[list[Tensor | None], list[Tensor]]:
+    stage, k = cfg.stage, cfg.n_state
+    params = stage.param_list()
+    state: State = tuple(s.detach() for s in saved[:k])
+    n_anchor = cfg.plan.count
+    anchors = {
+        (j + 1) * cfg.plan.every: tuple(saved[k + j * k : k + (j + 1) * k])  # type: ignore[operator]
+        for j in range(n_anchor)
+    }
+    g = [gr.to(s.dtype) for gr, s in zip(grads, state, strict=True)]
+    walk = _Walk(stage, cfg.ctx, params, stage.slot_param_indices())
+    tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
+    assert cfg.autocast is not None
+    device, enabled, dtype = cfg.autocast
+    with BufferGuard() as guard, torch.autocast(device, dtype=dtype, enabled=enabled):
+        walk.guard = guard
+        for n in reversed(range(stage.depth)):
+            step = stage.step_at(n)
+            undo = walk.undo_fused if step.updates else walk.undo_recompute
+            state, g = undo(n, step, state, g)
+            tracker.update(n, state)
+            state = anchors.get(n, state)
+    tracker.check()
+    if cfg.check_tol is not None:
+        true_input = saved[k + n_anchor * k :]
+        error = relative_error(state, true_input)
+        report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
+    return walk.acc, g
+
+
+class _Walk:
+    """Per-backward bookkeeping: parameter gradient accumulators and the buffer guard."""
+
+    def __init__(
+        self,
+        stage: OdeStage,
+        ctx: RunContext,
+        params: list[torch.nn.Parameter],
+        slot_index: dict[SlotKey, list[int]],
+    ) -> None:
+        self.stage, self.ctx, self.params, self.slot_index = stage, ctx, params, slot_index
+        self.acc: list[Tensor | None] = [None] * len(params)
+        self.guard: BufferGuard | None = None
+
+    def _params_of(self, touched: set[SlotKey]) -> list[int]:
+        found = {i for key in touched for i in self.slot_index[key]}
+        return [i for i in sorted(found) if self.params[i].requires_grad]
+
+    def _vjp(
+        self, outs: list[Tensor], leaves: list[Tensor], touched: set[SlotKey], gouts: list[Tensor]
+    ) -> list[Tensor | None]:
+        """Grads w.r.t. ``leaves`` (returned) and touched parameters (accumulated)."""
+        pidx = self._params_of(touched)
+        pairs = [(o, go.to(o.dtype)) for o, go in zip(outs, gouts, strict=True) if o.requires_grad]
+        if not pairs:
+            return [None] * len(leaves)
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [*leaves, *(self.params[i] for i in pidx)],
+            [go for _, go in pairs],
+            allow_unused=True,
+        )
+        for i, gr in zip(pidx, got[len(leaves) :], strict=True):
+            if gr is not None:
+                self.acc[i] = gr if self.acc[i] is None else self.acc[i] + gr
+        return list(got[: len(leaves)])
+
+    def undo_fused(
+        self, n: int, step: Step, state: State, g: list[Tensor]
+    ) -> tuple[State, list[Tensor]]:
+        """Undo ``step.updates`` in reverse; one increment evaluation per update."""
+        stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
+        cur, g = list(state), list(g)
+        assert step.updates is not None
+        for u in reversed(range(len(step.updates))):
+            up = step.updates[u]
+            if not isinstance(up, AffineUpdate):
+                cur[up.a], cur[up.b] = cur[up.b], cur[up.a]
+                g[up.a], g[up.b] = g[up.b], g[up.a]
+                continue
+            others = [i for i in range(len(cur)) if i != up.target]
+            leaves = [s.detach().requires_grad_(i != up.target) for i, s in enumerate(cur)]
+            touched: set[SlotKey] = set()
+            call = LayerCall(stage, n, self.ctx, u + 1, touched, self.guard)
+            with torch.enable_grad():
+                e = up.increment(tuple(leaves), call, h, t)
+            with torch.no_grad():
+                old = ((cur[up.target] - e) / up.factor).to(cur[up.target].dtype)
+            got = self._vjp([e], [leaves[i] for i in others], touched, [g[up.target]])
+            for i, gr in zip(others, got, strict=True):
+                if gr is not None:
+                    g[i] = g[i] + gr
+            g[up.target] = g[up.target] * up.factor
+            cur[up.target] = old
+        return tuple(cur), g
+
+    def undo_recompute(
+        self, n: int, step: Step, state: State, g: list[Tensor]
+    ) -> tuple[State, list[Tensor]]:
+        """Reconstruct the layer input with ``step.inverse``, recompute ``step.forward``."""
+        stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
+        assert step.inverse is not None, f"stage {stage.name!r}: step without inverse"
+        with torch.no_grad():
+            prev = step.inverse(state, LayerCall(stage, n, self.ctx, 0, None, self.guard), h, t)
+            prev = keep_dtypes(prev, state)
+        leaves = [p.detach().requires_grad_() for p in prev]
+        touched: set[SlotKey] = set()
+        call = LayerCall(stage, n, self.ctx, 0, touched, self.guard)
+        with torch.enable_grad():
+            out = keep_dtypes(step.forward(tuple(leaves), call, h, t), prev)
+        got = self._vjp(list(out), leaves, touched, g)
+        new_g = [
+            gr if gr is not None else torch.zeros_like(p) for gr, p in zip(got, prev, strict=True)
+        ]
+        return prev, new_g

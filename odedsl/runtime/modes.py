@@ -1,0 +1,113 @@
+"""Backward modes: small classes with one interface, ``run(stage, state, ctx, tracker)``.
+
+* :class:`Store`: plain autograd through every layer (all activations kept).
+* :class:`Checkpoint`: ``torch.utils.checkpoint`` every ``every`` layers; recomputation
+  replays randomness (seeded residual calls) and leaves buffers as the forward left them.
+* :class:`~odedsl.runtime.invert.Invert`: one custom autograd Function per stage call; O(1)
+  activations, inputs reconstructed layer by layer in backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from odedsl.runtime.calls import RunContext
+from odedsl.runtime.invert import Invert
+from odedsl.runtime.program import State
+from odedsl.runtime.replay import BufferGuard
+
+if TYPE_CHECKING:
+    from odedsl.runtime.guard import FiniteTracker
+    from odedsl.runtime.stage import OdeStage
+
+
+class BackwardMode(Protocol):
+    """How a stage's layer loop is differentiated."""
+
+    def run(
+        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
+    ) -> State: ...
+
+
+BackwardSpec = BackwardMode | str | tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Store:
+    """Plain autograd: the baseline, memory linear in depth."""
+
+    def run(
+        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
+    ) -> State:
+        return stage.run_layers(state, 0, stage.depth, ctx, tracker=tracker)
+
+    def __str__(self) -> str:
+        return "store"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Keep the state every ``every`` layers; recompute segments in backward."""
+
+    every: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ValueError(f"checkpoint(k) needs an integer k >= 1, got {self.every!r}")
+
+    def run(
+        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
+    ) -> State:
+        for start in range(0, stage.depth, self.every):
+            segment = _Segment(stage, start, min(start + self.every, stage.depth), ctx, tracker)
+            state = tuple(checkpoint(segment, *state, use_reentrant=False))
+        return state
+
+    def __str__(self) -> str:
+        return f"checkpoint({self.every})"
+
+
+class _Segment:
+    """Layers ``[start, stop)``; calls after the first are recomputations, whose buffer
+    updates (BatchNorm statistics) are undone so each forward counts once."""
+
+    def __init__(
+        self,
+        stage: OdeStage,
+        start: int,
+        stop: int,
+        ctx: RunContext,
+        tracker: FiniteTracker | None,
+    ) -> None:
+        self.stage, self.start, self.stop, self.ctx, self.tracker = stage, start, stop, ctx, tracker
+        self.calls = 0
+
+    def __call__(self, *state: Tensor) -> State:
+        self.calls += 1
+        if self.calls == 1:
+            return self.stage.run_layers(state, self.start, self.stop, self.ctx, None, self.tracker)
+        with BufferGuard() as guard:
+            return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
+
+
+def parse_backward(spec: BackwardSpec) -> BackwardMode:
+    """``"store"``, ``"invert"``, ``("checkpoint", k)``, ``"checkpoint(k)"`` or a mode object."""
+    if isinstance(spec, Store | Checkpoint | Invert):
+        return spec
+    if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "checkpoint":
+        return Checkpoint(spec[1])
+    if isinstance(spec, str):
+        text = spec.replace(" ", "")
+        if text == "store":
+            return Store()
+        if text == "invert":
+            return Invert()
+        if text.startswith("checkpoint(") and text.endswith(")") and text[11:-1].isdigit():
+            return Checkpoint(int(text[11:-1]))
+    raise ValueError(
+        f"unknown backward mode {spec!r}; expected 'store', ('checkpoint', k) or 'invert'"
+    )

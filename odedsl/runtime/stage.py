@@ -1,0 +1,195 @@
+"""An ODE stage: N layers of an integrator step over residual modules, in any backward mode.
+
+Residual copies live in one ``nn.ModuleList`` per residual name, registered under that name,
+so the state dict reads ``<stage>.<residual>.<slot>.<the module's own names>``. The depth loop
+is a Python loop over layers (never unrolled into a graph); the backward mode decides how the
+loop is differentiated (see :mod:`odedsl.runtime.modes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
+from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
+from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
+from odedsl.runtime.replay import BufferGuard, draw_base_seed
+from odedsl.runtime.weights import Blend, WeightSchedule
+
+
+class OdeStage(nn.Module):
+    """N layers of ``program.step`` (layer 0: ``program.first`` if set) from ``init_state``.
+
+    ``backward``: ``"store"``, ``("checkpoint", k)``, ``"invert"`` or a :class:`BackwardMode`.
+    ``stochastic``: the residuals draw random numbers (dropout), which every mode then replays
+    from one seed per forward. ``check_inverse``: relative tolerance of the invert-mode check
+    of the reconstructed input (also ``ODEDSL_CHECK_INVERSE``). ``check_forward``: raise on a
+    NaN/Inf state in forward, naming the layer (also ``ODEDSL_CHECK_FORWARD``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        program: IntegratorProgram,
+        factories: Mapping[str, Callable[[], nn.Module]],
+        depth: int,
+        step: float | None = None,
+        t0: float = 0.0,
+        schedule: WeightSchedule | None = None,
+        backward: BackwardSpec = "store",
+        stochastic: bool = False,
+        check_inverse: float | None = None,
+        check_forward: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"stage {name!r}: depth must be a positive integer, got {depth!r}")
+        if set(factories) != set(program.residuals):
+            raise ValueError(
+                f"stage {name!r}: factories for {sorted(factories)} but integrator "
+                f"{program.name!r} calls residuals {sorted(program.residuals)}"
+            )
+        self.name = name
+        self.program = program
+        self.depth = depth
+        self.h = 1.0 / depth if step is None else float(step)
+        self.t0 = float(t0)
+        self.schedule = schedule or WeightSchedule("tied")
+        self.stochastic = stochastic
+        self.check_inverse = check_inverse
+        self.check_forward = check_forward
+        n_slots = self.schedule.slots(depth, program.offsets)
+        for r in program.residuals:
+            if hasattr(self, r) or hasattr(nn.Module, r):
+                raise ValueError(f"stage {name!r}: residual name {r!r} clashes with an attribute")
+            self.add_module(r, nn.ModuleList([factories[r]() for _ in range(n_slots)]))
+        self._blends: dict[tuple[int, float], Blend] = {}
+        self.backward_mode = backward  # type: ignore[assignment]
+
+    # ----------------------------------------------------------------- configuration
+    @property
+    def kind(self) -> str:
+        """What the program's inverse promises (``exact``, ``approximate``...)."""
+        return self.program.kind
+
+    @property
+    def backward_mode(self) -> BackwardMode:
+        return self._mode
+
+    @backward_mode.setter
+    def backward_mode(self, spec: BackwardSpec) -> None:
+        mode = parse_backward(spec)
+        if isinstance(mode, Invert) and self.kind == "none":
+            raise ValueError(
+                f"stage {self.name!r}: integrator {self.program.name!r} has no inverse; "
+                "use backward store or checkpoint(k)"
+            )
+        self._mode = mode
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, integrator={self.program.name}, depth={self.depth}, "
+            f"h={self.h:g}, weights={self.schedule}, backward={self._mode}"
+        )
+
+    # ----------------------------------------------------------------- building blocks
+    def residual_modules(self, name: str) -> nn.ModuleList:
+        return self.get_submodule(name)  # type: ignore[return-value]
+
+    def blend(self, n: int, c: float) -> Blend:
+        key = (n, c)
+        if key not in self._blends:
+            self._blends[key] = self.schedule.lookup(n, c, self.depth, self.program.offsets)
+        return self._blends[key]
+
+    def step_at(self, n: int) -> Step:
+        return self.program.first if n == 0 and self.program.first else self.program.step
+
+    def time_at(self, n: int) -> float:
+        return self.t0 + n * self.h
+
+    def param_list(self) -> list[nn.Parameter]:
+        """All residual parameters, in a fixed order (the invert Function's inputs)."""
+        return list(self.parameters())
+
+    def slot_param_indices(self) -> dict[SlotKey, list[int]]:
+        """Indices into :meth:`param_list` of each slot's parameters."""
+        index = {id(p): i for i, p in enumerate(self.param_list())}
+        return {
+            (r, j): [index[id(p)] for p in m.parameters()]
+            for r in self.program.residuals
+            for j, m in enumerate(self.residual_modules(r))
+        }
+
+    def run_layer(
+        self, n: int, state: State, ctx: RunContext, guard: BufferGuard | None = None
+    ) -> State:
+        """Layer ``n`` forward. Stochastic steps with updates run update by update, so the
+        random stream of each update is keyed as the fused backward will key it."""
+        step, h, t = self.step_at(n), self.h, self.time_at(n)
+        if ctx.seed is not None and step.updates:
+            new = list(state)
+            for u, up in enumerate(step.updates, start=1):
+                if isinstance(up, AffineUpdate):
+                    e = up.increment(tuple(new), LayerCall(self, n, ctx, u, None, guard), h, t)
+                    new[up.target] = up.factor * new[up.target] + e
+                else:
+                    new[up.a], new[up.b] = new[up.b], new[up.a]
+            out: State = tuple(new)
+        else:
+            out = step.forward(state, LayerCall(self, n, ctx, 0, None, guard), h, t)
+        return keep_dtypes(out, state)
+
+    def run_layers(
+        self,
+        state: State,
+        start: int,
+        stop: int,
+        ctx: RunContext,
+        guard: BufferGuard | None = None,
+        tracker: FiniteTracker | None = None,
+    ) -> State:
+        for n in range(start, stop):
+            state = self.run_layer(n, state, ctx, guard)
+            if tracker is not None:
+                tracker.update(n, state)
+        return state
+
+    # ----------------------------------------------------------------- forward
+    def new_context(self) -> RunContext:
+        return RunContext(draw_base_seed() if self.stochastic else None)
+
+    def final_state(self, x: Tensor) -> State:
+        """The state after the last layer (before ``program.output``)."""
+        state = self.program.init_state(x)
+        if isinstance(self._mode, Store) and not self.stochastic and not self._checks_forward():
+            return self.run_layers(state, 0, self.depth, RunContext(None))  # traceable
+        return _eager_run(self, state)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.program.output(self.final_state(x))
+
+    def _checks_forward(self) -> bool:
+        return forward_check_enabled(self.check_forward)
+
+
+@torch.compiler.disable
+def _eager_run(stage: OdeStage, state: State) -> State:
+    """Modes with recomputation, random replay or checks run eagerly under torch.compile
+    (a graph break): their Python-level bookkeeping must not be traced away."""
+    ctx = stage.new_context()
+    tracker = FiniteTracker(stage.name, "forward state") if stage._checks_forward() else None
+    needs_grad = torch.is_grad_enabled() and (
+        any(s.requires_grad for s in state) or any(p.requires_grad for p in stage.parameters())
+    )
+    if needs_grad:
+        state = stage.backward_mode.run(stage, state, ctx, tracker)
+    else:
+        state = stage.run_layers(state, 0, stage.depth, ctx, tracker=tracker)
+    if tracker is not None:
+        tracker.check()
+    return state

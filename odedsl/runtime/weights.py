@@ -1,0 +1,203 @@
+"""Weights in depth: which copies of a residual function layer ``n`` uses at offset ``c``.
+
+A stage keeps ``slots`` copies of each residual module. The weight schedule maps a layer and
+an offset (time ``s = (n + c) / N`` in ``[0, 1]``) to a convex combination of slots, so that
+every schedule is a function θ(s) of depth:
+
+* ``tied``: one slot, θ(s) constant.
+* ``untied``: one slot per layer. When the program reads a residual ahead of the layer's time
+  (an offset > 0, e.g. Heun's corrector ``f(., t + h)``), the slots are the N + 1 nodes
+  ``s_i = i / N`` and θ is linear between them (HeunNet, seed 000 eq. 8: the corrector uses
+  θ_{n+1}). Otherwise there are N slots and layer n uses slot n whatever the offset, so the
+  reverse Euler step at offset 1 uses θ_n exactly as seed 000 eq. 6.
+* ``shared(k)``: k groups, θ piecewise constant, group ``min(floor(s k), k - 1)``. Without
+  positive offsets, as for untied, the group is the layer's own (``s = n / N``).
+* ``interpolated(k)``: k control points at ``s_i = i / (k - 1)``, θ piecewise linear, so the
+  same parameters run at any depth N (seed 000, Definition 1).
+
+:func:`expand_state_dict` turns the weights of one schedule into those of another by
+evaluating θ at the destination's slot times (seed 000 §5.2: start a deep untied network from a
+trained tied one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Mode = Literal["tied", "untied", "shared", "interpolated"]
+Blend = tuple[tuple[int, float], ...]
+_MODES = ("tied", "untied", "shared", "interpolated")
+_EPS = 1e-9  # snapping tolerance for positions that should be integers
+
+
+def _reads_ahead(offsets: Sequence[float]) -> bool:
+    return any(c > _EPS for c in offsets)
+
+
+def _blend(position: float, count: int) -> Blend:
+    """Linear interpolation between integer nodes ``0..count-1`` at ``position``."""
+    position = min(max(position, 0.0), count - 1.0)
+    i = min(math.floor(position + _EPS), count - 1)
+    w = position - i
+    if w <= _EPS or i == count - 1:
+        return ((i, 1.0),)
+    if w >= 1.0 - _EPS:
+        return ((i + 1, 1.0),)
+    return ((i, 1.0 - w), (i + 1, w))
+
+
+@dataclass(frozen=True)
+class WeightSchedule:
+    """How a stage's residual weights vary with depth (see the module docstring)."""
+
+    mode: Mode = "tied"
+    k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in _MODES:
+            raise ValueError(f"unknown weight schedule {self.mode!r}; expected one of {_MODES}")
+        if self.mode in ("shared", "interpolated"):
+            low = 1 if self.mode == "shared" else 2
+            if not isinstance(self.k, int) or self.k < low:
+                raise ValueError(f"weights {self.mode}(k) needs an integer k >= {low}: {self.k}")
+        elif self.k is not None:
+            raise ValueError(f"weights {self.mode} takes no k (got k={self.k})")
+
+    def __str__(self) -> str:
+        return self.mode if self.k is None else f"{self.mode}({self.k})"
+
+    def slots(self, depth: int, offsets: Sequence[float] = (0.0,)) -> int:
+        """Number of residual copies a stage of ``depth`` layers with these offsets creates."""
+        _check_depth(depth)
+        if self.mode == "tied":
+            return 1
+        if self.mode == "untied":
+            return depth + 1 if _reads_ahead(offsets) else depth
+        assert self.k is not None
+        return self.k
+
+    def lookup(self, n: int, c: float, depth: int, offsets: Sequence[float] = (0.0,)) -> Blend:
+        """Slots and weights (summing to 1) for layer ``n`` at offset ``c``.
+
+        ``offsets`` are the program's forward offsets; they matter only for ``untied`` and
+        ``shared``, which are layer-wise unless some offset reads ahead (see module docstring).
+        """
+        _check_depth(depth)
+        if not 0 <= n < depth:
+            raise ValueError(f"layer {n} outside a stage of depth {depth}")
+        if not -_EPS <= c <= 1.0 + _EPS:
+            raise ValueError(f"offset {c} outside [0, 1]")
+        c = min(max(c, 0.0), 1.0)
+        ahead = _reads_ahead(offsets)
+        if self.mode == "tied":
+            return ((0, 1.0),)
+        if self.mode == "untied":
+            return _blend(n + c, depth + 1) if ahead else ((n, 1.0),)
+        assert self.k is not None
+        if self.mode == "shared":
+            s = (n + c) / depth if ahead else n / depth
+            return ((min(math.floor(s * self.k + _EPS), self.k - 1), 1.0),)
+        return _blend((n + c) * (self.k - 1) / depth, self.k)
+
+    def slot_times(self, depth: int, offsets: Sequence[float] = (0.0,)) -> tuple[float, ...]:
+        """The depth ``s`` each slot stands for (its node, or the start of its interval)."""
+        count = self.slots(depth, offsets)
+        if self.mode == "tied":
+            return (0.0,)
+        if self.mode == "untied":
+            return tuple(i / depth for i in range(count))
+        if self.mode == "shared":
+            return tuple(i / count for i in range(count))
+        return tuple(i / (count - 1) for i in range(count))
+
+    def at(self, s: float, depth: int, offsets: Sequence[float] = (0.0,)) -> Blend:
+        """θ(s): the slots a stage of ``depth`` layers blends at depth ``s`` in ``[0, 1]``."""
+        n = min(math.floor(s * depth + _EPS), depth - 1)
+        return self.lookup(n, min(max(s * depth - n, 0.0), 1.0), depth, offsets)
+
+
+def _check_depth(depth: int) -> None:
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"stage depth must be a positive integer, got {depth!r}")
+
+
+def _check_conversion(src: tuple[WeightSchedule, int], dst: tuple[WeightSchedule, int]) -> None:
+    (s, n_src), (d, n_dst) = src, dst
+    if s == d and n_src == n_dst:
+        return
+    why = None
+    if s.mode == "tied":
+        return  # a constant θ is every schedule's special case
+    if d.mode in ("tied", "shared"):
+        why = f"{d} cannot hold the depth-varying weights of {s} without losing them"
+    elif d.mode == "interpolated":
+        assert d.k is not None
+        if s.mode != "interpolated":
+            why = f"piecewise-constant {s} weights are not piecewise linear in depth"
+        elif (d.k - 1) % (s.k - 1):  # type: ignore[operator]
+            why = f"interpolated({d.k}) control points do not refine interpolated({s.k})"
+    elif s.mode == "untied" and n_dst < n_src:
+        why = f"untied depth {n_src} -> {n_dst} would drop layers; only deepening is supported"
+    if why:
+        raise ValueError(
+            f"cannot convert weights {s} (depth {n_src}) to {d} (depth {n_dst}): {why}"
+        )
+
+
+def _is_buffer(local: str, buffers: Collection[str] | None, value: Tensor) -> bool:
+    if buffers is not None:
+        return local in buffers
+    leaf = local.rsplit(".", 1)[-1]
+    return not value.is_floating_point() or leaf.startswith("running_")
+
+
+def expand_state_dict(
+    state_dict: Mapping[str, Tensor],
+    prefix: str,
+    residual_names: Sequence[str],
+    src: tuple[WeightSchedule, int],
+    dst: tuple[WeightSchedule, int],
+    offsets: Sequence[float] = (0.0,),
+    buffers: Collection[str] | None = None,
+) -> dict[str, Tensor]:
+    """Convert a stage's weights from schedule/depth ``src`` to ``dst`` by evaluating θ(s).
+
+    Keys ``{prefix}{residual}.{slot}.{local}`` are rewritten for the destination slots; other
+    keys pass through. Parameters are blended per :meth:`WeightSchedule.at` at each destination
+    slot's time; buffers (``buffers``: local names, default: non-float tensors and
+    ``running_*``, i.e. BatchNorm statistics) are copied from the heaviest source slot.
+    Raises ``ValueError`` for conversions that would lose information.
+    """
+    _check_conversion(src, dst)
+    (s_sched, n_src), (d_sched, n_dst) = src, dst
+    n_in = s_sched.slots(n_src, offsets)
+    out: dict[str, Tensor] = {}
+    per_res: dict[str, dict[int, dict[str, Tensor]]] = {r: {} for r in residual_names}
+    for key, value in state_dict.items():
+        owner = next((r for r in residual_names if key.startswith(f"{prefix}{r}.")), None)
+        if owner is None:
+            out[key] = value
+            continue
+        slot, _, local = key[len(prefix) + len(owner) + 1 :].partition(".")
+        if not slot.isdigit() or int(slot) >= n_in:
+            raise ValueError(f"{key!r}: expected slot < {n_in} for {s_sched} at depth {n_src}")
+        per_res[owner].setdefault(int(slot), {})[local] = value
+    for r, slots in per_res.items():
+        if len(slots) != n_in:
+            raise ValueError(f"residual {r!r}: found {len(slots)} slots, {s_sched} needs {n_in}")
+        for j, s in enumerate(d_sched.slot_times(n_dst, offsets)):
+            blend = s_sched.at(s, n_src, offsets)
+            heavy = max(blend, key=lambda b: b[1])[0]
+            for local, value in slots[heavy].items():
+                if _is_buffer(local, buffers, value):
+                    mixed = value.clone()
+                else:
+                    mixed = sum((w * slots[i][local] for i, w in blend), torch.zeros_like(value))
+                out[f"{prefix}{r}.{j}.{local}"] = mixed
+    return out
