@@ -9,7 +9,8 @@ The pipeline, one package per stage, each usable alone::
       ──runtime: per-stage backward mode (store | checkpoint | invert)
       ──export (jinja2)──▶ readable model.py + train.py
 
-Public API: :func:`parse`, :func:`load_spec`, :class:`DslError`, :class:`Limits`.
+Public API: :func:`parse`, :func:`load_spec`, :func:`compile`, :class:`DslError`,
+:class:`Limits`.
 Names are imported on first use, so ``import odedsl`` stays light (no torch until needed).
 """
 
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from odedsl.diagnostics import Diagnostic, DslError
+    from odedsl.compiler import compile
     from odedsl.limits import Limits
     from odedsl.spec.load import load_spec
     from odedsl.spec.validate import ValidatedSpec
@@ -30,11 +32,12 @@ _EXPORTS = {
     "DslError": "odedsl.diagnostics",
     "Limits": "odedsl.limits",
     "ValidatedSpec": "odedsl.spec.validate",
+    "compile": "odedsl.compiler",
     "load_spec": "odedsl.spec.load",
     "parse": "odedsl.syntax.parse",
 }
 
-__all__ = ["Diagnostic", "DslError", "Limits", "ValidatedSpec", "load_spec", "parse"]
+__all__ = ["Diagnostic", "DslError", "Limits", "ValidatedSpec", "compile", "load_spec", "parse"]
 __version__ = "0.1.0"
 
 

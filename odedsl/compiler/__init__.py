@@ -1,0 +1,52 @@
+"""Validated spec → runnable torch module (``odedsl.compile``)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import fx
+
+from odedsl.compiler.graph import build_graph_module
+from odedsl.limits import Limits
+from odedsl.spec.evaluate import Value
+from odedsl.spec.load import load_spec
+from odedsl.spec.validate import ValidatedSpec
+
+BACKWARDS = ("store", "invert", "checkpoint(k)")
+
+
+def compile(  # noqa: A001 - the public name the project promises
+    source: str | os.PathLike[str] | ValidatedSpec,
+    *,
+    backward: str | None = None,
+    dtype: torch.dtype | None = None,
+    network: str | None = None,
+    limits: Limits | None = None,
+    **params: Value,
+) -> fx.GraphModule:
+    """Compile a spec (path, text or validated spec) to a ``torch.fx.GraphModule``.
+
+    ``params`` override the network's parameters (``depth=64``); ``backward`` overrides every
+    stage's mode (``"store"``, ``"invert"``, ``"checkpoint(4)"``); ``dtype`` casts parameters.
+    The module's ``input_shape`` is the input shape without the batch dimension.
+    """
+    spec = load_spec(source, network=network, limits=limits, **params)
+    return build_graph_module(spec, backward=_check_backward(backward), dtype=dtype)
+
+
+def _check_backward(backward: str | None) -> str | None:
+    from odedsl.diagnostics import Diagnostic, DslError
+
+    if backward is None:
+        return None
+    text = backward.replace(" ", "")
+    if text in ("store", "invert") or (
+        text.startswith("checkpoint(") and text.endswith(")") and text[11:-1].isdigit()
+        and int(text[11:-1]) >= 1
+    ):
+        return text
+    if text == "checkpoint":
+        return "checkpoint(1)"
+    raise DslError([Diagnostic("E230", f"unknown backward mode {backward!r}", None,
+                               "expected store, invert or checkpoint(k)")])
