@@ -64,8 +64,10 @@ class Invert:
         elif growth <= 1.0:
             return AnchorPlan(None, 0)
         else:
-            eps = torch.finfo(dtype).eps
-            every = max(1, math.floor(math.log(max(tol / eps, 1.0)) / math.log(growth)))
+            layers = math.log(max(tol / torch.finfo(dtype).eps, 1.0)) / math.log(growth)
+            if layers >= depth:
+                return AnchorPlan(None, 0)
+            every = max(1, math.floor(layers))
         return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
 
     def run(

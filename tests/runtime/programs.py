@@ -23,10 +23,10 @@ def _first(state: State) -> Tensor:
 def euler() -> IntegratorProgram:
     """x += h f(x, t); inverse: reverse Euler x_n = x_{n+1} - h f(x_{n+1}, θ_n) (eq. 6)."""
 
-    def forward(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def forward(s: State, call, h: float, t: float) -> State:
         return (s[0] + h * call("f", s[0], 0.0),)
 
-    def inverse(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def inverse(s: State, call, h: float, t: float) -> State:
         return (s[0] - h * call("f", s[0], 1.0),)
 
     step = Step(forward, inverse, "approximate")
@@ -36,13 +36,13 @@ def euler() -> IntegratorProgram:
 def heun() -> IntegratorProgram:
     """HeunNet (eq. 8); inverse: the reverse Heun scheme, offsets reflected (eq. 9)."""
 
-    def forward(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def forward(s: State, call, h: float, t: float) -> State:
         x = s[0]
         k1 = call("f", x, 0.0)
         k2 = call("f", x + h * k1, 1.0)
         return (x + h / 2 * (k1 + k2),)
 
-    def inverse(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def inverse(s: State, call, h: float, t: float) -> State:
         x = s[0]
         k1 = call("f", x, 1.0)
         y = x - h * k1
@@ -55,11 +55,11 @@ def heun() -> IntegratorProgram:
 def hamiltonian() -> IntegratorProgram:
     """y += h f(z, t); z -= h g(y, t), state split by channels (dim 1)."""
 
-    def forward(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def forward(s: State, call, h: float, t: float) -> State:
         y = s[0] + h * call("f", s[1], 0.0)
         return (y, s[1] - h * call("g", y, 0.0))
 
-    def inverse(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def inverse(s: State, call, h: float, t: float) -> State:
         z = s[1] + h * call("g", s[0], 0.0)
         return (s[0] - h * call("f", z, 0.0), z)
 
@@ -82,11 +82,11 @@ def hamiltonian() -> IntegratorProgram:
 def momentum(gamma: float = 0.9) -> IntegratorProgram:
     """v = γ v + (1 − γ) f(x); x += h v (MomentumNet with step h). Exact-unstable for γ < 1."""
 
-    def forward(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def forward(s: State, call, h: float, t: float) -> State:
         v = gamma * s[1] + (1 - gamma) * call("f", s[0], 0.0)
         return (s[0] + h * v, v)
 
-    def inverse(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def inverse(s: State, call, h: float, t: float) -> State:
         x = s[0] - h * s[1]
         return (x, (s[1] - (1 - gamma) * call("f", x, 0.0)) / gamma)
 
@@ -107,16 +107,16 @@ def midpoint() -> IntegratorProgram:
     """Two-step (leapfrog) midpoint on (prev, x): x1 = x0 + h f(x0), then
     next = prev + 2h f(x); written as an update of prev followed by a swap."""
 
-    def first_fwd(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def first_fwd(s: State, call, h: float, t: float) -> State:
         return (s[1], s[1] + h * call("f", s[1], 0.0))
 
-    def first_inv(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def first_inv(s: State, call, h: float, t: float) -> State:
         return (s[0], s[0])
 
-    def forward(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def forward(s: State, call, h: float, t: float) -> State:
         return (s[1], s[0] + 2 * h * call("f", s[1], 0.0))
 
-    def inverse(s: State, call, h: float, t: float) -> State:  # noqa: ANN001
+    def inverse(s: State, call, h: float, t: float) -> State:
         return (s[1] - 2 * h * call("f", s[0], 0.0), s[0])
 
     updates = (
@@ -152,7 +152,7 @@ class MLP(nn.Module):
 
     def __init__(self, width: int, hidden: int = 16, dropout: float = 0.0, bn: bool = True):
         super().__init__()
-        self.lin1 = nn.Linear(width, hidden)
+        self.lin1 = nn.Linear(width, hidden, bias=not bn)  # a bias before BN has no gradient
         self.bn = nn.BatchNorm1d(hidden) if bn else nn.Identity()
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.lin2 = nn.Linear(hidden, width)

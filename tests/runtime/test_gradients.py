@@ -1,0 +1,106 @@
+"""Gradients of checkpoint and invert against plain autograd (store)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from odedsl.runtime import Invert, WeightSchedule, activation_bytes
+
+from .programs import EXACT, PROGRAMS
+from .util import grad_error, make_stage, max_param_error, run
+
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("program", EXACT)
+def test_exact_invert_matches_store_at_depth_64(program, dtype):
+    torch.manual_seed(hash(program) % 1000)
+    stage = make_stage(program, 64, dtype=dtype)
+    x = torch.randn(16, 8, dtype=dtype)
+    store, inv = run(stage, x, "store"), run(stage, x, "invert")
+    assert store.input_grad is not None and store.input_grad.norm() > 0
+    assert max_param_error(inv, store) <= TOL[dtype]
+
+
+@pytest.mark.parametrize("program", list(PROGRAMS))
+def test_checkpoint_matches_store(program):
+    torch.manual_seed(3)
+    stage = make_stage(program, 10)
+    x = torch.randn(8, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    for k in (1, 3, 10):
+        assert max_param_error(run(stage, x, ("checkpoint", k)), store) <= 1e-12
+
+
+def test_anchor_plan():
+    inv = Invert()
+    f32 = inv.plan(PROGRAMS["momentum"](0.9), 1000, torch.float32)
+    expected = math.floor(math.log(1e-3 / torch.finfo(torch.float32).eps) / math.log(1 / 0.9))
+    assert f32.every == expected == 85 and f32.count == 999 // 85
+    assert inv.plan(PROGRAMS["momentum"](0.9), 64, torch.float64).every is None  # 210 > 64
+    assert inv.plan(PROGRAMS["momentum"](0.5), 64, torch.float64) == (32, 1)
+    assert inv.plan(PROGRAMS["hamiltonian"](), 1000, torch.float32) == (None, 0)
+
+
+def test_reanchoring_keeps_unstable_inversion_accurate():
+    """γ = 1/2 doubles rounding errors per layer: 2^64 ε is garbage, 2^32 ε is not."""
+    torch.manual_seed(5)
+    prog = PROGRAMS["momentum"]
+    stage = make_stage("momentum", 64)
+    stage.program = prog(0.5)
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    anchored = run(stage, x, Invert())
+    unanchored = run(stage, x, Invert(anchor_tol=1e300))
+    assert grad_error(anchored, store) < 1e-6
+    assert grad_error(unanchored, store) > 1e-2
+    # the anchor costs one more state (x and v) of activation memory
+    stage.backward_mode = Invert()
+    with_anchor = activation_bytes(stage, x.requires_grad_())
+    stage.backward_mode = Invert(anchor_tol=1e300)
+    assert with_anchor == 2 * activation_bytes(stage, x)
+
+
+@pytest.mark.parametrize("program", ["euler", "heun"])
+def test_approximate_invert_is_close_but_not_exact(program):
+    torch.manual_seed(2)
+    stage = make_stage(program, 32, schedule=WeightSchedule("tied"))
+    x = torch.randn(16, 8, dtype=torch.float64)
+    err = grad_error(run(stage, x, "invert"), run(stage, x, "store"))
+    assert 1e-8 < err < 0.05
+
+
+def _euler_heun_errors(depths: list[int], schedule: WeightSchedule) -> dict[str, list[float]]:
+    errors: dict[str, list[float]] = {"euler": [], "heun": []}
+    x = torch.randn(32, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for program in errors:
+        for depth in depths:
+            torch.manual_seed(11)  # the same residual weights at every depth
+            stage = make_stage(program, depth, schedule=schedule)
+            store, inv = run(stage, x, "store"), run(stage, x, "invert")
+            errors[program].append(grad_error(inv, store))
+    return errors
+
+
+def _slope(depths: list[int], errors: list[float]) -> float:
+    lx = torch.tensor(depths, dtype=torch.float64).log()
+    ly = torch.tensor(errors, dtype=torch.float64).log()
+    lx, ly = lx - lx.mean(), ly - ly.mean()
+    return float((lx * ly).sum() / (lx * lx).sum())
+
+
+@pytest.mark.parametrize(
+    "schedule", [WeightSchedule("tied"), WeightSchedule("interpolated", 3)], ids=str
+)
+def test_approximate_gradient_error_converges_with_depth(schedule):
+    """Seed 000 Prop. 4: reverse-Euler gradients are O(1/N); Heun does better."""
+    depths = [8, 16, 32, 64, 128]
+    errors = _euler_heun_errors(depths, schedule)
+    slope = _slope(depths, errors["euler"])
+    assert -1.4 < slope < -0.6, (slope, errors)
+    assert all(h < e for h, e in zip(errors["heun"], errors["euler"], strict=True)), errors
+    assert _slope(depths, errors["heun"]) < slope

@@ -1,0 +1,110 @@
+"""Numerical guards: NaN/Inf named by stage and layer, inversion drift checks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from odedsl.runtime import (
+    InversionDriftError,
+    InversionDriftWarning,
+    NumericalFault,
+    WeightSchedule,
+)
+
+from .programs import MLP
+from .util import MODES, make_stage, run
+
+
+class Poisonable(MLP):
+    """An MLP that returns NaN once ``poison`` is set (after the forward, for the backward)."""
+
+    poison = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = super().forward(x)
+        return out * float("nan") if self.poison else out
+
+
+@pytest.mark.parametrize("program", ["hamiltonian", "euler", "midpoint"])
+def test_nan_in_reconstruction_names_stage_and_layer(program):
+    torch.manual_seed(0)
+    stage = make_stage(program, 8, backward="invert", residual=Poisonable)
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    out = stage(x)
+    stage.f[5].poison = True
+    with pytest.raises(NumericalFault, match=r"'body'.*layer 5") as info:
+        out.sum().backward()
+    assert info.value.stage == "body" and info.value.layer == 5
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_forward_check_names_stage_and_layer(mode):
+    torch.manual_seed(0)
+    stage = make_stage("euler", 8, backward=mode, residual=Poisonable, check_forward=True)
+    stage.f[3].poison = True
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(NumericalFault, match=r"'body'.*forward state at layer 3"):
+        stage(x)
+    stage.f[3].poison = False
+    stage(x)  # finite: no error
+
+
+def test_forward_check_from_environment(monkeypatch):
+    stage = make_stage("euler", 4, residual=Poisonable)
+    stage.f[2].poison = True
+    x = torch.randn(6, 8, dtype=torch.float64)
+    assert torch.isnan(stage(x)).all()  # off by default
+    monkeypatch.setenv("ODEDSL_CHECK_FORWARD", "1")
+    with pytest.raises(NumericalFault, match="layer 2"):
+        stage(x)
+
+
+def test_approximate_drift_warns_with_stage_and_error():
+    torch.manual_seed(0)
+    stage = make_stage("euler", 16, schedule=WeightSchedule("tied"), check_inverse=1e-9)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    with pytest.warns(InversionDriftWarning, match=r"'body'.*relative error") as record:
+        run(stage, x, "invert")
+    err = record[0].message.relative_error  # type: ignore[union-attr]
+    assert 1e-9 < err < 0.1 and record[0].message.stage == "body"  # type: ignore[union-attr]
+
+
+def test_drift_check_from_environment(monkeypatch):
+    torch.manual_seed(0)
+    stage = make_stage("euler", 16, schedule=WeightSchedule("tied"))
+    x = torch.randn(6, 8, dtype=torch.float64)
+    monkeypatch.setenv("ODEDSL_CHECK_INVERSE", "1e-12")
+    with pytest.warns(InversionDriftWarning):
+        run(stage, x, "invert")
+    monkeypatch.setenv("ODEDSL_CHECK_INVERSE", "1")  # default tolerance: O(h) drift passes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(stage, x, "invert")
+
+
+def test_exact_drift_raises_when_weights_change_before_backward():
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 16, backward="invert", check_inverse=1e-8)
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    stage(x).sum().backward()  # consistent: passes
+    out = stage(x)
+    with torch.no_grad():
+        stage.f[7].lin2.weight.add_(0.1)  # an optimizer step between forward and backward
+    with pytest.raises(InversionDriftError, match=r"'body'.*relative error") as info:
+        out.sum().backward()
+    assert info.value.relative_error > 1e-8
+
+
+def test_check_inverse_keeps_the_input():
+    """The check costs one saved stage input, and only when on."""
+    from odedsl.runtime import activation_bytes
+
+    stage = make_stage("hamiltonian", 16, backward="invert", residual=lambda w: nn.Linear(w, w))
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    off = activation_bytes(stage, x)
+    stage.check_inverse = 1e-8
+    assert activation_bytes(stage, x) == 2 * off

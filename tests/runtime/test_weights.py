@@ -1,0 +1,170 @@
+"""Weight schedules: lookup tables by hand, slot counts, state-dict conversion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from odedsl.runtime import WeightSchedule, expand_state_dict
+
+from .util import make_stage
+
+EULER, HEUN = (0.0,), (0.0, 1.0)
+
+
+def table(s: WeightSchedule, depth: int, c: float, offsets: tuple[float, ...]) -> list:
+    return [s.lookup(n, c, depth, offsets) for n in range(depth)]
+
+
+def test_tied():
+    s = WeightSchedule("tied")
+    assert s.slots(7, HEUN) == 1
+    assert table(s, 3, 0.5, HEUN) == [((0, 1.0),)] * 3
+
+
+def test_untied_layerwise_without_lookahead():
+    s = WeightSchedule("untied")
+    assert s.slots(4, EULER) == 4
+    # every offset in [0, 1] uses the layer's own slot: reverse Euler at c=1 reads θ_n (eq. 6)
+    for c in (0.0, 0.5, 1.0):
+        assert table(s, 4, c, EULER) == [((n, 1.0),) for n in range(4)]
+
+
+def test_untied_nodes_with_lookahead():
+    s = WeightSchedule("untied")
+    assert s.slots(4, HEUN) == 5
+    assert table(s, 4, 0.0, HEUN) == [((n, 1.0),) for n in range(4)]
+    assert table(s, 4, 1.0, HEUN) == [((n + 1, 1.0),) for n in range(4)]  # θ_{n+1} (eq. 8)
+    assert s.lookup(2, 0.5, 4, HEUN) == ((2, 0.5), (3, 0.5))
+    assert s.lookup(0, 0.25, 4, HEUN) == ((0, 0.75), (1, 0.25))
+
+
+def test_shared():
+    s = WeightSchedule("shared", 2)
+    assert s.slots(6, EULER) == 2
+    assert [b[0][0] for b in table(s, 6, 0.0, EULER)] == [0, 0, 0, 1, 1, 1]
+    assert [b[0][0] for b in table(s, 6, 1.0, EULER)] == [0, 0, 0, 1, 1, 1]  # layer-wise
+    # reading ahead, θ(s) at s = (n + c) / N: layer 2's corrector lands in group 1; s=1 -> k-1
+    assert [b[0][0] for b in table(s, 6, 1.0, HEUN)] == [0, 0, 1, 1, 1, 1]
+    s3 = WeightSchedule("shared", 3)
+    assert [b[0][0] for b in table(s3, 7, 0.0, EULER)] == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_interpolated():
+    s = WeightSchedule("interpolated", 3)  # control points at s = 0, 0.5, 1
+    assert s.slots(4, EULER) == s.slots(100, HEUN) == 3
+    assert table(s, 4, 0.0, EULER) == [
+        ((0, 1.0),),
+        ((0, 0.5), (1, 0.5)),
+        ((1, 1.0),),
+        ((1, 0.5), (2, 0.5)),
+    ]
+    assert s.lookup(3, 1.0, 4, EULER) == ((2, 1.0),)
+    assert s.lookup(0, 0.5, 4, EULER) == ((0, 0.75), (1, 0.25))
+    assert s.lookup(0, 0.0, 8, EULER) == ((0, 1.0),)
+    for n in range(8):
+        assert sum(w for _, w in s.lookup(n, 0.3, 8, EULER)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("bogus", None), ("shared", None), ("interpolated", 1), ("tied", 3), ("shared", 0)],
+)
+def test_bad_schedules(args):
+    with pytest.raises(ValueError, match=r"weights|schedule"):
+        WeightSchedule(*args)
+
+
+def test_bad_lookup():
+    s = WeightSchedule("untied")
+    with pytest.raises(ValueError, match="layer 4"):
+        s.lookup(4, 0.0, 4)
+    with pytest.raises(ValueError, match="offset"):
+        s.lookup(0, 1.5, 4)
+
+
+def test_interpolated_runs_at_two_depths_with_the_same_parameters():
+    shallow = make_stage("heun", 8, schedule=WeightSchedule("interpolated", 3))
+    deep = make_stage("heun", 64, schedule=WeightSchedule("interpolated", 3))
+    deep.load_state_dict(shallow.state_dict())
+    x = torch.randn(16, 8, dtype=torch.float64)
+    a, b = shallow(x), deep(x)
+    assert a.shape == b.shape and not torch.equal(a, b)
+    # both discretise the same ODE: they agree to Heun's O(h^2), far closer than to the input
+    assert (a - b).norm() < 0.05 * (b - x).norm()
+
+
+def _same_outputs(a, b, x: torch.Tensor) -> None:
+    a.eval(), b.eval()  # running statistics must have been carried over too
+    torch.testing.assert_close(a(x), b(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("program", ["euler", "heun"])
+@pytest.mark.parametrize(
+    "src", [WeightSchedule("tied"), WeightSchedule("shared", 2), WeightSchedule("interpolated", 3)]
+)
+def test_expand_to_untied_same_depth_is_identical(program, src):
+    x = torch.randn(16, 8, dtype=torch.float64)
+    a = make_stage(program, 8, schedule=src)
+    a.train()(x)  # move running statistics away from their initial values
+    b = make_stage(program, 8, schedule=WeightSchedule("untied"))
+    offsets = a.program.offsets
+    sd = expand_state_dict(a.state_dict(), "", ["f"], (src, 8), (b.schedule, 8), offsets)
+    b.load_state_dict(sd)
+    _same_outputs(a, b, x)
+
+
+def test_expand_tied_to_deeper_untied():
+    x = torch.randn(16, 8, dtype=torch.float64)
+    tied = make_stage("euler", 4, schedule=WeightSchedule("tied"))
+    deep = make_stage("euler", 32, schedule=WeightSchedule("untied"))
+    sd = {f"body.{k}": v for k, v in tied.state_dict().items()}
+    sd = expand_state_dict(sd, "body.", ["f"], (tied.schedule, 4), (deep.schedule, 32))
+    assert sorted(sd) == sorted(f"body.{k}" for k in deep.state_dict())
+    deep.load_state_dict({k[5:]: v for k, v in sd.items()})
+    tied_deep = make_stage("euler", 32, schedule=WeightSchedule("tied"))
+    tied_deep.load_state_dict(tied.state_dict())
+    _same_outputs(deep, tied_deep, x)  # the same network, now with 32 free layers
+
+
+def test_expand_untied_doubles_piecewise():
+    a = make_stage("euler", 2, width=2)
+    sd = expand_state_dict(
+        a.state_dict(), "", ["f"], (a.schedule, 2), (WeightSchedule("untied"), 4)
+    )
+    for j, src in enumerate([0, 0, 1, 1]):
+        assert torch.equal(sd[f"f.{j}.lin1.weight"], a.state_dict()[f"f.{src}.lin1.weight"])
+
+
+def test_expand_untied_nodes_blend_weights():
+    a = make_stage("heun", 2, width=2)  # 3 nodes at s = 0, 1/2, 1
+    sd = expand_state_dict(
+        a.state_dict(), "", ["f"], (a.schedule, 2), (WeightSchedule("untied"), 4), (0.0, 1.0)
+    )
+    w = [a.state_dict()[f"f.{i}.lin1.weight"] for i in range(3)]
+    torch.testing.assert_close(sd["f.1.lin1.weight"], (w[0] + w[1]) / 2)
+    torch.testing.assert_close(sd["f.2.lin1.weight"], w[1])
+    rm = a.state_dict()["f.0.bn.running_mean"]
+    assert torch.equal(sd["f.1.bn.running_mean"], rm)  # buffers: nearest slot, not blended
+
+
+@pytest.mark.parametrize(
+    "src, dst, match",
+    [
+        (("untied", None, 8), ("tied", None, 8), "tied"),
+        (("untied", None, 8), ("untied", None, 4), "drop layers"),
+        (("shared", 2, 8), ("interpolated", 3, 8), "piecewise-constant"),
+        (("interpolated", 3, 8), ("interpolated", 4, 8), "refine"),
+    ],
+)
+def test_expand_refuses_lossy_conversions(src, dst, match):
+    s, d = WeightSchedule(src[0], src[1]), WeightSchedule(dst[0], dst[1])
+    a = make_stage("euler", src[2], schedule=s)
+    with pytest.raises(ValueError, match=match):
+        expand_state_dict(a.state_dict(), "", ["f"], (s, src[2]), (d, dst[2]))
+
+
+def test_expand_checks_slot_count():
+    a = make_stage("euler", 4)
+    with pytest.raises(ValueError, match="slots"):
+        expand_state_dict(a.state_dict(), "", ["f"], (WeightSchedule("untied"), 6), (a.schedule, 8))
