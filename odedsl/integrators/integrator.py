@@ -1,0 +1,265 @@
+"""A validated integrator declaration and what the rest of the compiler asks of it.
+
+:func:`analyse` checks a declaration (diagnostics E240) and returns an :class:`Integrator`;
+the inverse is derived once per set of parameter values and cached. Nothing is emitted until
+:meth:`Integrator.program` or :meth:`Integrator.graphs` is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, Span, did_you_mean
+from odedsl.integrators import emit, ir, poly
+from odedsl.integrators.derive import (
+    Derived,
+    Update,
+    bind,
+    classify_step,
+    classify_two_step,
+    to_ssa,
+)
+from odedsl.integrators.lower import Lowered, ParamSpec, Stmt, lower
+from odedsl.integrators.show import number, show
+from odedsl.runtime.program import IntegratorProgram, InverseKind
+from odedsl.syntax import ast
+
+ParamValues = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Classification:
+    """What the inverse promises (``kind``), why, and W300 warnings for fragile inverses."""
+
+    kind: InverseKind
+    reason: str
+    warnings: tuple[Diagnostic, ...] = ()
+    growth: float = 1.0  # rounding growth per layer of the exact inverse (1: stable)
+
+
+@dataclass(frozen=True)
+class IntegratorGraphs:
+    """The emitted graphs: the per-layer step and, for two-step schemes, the first layer."""
+
+    step: emit.StepGraphs
+    first: emit.StepGraphs | None
+
+
+@dataclass(frozen=True, eq=False)
+class Integrator:
+    """A checked integrator: names, parameters and the lowered statements it derives from.
+
+    ``state`` is the runtime state layout (``("prev", "x")`` for two-step schemes),
+    ``declared`` the variables as declared; ``offsets`` the time offsets ``c`` of the forward
+    step's residual calls (``t + c*h``); approximate inverses call ``1 - c`` instead.
+    """
+
+    name: str
+    state: tuple[str, ...]
+    declared: tuple[str, ...]
+    residuals: tuple[str, ...]
+    params: tuple[ParamSpec, ...]
+    split_channels: bool
+    two_step: bool
+    offsets: tuple[float, ...]
+    span: Span
+    lowered: Lowered = field(repr=False)
+    _cache: dict[object, object] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ parameters
+    def param_values(
+        self,
+        overrides: Mapping[str, object] | None = None,
+        *,
+        diags: Diagnostics | None = None,
+        span: Span | None = None,
+    ) -> dict[str, float] | None:
+        """Defaults merged with ``overrides``; problems go to ``diags`` (at ``span``) or raise.
+
+        Returns None only when ``diags`` is given and a problem was reported.
+        """
+        sink = diags or Diagnostics()
+        before = len(sink.items)
+        specs = {p.name: p for p in self.params}
+        values: dict[str, float] = {}
+        for key, value in (overrides or {}).items():
+            if key not in specs:
+                hint = did_you_mean(key, specs) if specs else "it takes no parameters"
+                sink.error("E230", f"integrator '{self.name}' has no parameter '{key}'", span, hint)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                sink.error("E204", f"parameter '{key}' of '{self.name}' is a number", span)
+            elif specs[key].type == "int" and value != int(value):
+                sink.error("E204", f"parameter '{key}' of '{self.name}' is an int", span)
+            else:
+                values[key] = float(value)
+        for p in self.params:
+            if p.name not in values and p.default is not None:
+                values[p.name] = p.default
+            elif p.name not in values and not any(k == p.name for k in overrides or {}):
+                sink.error("E203", f"integrator '{self.name}' needs a value for '{p.name}'", span)
+        if len(sink.items) > before:
+            if diags is None:
+                raise DslError(sink.items)
+            return None
+        return values
+
+    def _values(self, params: ParamValues | None) -> dict[str, float]:
+        values = self.param_values(params)
+        assert values is not None
+        return values
+
+    def _derive(self, params: ParamValues | None) -> tuple[Derived, Derived | None]:
+        values = self._values(params)
+        key = ("derive", tuple(sorted(values.items())))
+        if key not in self._cache:
+            low = self.lowered
+            body = bind(to_ssa(low.body, low.state), values)
+            if low.two_step:
+                start = bind(to_ssa(low.start, low.state), values)
+                derived = (classify_two_step(body, False), classify_two_step(start, True))
+            else:
+                derived = (classify_step(body, low.state), None)
+            self._cache[key] = derived
+        return self._cache[key]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ the public questions
+    def classify(
+        self, params: ParamValues | None = None, *, depth: int | None = None
+    ) -> Classification:
+        """The inverse kind, why, and a W300 warning when the exact inverse amplifies rounding."""
+        step, first = self._derive(params)
+        weakest = step if first is None or _RANK[step.kind] >= _RANK[first.kind] else first
+        warnings: tuple[Diagnostic, ...] = ()
+        if step.growth > 1.0:
+            warnings = (self._growth_warning(step, depth),)
+        return Classification(weakest.kind, weakest.reason, warnings, step.growth)  # type: ignore[arg-type]
+
+    def _growth_warning(self, d: Derived, depth: int | None) -> Diagnostic:
+        weak = [u for u in d.updates or () if isinstance(u, Update) and abs(u.factor) < 1.0]
+        var = "next" if self.two_step else weak[0].source.target
+        per = " × ".join(f"1/{number(abs(u.factor))}" for u in weak)
+        message = (
+            f"inverting '{self.name}' divides {var} by {number(weak[0].factor)} every layer: "
+            f"rounding errors grow by {per} ≈ {d.growth:.3g} per layer"
+        )
+        if depth is not None:
+            base = f"(1/{number(abs(weak[0].factor))})" if len(weak) == 1 else f"{d.growth:.3g}"
+            message += f", {base}^{depth} ≈ {d.growth**depth:.3g} over {depth} layers"
+        hint = (
+            "keep the stage shallow, move the factor towards 1, or use backward store or "
+            "checkpoint(k)"
+        )
+        return Diagnostic("W300", message, weak[0].source.span, hint, "warning")
+
+    def graphs(self, params: ParamValues | None = None) -> IntegratorGraphs:
+        """The forward, inverse and increment GraphModules (``print(g.step.inverse.code)``)."""
+        key = ("graphs", tuple(sorted(self._values(params).items())))
+        if key not in self._cache:
+            step, first = self._derive(params)
+            self._cache[key] = IntegratorGraphs(
+                emit.emit_step(step, self.state, self.name),
+                emit.emit_step(first, self.state, f"{self.name}_start") if first else None,
+            )
+        return self._cache[key]  # type: ignore[return-value]
+
+    def program(self, params: ParamValues | None = None) -> IntegratorProgram:
+        """The runtime's view: state layout, init/output and the step(s) with their inverses."""
+        key = ("program", tuple(sorted(self._values(params).items())))
+        if key not in self._cache:
+            step, first = self._derive(params)
+            g = self.graphs(params)
+            self._cache[key] = IntegratorProgram(
+                self.name,
+                self.state,
+                self.residuals,
+                self.offsets,
+                self._init_state(self._values(params)),
+                emit.Output(self.split_channels, 1 if self.two_step else 0),
+                emit.make_step(step, g.step),
+                emit.make_step(first, g.first) if first and g.first else None,
+            )
+        return self._cache[key]  # type: ignore[return-value]
+
+    def _init_state(self, values: dict[str, float]) -> emit.InitState:
+        aux: list[tuple[str, float]] = []
+        for e in self.lowered.inits[1:]:
+            if isinstance(e, ir.Var):
+                aux.append(("copy", float(self.declared.index(e.name))))
+            elif e is not None:
+                aux.append(("fill", ir.evaluate(e, values)))
+        return emit.InitState(len(self.declared), self.split_channels, self.two_step, tuple(aux))
+
+    def equations(self, params: ParamValues | None = None) -> tuple[list[str], list[str]]:
+        """Readable forward and inverse equations (the inverse is empty for kind ``none``)."""
+        low = self.lowered
+        step, first = self._derive(params)
+        forward = [f"start: {line}" for line in map(_equation, low.start)]
+        forward += [_equation(s) for s in low.body]
+        rotate = f"(prev, {self.declared[0]}) ← ({self.declared[0]}, next)"
+        inverse: list[str] = []
+        if first is not None:
+            forward.append(rotate)
+            inverse += [f"start: {line}" for line in self._exact_inverse(low.start)]
+        if step.kind == "approximate":
+            inverse = [_equation(s, ir.reverse_time(s.expr)) for s in low.body]
+        elif step.kind in ("exact", "exact-unstable"):
+            inverse = self._exact_inverse(low.body) + inverse
+        return forward, inverse
+
+    def _exact_inverse(self, stmts: tuple[Stmt, ...]) -> list[str]:
+        lines: list[str] = []
+        x = self.declared[0]
+        for s in reversed(to_ssa(stmts, self.lowered.state)):
+            if s.temp:
+                continue
+            old = s.old or ir.Var("prev")
+            split = poly.linear_part(poly.expand(s.rhs), old)
+            a = poly.to_expr(split[0]) if split else ir.ONE
+            if s.old is None and stmts is self.lowered.start:
+                a = ir.ONE  # the start step: prev is zero
+            e = ir.fold(ir.substitute(s.rhs, {old: ir.ZERO}))
+            new = ir.Var("next" if s.old is None else s.target)
+            if a == ir.ONE:
+                value = ir.fold(ir.Sub(new, e))
+            elif a == ir.Const(-1.0):
+                value = ir.fold(ir.Sub(e, new))
+            else:
+                value = ir.Div(ir.fold(ir.Sub(new, e)), a)
+            lines.append(f"{old.name} ← {show(value)}")
+            if s.old is None:
+                lines.insert(0, f"({x}, next) ← (prev, {x})")
+        return lines
+
+
+_RANK = {"exact": 0, "exact-unstable": 1, "approximate": 2, "none": 3}
+
+
+def _equation(s: Stmt, expr: ir.Expr | None = None) -> str:
+    e = s.expr if expr is None else expr
+    if s.temp:
+        return f"{s.target} = {show(e)}"
+    if s.op == "+=":
+        e = ir.fold(ir.Add(ir.Var(s.target), e))
+    elif s.op == "-=":
+        e = ir.fold(ir.Sub(ir.Var(s.target), e))
+    return f"{s.target} ← {show(e)}"
+
+
+def analyse(decl: ast.IntegratorDecl, diags: Diagnostics) -> Integrator | None:
+    """Check ``decl`` (errors into ``diags``); None when it has errors."""
+    low = lower(decl, diags)
+    if low is None:
+        return None
+    return Integrator(
+        low.name,
+        low.state,
+        low.declared,
+        low.residuals,
+        low.params,
+        low.split_channels,
+        low.two_step,
+        low.offsets,
+        low.span,
+        low,
+    )
