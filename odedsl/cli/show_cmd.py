@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(spec.network.summary())
         return EXIT_OK
     console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=160)
     render(spec.network, console, layers=args.layers)
     return EXIT_OK
 
@@ -134,7 +136,7 @@ def _layers(seq: SequenceSpec, console: Console) -> None:
 
 
 def _shape(shape: tuple[int, ...]) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
+    return "[" + ",".join(map(str, shape)) + "]"
 
 
 __all__ = ["SectionSpec", "render", "run"]

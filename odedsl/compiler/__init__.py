@@ -16,7 +16,7 @@ from odedsl.spec.validate import ValidatedSpec
 BACKWARDS = ("store", "invert", "checkpoint(k)")
 
 
-def compile(  # noqa: A001 - the public name the project promises
+def compile(
     source: str | os.PathLike[str] | ValidatedSpec,
     *,
     backward: str | None = None,
@@ -42,11 +42,21 @@ def _check_backward(backward: str | None) -> str | None:
         return None
     text = backward.replace(" ", "")
     if text in ("store", "invert") or (
-        text.startswith("checkpoint(") and text.endswith(")") and text[11:-1].isdigit()
+        text.startswith("checkpoint(")
+        and text.endswith(")")
+        and text[11:-1].isdigit()
         and int(text[11:-1]) >= 1
     ):
         return text
     if text == "checkpoint":
         return "checkpoint(1)"
-    raise DslError([Diagnostic("E230", f"unknown backward mode {backward!r}", None,
-                               "expected store, invert or checkpoint(k)")])
+    raise DslError(
+        [
+            Diagnostic(
+                "E230",
+                f"unknown backward mode {backward!r}",
+                None,
+                "expected store, invert or checkpoint(k)",
+            )
+        ]
+    )

@@ -37,10 +37,17 @@ def build_stage(spec: ValidatedSpec, stage: StageSpec, backward: str | None = No
     factories = {name: partial(build_sequence, seq) for name, seq in stage.residuals.items()}
     mode = backward or backward_of(stage)
     if mode == "invert" and stage.inverse == "none":
-        raise DslError([Diagnostic(
-            "E231", f"stage '{stage.name}' ({stage.origin}): integrator '{stage.integrator}' has "
-            f"no inverse ({stage.inverse_reason}), so backward=invert is not available", None,
-            "use backward='checkpoint(1)' to save memory without an inverse")])
+        raise DslError(
+            [
+                Diagnostic(
+                    "E231",
+                    f"stage '{stage.name}' ({stage.origin}): integrator '{stage.integrator}' has "
+                    f"no inverse ({stage.inverse_reason}), so backward=invert is not available",
+                    None,
+                    "use backward='checkpoint(1)' to save memory without an inverse",
+                )
+            ]
+        )
     return OdeStage(
         stage.name,
         program,
@@ -60,8 +67,14 @@ def emit_section(root: nn.Module, graph: fx.Graph, x: fx.Node, part: SectionSpec
     return node
 
 
-def emit_stage(root: nn.Module, graph: fx.Graph, x: fx.Node, part: StageSpec,
-               spec: ValidatedSpec, backward: str | None) -> fx.Node:
+def emit_stage(
+    root: nn.Module,
+    graph: fx.Graph,
+    x: fx.Node,
+    part: StageSpec,
+    spec: ValidatedSpec,
+    backward: str | None,
+) -> fx.Node:
     root.add_module(part.name, build_stage(spec, part, backward))
     node = graph.call_module(part.name, (x,))
     node.meta["origin"] = part.origin
@@ -78,9 +91,17 @@ def build_graph_module(
     x = graph.placeholder("x")
     for part in net.parts:
         if hasattr(fx.GraphModule, part.name):
-            raise DslError([Diagnostic(
-                "E120", f"stage name '{part.name}' ({part.origin}) clashes with a torch module "
-                "attribute", None, "rename the stage")])
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E120",
+                        f"stage name '{part.name}' ({part.origin}) clashes with a torch module "
+                        "attribute",
+                        None,
+                        "rename the stage",
+                    )
+                ]
+            )
         if isinstance(part, StageSpec):
             x = emit_stage(root, graph, x, part, spec, backward)
         else:

@@ -23,16 +23,30 @@ Builder = Callable[[LayerSpec], nn.Module]
 def _conv2d(spec: LayerSpec) -> nn.Module:
     a = spec.args
     cls = AntisymmetricConv2d if a["constraint"] == "antisymmetric" else nn.Conv2d
-    m = cls(spec.in_shape[0], a["out"], a["kernel"], stride=a["stride"], padding=a["padding"],
-            dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
+    m = cls(
+        spec.in_shape[0],
+        a["out"],
+        a["kernel"],
+        stride=a["stride"],
+        padding=a["padding"],
+        dilation=a["dilation"],
+        groups=a["groups"],
+        bias=a["bias"],
+    )
     return _init(m, a["init"])
 
 
 def _conv_transpose2d(spec: LayerSpec) -> nn.Module:
     a = spec.args
-    m = nn.ConvTranspose2d(spec.in_shape[0], a["out"], a["kernel"], stride=a["stride"],
-                           padding=a["padding"], output_padding=a["output_padding"],
-                           bias=a["bias"])
+    m = nn.ConvTranspose2d(
+        spec.in_shape[0],
+        a["out"],
+        a["kernel"],
+        stride=a["stride"],
+        padding=a["padding"],
+        output_padding=a["output_padding"],
+        bias=a["bias"],
+    )
     return _init(m, a["init"])
 
 
@@ -57,6 +71,7 @@ def _norm(cls: type[nn.Module]) -> Builder:
         if a["affine"] and a["init"] == "zeros":
             nn.init.zeros_(m.weight)  # type: ignore[arg-type]
         return m
+
     return build
 
 
@@ -80,6 +95,7 @@ def _pool(cls: type[nn.Module]) -> Builder:
     def build(spec: LayerSpec) -> nn.Module:
         a = spec.args
         return cls(a["kernel"], stride=a["stride"] or a["kernel"], padding=a["padding"])
+
     return build
 
 

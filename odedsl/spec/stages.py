@@ -62,7 +62,7 @@ def validate_stage(
     if residuals is None or state_shape is None or shape is None:
         return None
 
-    cls = integrator.classify(int_params)
+    cls = integrator.classify(int_params, depth=depth)
     backward_clause = clauses.get("backward")
     if backward == "invert" and cls.kind == "none":
         diags.error(
@@ -157,8 +157,8 @@ def _integrator(
         )
         return None, {}
     integrator = integrators[name]
-    declared = integrator.param_defaults()
-    values = dict(declared)
+    declared = {p.name: p for p in integrator.params}
+    values = {p.name: p.default for p in integrator.params if p.default is not None}
     ok = True
     for i, arg in enumerate(clause.args if clause is not None else ()):
         names = list(declared)
@@ -175,12 +175,21 @@ def _integrator(
             ok = False
             continue
         try:
-            value = coerce(evaluate(arg.value, env), "float", arg.value.span)
+            value = coerce(evaluate(arg.value, env), declared[pname].type, arg.value.span)
         except EvalError as err:
             diags.items.append(err.diagnostic)
             ok = False
             continue
         values[pname] = float(value)
+    for pname in declared:
+        if pname not in values:
+            diags.error(
+                "E203",
+                f"integrator '{name}' needs a value for '{pname}'",
+                clause.span if clause is not None else decl.span,
+                f"write `integrator {name}({pname}=...)`",
+            )
+            ok = False
     return (integrator if ok else None), values
 
 
@@ -236,11 +245,12 @@ def _weights(
     ok, k = _option_arg(clause, env, diags, wants, f"{clause.name}(4)")
     if not ok:
         return None, None
+    where = clause.args[0].value.span if clause.args else clause.span
     if clause.name == "interpolated" and k is not None and k < 2:
         diags.error(
             "E205",
             "interpolated(k) needs k ≥ 2 control points",
-            clause.span,
+            where,
             "interpolated(1) is `tied`",
         )
         return None, None
@@ -248,7 +258,7 @@ def _weights(
         diags.error(
             "E205",
             f"shared({k}) has more groups than the stage's {depth} layers",
-            clause.span,
+            where,
             "use `untied`, or fewer groups",
         )
         return None, None
