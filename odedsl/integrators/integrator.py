@@ -30,12 +30,17 @@ ParamValues = Mapping[str, float]
 
 @dataclass(frozen=True)
 class Classification:
-    """What the inverse promises (``kind``), why, and W300 warnings for fragile inverses."""
+    """What the inverse promises (``kind``), why, and warnings for fragile inverses.
+
+    ``warnings`` are self-contained messages (for the caller to locate, e.g. at a stage);
+    ``diagnostics`` the same as W300 diagnostics located in the integrator's declaration.
+    """
 
     kind: InverseKind
     reason: str
-    warnings: tuple[Diagnostic, ...] = ()
+    warnings: tuple[str, ...] = ()
     growth: float = 1.0  # rounding growth per layer of the exact inverse (1: stable)
+    diagnostics: tuple[Diagnostic, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,12 @@ class Integrator:
         """The inverse kind, why, and a W300 warning when the exact inverse amplifies rounding."""
         step, first = self._derive(params)
         weakest = step if first is None or _RANK[step.kind] >= _RANK[first.kind] else first
-        warnings: tuple[Diagnostic, ...] = ()
+        located: tuple[Diagnostic, ...] = ()
         if step.growth > 1.0:
-            warnings = (self._growth_warning(step, depth),)
-        return Classification(weakest.kind, weakest.reason, warnings, step.growth)  # type: ignore[arg-type]
+            located = (self._growth_warning(step, depth),)
+        warnings = tuple(f"{d.message} ({d.hint})" for d in located)
+        kind: InverseKind = weakest.kind  # type: ignore[assignment]
+        return Classification(kind, weakest.reason, warnings, step.growth, located)
 
     def _growth_warning(self, d: Derived, depth: int | None) -> Diagnostic:
         weak = [u for u in d.updates or () if isinstance(u, Update) and abs(u.factor) < 1.0]
