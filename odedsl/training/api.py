@@ -1,0 +1,204 @@
+"""``train(spec, data=..., epochs=...) -> TrainResult``: the Python face of ``odedsl train``.
+
+Options left at ``None`` take the defaults of :class:`TrainConfig`, or, when resuming, the
+values the checkpoint was written with; an option given explicitly that differs from the
+checkpoint is refused (a resumed run continues the same training, it does not start another).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from odedsl.spec.evaluate import Value
+from odedsl.training.checkpoint import CHECKPOINT, atomic_save, atomic_write_text, load_checkpoint
+from odedsl.training.config import RESUME_KEYS, TrainConfig, TrainResult, bad_option
+from odedsl.training.data import load_data
+from odedsl.training.loop import Trainer, evaluate
+from odedsl.training.model import FittedSpec, SpecSource, build_model, fit_spec
+
+AUTO = "auto"
+
+
+def default_out(network: str, root: Path = Path("runs")) -> Path:
+    return root / f"{network}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def latest_run(network: str, root: Path = Path("runs")) -> Path | None:
+    """The newest ``runs/<network>-*`` folder holding a checkpoint (``--resume`` alone)."""
+    found = sorted(p for p in root.glob(f"{network}-*") if (p / CHECKPOINT).is_file())
+    return found[-1] if found else None
+
+
+def train(
+    spec: SpecSource,
+    *,
+    data: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    weight_decay: float | None = None,
+    device: str | None = None,
+    backward: str | None = None,
+    amp: bool | None = None,
+    seed: int | None = None,
+    checkpoint_every: int | None = None,
+    overrides: dict[str, Value] | None = None,
+    network: str | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train ``spec`` on ``data`` and return the result; writes files only when ``out`` is
+    given (``"auto"``: ``runs/<network>-<timestamp>``). ``resume`` continues the checkpoint
+    in ``out`` exactly (``out="auto"``: the newest run of this network)."""
+    given = {
+        "data": None if data is None else str(data),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "device": device,
+        "backward": backward,
+        "amp": amp,
+        "seed": seed,
+        "checkpoint_every": checkpoint_every,
+    }
+    explicit = {k: v for k, v in given.items() if v is not None}
+    overrides = dict(overrides or {})
+    spec_name = str(spec) if not hasattr(spec, "network") else spec.network.name  # type: ignore[union-attr]
+    out_dir = None if out is None or str(out) == AUTO else Path(out)
+    ckpt: dict[str, Any] | None = None
+    if resume:
+        if out is None:
+            raise bad_option(
+                "resume needs the folder of the run to continue (--out DIR)", code="E130"
+            )
+        if out_dir is None:  # auto: newest run of this network, found once the spec is known
+            out_dir = _auto_resume_dir(spec, overrides, network)
+        ckpt = load_checkpoint(out_dir / CHECKPOINT)
+        saved = ckpt["config"]
+        for key, value in explicit.items():
+            if key in RESUME_KEYS and key in saved and saved[key] != value:
+                flag = "--" + key.replace("_", "-")
+                raise bad_option(
+                    f"{flag} {value} differs from the checkpoint's {saved[key]} in '{out_dir}'",
+                    "a resumed run continues the same training: drop the option, or start a "
+                    "new run in another --out folder",
+                    "E130",
+                )
+        explicit = {**saved, **explicit}
+        overrides = {**ckpt.get("overrides", {}), **overrides}
+    cfg = TrainConfig(**explicit)
+    bundle = load_data(
+        cfg.data, channels=_int(overrides.get("channels")), size=_int(overrides.get("size"))
+    )
+    fitted = fit_spec(spec, bundle, overrides, network)
+    if out is not None and out_dir is None:
+        out_dir = default_out(fitted.name)
+    torch.manual_seed(cfg.seed)
+    model = build_model(fitted, backward=cfg.backward)
+    shown = console or Console(stderr=True)
+    for note in bundle.notes:
+        shown.print(f"[yellow]note:[/] {note}")
+    if fitted.from_data and progress:
+        values = ", ".join(f"{k}={v}" for k, v in fitted.from_data.items())
+        shown.print(f"from the data '{bundle.name}': {values}")
+    trainer = Trainer(model, bundle.train, bundle.test, cfg, out_dir, shown if progress else None)
+    trainer.meta = {"overrides": overrides, "network": fitted.name}
+    trainer.measure_memory()
+    if ckpt is not None:
+        trainer.restore(ckpt, f"checkpoint '{out_dir / CHECKPOINT}'")
+    trainer.on_epoch_end.append(lambda t: _write_log(t, fitted, spec_name, bundle.name, None))
+    trainer.run()
+    train_loss, train_acc = evaluate(trainer.model, bundle.train, trainer.device, cfg.batch_size)
+    result = TrainResult(
+        model=trainer.model,
+        network=fitted.name,
+        spec=spec_name,
+        data=bundle.name,
+        train_accuracy=train_acc,
+        test_accuracy=trainer.history[-1]["test_accuracy"],
+        seconds=trainer.elapsed,
+        parameters=sum(p.numel() for p in trainer.model.parameters()),
+        mode=trainer.mode,
+        device=str(trainer.device),
+        activation_bytes=dict(trainer.memory),
+        history=list(trainer.history),
+        step_losses=list(trainer.step_losses),
+        config=cfg.to_json(),
+        params=fitted.params,
+        from_data=fitted.from_data,
+        overrides=overrides,
+        out_dir=out_dir,
+    )
+    if out_dir is not None:
+        atomic_save(trainer.model.state_dict(), out_dir / "model.pt")
+        _write_log(trainer, fitted, spec_name, bundle.name, result)
+    return result
+
+
+def _int(value: Value | None) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _auto_resume_dir(spec: SpecSource, overrides: dict[str, Value], network: str | None) -> Path:
+    from odedsl.spec.load import load_spec
+
+    name = load_spec(spec, network=network, **overrides).network.name
+    found = latest_run(name)
+    if found is None:
+        raise bad_option(
+            f"--resume: no run of '{name}' with a checkpoint under runs/",
+            "pass --out DIR, the folder of the run to continue",
+            "E110",
+        )
+    return found
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _write_log(
+    trainer: Trainer, fitted: FittedSpec, spec: str, data: str, result: TrainResult | None
+) -> None:
+    """``log.json``: per-epoch metrics, config, spec, overrides, seed, versions, final scores."""
+    if trainer.out_dir is None:
+        return
+    record: dict[str, Any] = {
+        "network": fitted.name,
+        "spec": spec,
+        "data": data,
+        "overrides": fitted.overrides,
+        "from_data": fitted.from_data,
+        "params": fitted.params,
+        "config": trainer.cfg.to_json(),
+        "seed": trainer.cfg.seed,
+        "torch": torch.__version__,
+        "device": str(trainer.device),
+        "backward": trainer.mode,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "activation_bytes": trainer.memory,
+        "epochs": trainer.history,
+        "step_losses": [_finite(v) for v in trainer.step_losses],
+        "seconds": trainer.elapsed,
+        "complete": result is not None,
+        "final": None
+        if result is None
+        else {
+            "train_accuracy": result.train_accuracy,
+            "test_accuracy": result.test_accuracy,
+            "seconds": result.seconds,
+        },
+    }
+    atomic_write_text(json.dumps(record, indent=2) + "\n", trainer.out_dir / "log.json")

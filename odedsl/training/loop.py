@@ -1,0 +1,284 @@
+"""The training loop: SGD or AdamW, a cosine schedule, checkpoints that resume exactly.
+
+Exact resume rests on three things: each epoch's batch order is a function of (seed, epoch)
+alone, so a resumed epoch skips the batches already done; the checkpoint holds the model,
+optimizer, scheduler, AMP scaler, counters, running sums and every RNG state; and nothing
+outside the training steps (the memory probe, evaluation) consumes randomness differently in
+a resumed run. The same seed then gives the same losses, step for step.
+
+Testing hook: ``ODEDSL_TRAIN_CRASH_AFTER=K`` ends the process (``os._exit(75)``, no cleanup)
+right after global step K, simulating a kill between checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from odedsl.training.checkpoint import (
+    CHECKPOINT,
+    FORMAT,
+    atomic_save,
+    check_state_dict,
+    rng_state,
+    set_rng_state,
+)
+from odedsl.training.config import TrainConfig, TrainResult, resolve_device
+from odedsl.training.data import TensorPairs
+from odedsl.training.report import EpochBar, activation_by_mode, human_bytes, mode_label
+
+CRASH_ENV = "ODEDSL_TRAIN_CRASH_AFTER"
+MODES = ("store", "checkpoint(1)", "invert")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of epoch ``epoch``: depends on nothing but (seed, epoch)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
+    return torch.randperm(n, generator=gen)
+
+
+def batches(
+    data: Dataset[tuple[Tensor, int]], order: Tensor, batch_size: int, skip: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches of ``order`` from batch ``skip`` on; a trailing batch of one is dropped
+    (BatchNorm cannot take it)."""
+    chunks = [c for c in order.split(batch_size) if len(c) > 1][skip:]
+    if isinstance(data, TensorPairs):
+        for c in chunks:
+            yield data.batch(c)
+        return
+    loader = DataLoader(data, batch_sampler=[c.tolist() for c in chunks])  # type: ignore[arg-type]
+    yield from loader
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return len([c for c in torch.arange(n).split(batch_size) if len(c) > 1])
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """No weight decay on biases and norm scales (1-D tensors), the usual ResNet recipe."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: Dataset[tuple[Tensor, int]], device: torch.device, batch_size: int
+) -> tuple[float, float]:
+    """Mean loss and accuracy in eval mode (BatchNorm running statistics)."""
+    was = model.training
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    order = torch.arange(len(data))  # type: ignore[arg-type]
+    for x, y in batches(data, order, max(batch_size, 256)):
+        x, y = x.to(device), y.to(device)
+        out = model(x).float()
+        loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        seen += len(y)
+    model.train(was)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
+
+
+class Trainer:
+    """One training run's state; :meth:`run` trains from wherever the state is."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset[tuple[Tensor, int]],
+        test_set: Dataset[tuple[Tensor, int]],
+        cfg: TrainConfig,
+        out_dir: Path | None,
+        console: Console | None,
+    ) -> None:
+        self.cfg, self.out_dir, self.console = cfg, out_dir, console
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device).train()
+        self.train_set, self.test_set = train_set, test_set
+        self.n_train = len(train_set)  # type: ignore[arg-type]
+        self.steps = steps_per_epoch(self.n_train, cfg.batch_size)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(1, cfg.epochs * self.steps)
+        )
+        amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = (
+            (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+        self.history: list[dict[str, float]] = []
+        self.step_losses: list[float] = []
+        self.elapsed = 0.0
+        self.mode = mode_label(self.model)
+        self.memory: dict[str, int] = {}
+        self.on_epoch_end: list[Any] = []
+        self.meta: dict[str, Any] = {}  # written into checkpoints (overrides, network name)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "sums": dict(self.sums),
+            "history": list(self.history),
+            "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
+            "elapsed": self.elapsed,
+            "rng": rng_state(),
+            "config": self.cfg.resumable(),
+            **self.meta,
+        }
+
+    def save(self) -> None:
+        if self.out_dir is not None:
+            atomic_save(self.state(), self.out_dir / CHECKPOINT)
+
+    def restore(self, ckpt: dict[str, Any], source: str) -> None:
+        check_state_dict(ckpt["model"], self.model.state_dict(), source)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
+        self.global_step = int(ckpt["global_step"])
+        self.sums = {k: float(v) for k, v in ckpt["sums"].items()}
+        self.history = [dict(h) for h in ckpt["history"]]
+        self.step_losses = [float(v) for v in ckpt["step_losses"].tolist()]
+        self.elapsed = float(ckpt["elapsed"])
+        set_rng_state(ckpt["rng"])
+
+    # ------------------------------------------------------------------ training
+    def measure_memory(self) -> None:
+        """Activation bytes per mode on the first batch of epoch 0 (no RNG consumed)."""
+        x, _ = next(
+            batches(
+                self.train_set, epoch_order(self.n_train, self.cfg.seed, 0), self.cfg.batch_size
+            )
+        )
+        autocast = self._autocast()
+        with autocast:
+            self.memory = activation_by_mode(self.model, x.to(self.device), MODES)
+
+    def _autocast(self) -> Any:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = self.model(x)
+            loss = F.cross_entropy(out.float(), y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        value = float(loss.detach())
+        if value != value or value in (float("inf"), float("-inf")):
+            raise FloatingPointError(
+                f"the training loss became {value} at epoch {self.epoch + 1}, step "
+                f"{self.step_in_epoch + 1}; try a smaller --lr"
+            )
+        return value, int((out.detach().argmax(1) == y).sum())
+
+    def run_epoch(self) -> None:
+        cfg = self.cfg
+        order = epoch_order(self.n_train, cfg.seed, self.epoch)
+        crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+        mem = self._memory_text()
+        bar = (
+            EpochBar(self.console, self.epoch, cfg.epochs, self.steps, mem)
+            if self.console
+            else None
+        )
+        with bar or nullcontext():
+            if bar:
+                bar.update(advance=self.step_in_epoch)
+            for x, y in batches(self.train_set, order, cfg.batch_size, self.step_in_epoch):
+                start = time.perf_counter()
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                loss, correct = self.train_step(x, y)
+                self.step_in_epoch += 1
+                self.global_step += 1
+                self.step_losses.append(loss)
+                dt = time.perf_counter() - start
+                self.elapsed += dt
+                s = self.sums
+                s["loss"] += loss * len(y)
+                s["correct"] += correct
+                s["seen"] += len(y)
+                s["seconds"] += dt
+                if bar:
+                    bar.update(
+                        advance=1,
+                        loss=s["loss"] / s["seen"],
+                        acc=s["correct"] / s["seen"],
+                        rate=s["seen"] / max(s["seconds"], 1e-9),
+                        mem=self._memory_text(),
+                    )
+                if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0:
+                    self.save()
+                if crash_after and self.global_step == crash_after:
+                    os._exit(75)  # the testing hook: die as a kill would, between checkpoints
+            start = time.perf_counter()
+            test_loss, test_acc = evaluate(self.model, self.test_set, self.device, cfg.batch_size)
+            self.elapsed += time.perf_counter() - start
+            if bar:
+                bar.update(test=f"  test {test_acc:6.1%}")
+        s = self.sums
+        self.history.append(
+            {
+                "epoch": self.epoch + 1,
+                "train_loss": s["loss"] / max(s["seen"], 1),
+                "train_accuracy": s["correct"] / max(s["seen"], 1),
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "lr": float(self.scheduler.get_last_lr()[0]),
+                "seconds": s["seconds"],
+                "samples_per_s": s["seen"] / max(s["seconds"], 1e-9),
+            }
+        )
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.sums = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+        self.save()
+        for hook in self.on_epoch_end:
+            hook(self)
+
+    def _memory_text(self) -> str:
+        if self.device.type == "cuda":
+            return human_bytes(torch.cuda.max_memory_allocated(self.device))
+        return human_bytes(self.memory.get("run", 0))
+
+    def run(self) -> None:
+        while self.epoch < self.cfg.epochs:
+            self.run_epoch()
+
+
+__all__ = ["Trainer", "TrainConfig", "TrainResult", "batches", "epoch_order", "evaluate"]
