@@ -30,7 +30,17 @@ _EXPORTS = {
     "plot_sweep": "odedsl.training.plot",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "DataBundle",
+    "StageError",
+    "TrainConfig",
+    "TrainResult",
+    "depth_sweep",
+    "gradient_errors",
+    "load_data",
+    "plot_sweep",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -120,7 +120,7 @@ def train(
         trainer.restore(ckpt, f"checkpoint '{out_dir / CHECKPOINT}'")
     trainer.on_epoch_end.append(lambda t: _write_log(t, fitted, spec_name, bundle.name, None))
     trainer.run()
-    train_loss, train_acc = evaluate(trainer.model, bundle.train, trainer.device, cfg.batch_size)
+    _, train_acc = evaluate(trainer.model, bundle.train, trainer.device, cfg.batch_size)
     result = TrainResult(
         model=trainer.model,
         network=fitted.name,

@@ -281,4 +281,4 @@ class Trainer:
             self.run_epoch()
 
 
-__all__ = ["Trainer", "TrainConfig", "TrainResult", "batches", "epoch_order", "evaluate"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "batches", "epoch_order", "evaluate"]
