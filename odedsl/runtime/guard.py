@@ -57,13 +57,16 @@ def forward_check_enabled(flag: bool) -> bool:
     return flag or os.environ.get(CHECK_FORWARD_ENV, "") not in ("", "0")
 
 
-def inverse_tolerance(explicit: float | None) -> float | None:
+def inverse_tolerance(explicit: float | bool | None) -> float | None:
     """Tolerance for the inverse check; ``nan`` means "on, use the default for the dtype".
 
-    ``check_inverse=tol`` wins; else ``ODEDSL_CHECK_INVERSE`` = ``1`` (defaults) or a number.
+    ``check_inverse=tol`` (``True``: defaults) wins; else ``ODEDSL_CHECK_INVERSE`` = ``1``
+    (defaults) or a number.
     """
-    if explicit is not None:
-        return explicit
+    if explicit is True:
+        return float("nan")
+    if explicit is not None and explicit is not False:
+        return float(explicit)
     raw = os.environ.get(CHECK_INVERSE_ENV, "")
     if raw in ("", "0"):
         return None

@@ -48,7 +48,8 @@ class AnchorPlan(NamedTuple):
 
 @dataclass(frozen=True)
 class Invert:
-    """Memory-free backward by inversion; ``anchor_tol`` overrides the re-anchoring tolerance."""
+    """Memory-free backward by inversion (O(1) states; O(N / anchor_every) for exact-unstable
+    kinds, see the module docstring). ``anchor_tol`` overrides the re-anchoring tolerance."""
 
     anchor_tol: float | None = None
 

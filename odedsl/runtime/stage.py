@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
+from odedsl.runtime.invert import AnchorPlan
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard, draw_base_seed
@@ -42,7 +43,7 @@ class OdeStage(nn.Module):
         schedule: WeightSchedule | None = None,
         backward: BackwardSpec = "store",
         stochastic: bool = False,
-        check_inverse: float | None = None,
+        check_inverse: float | bool | None = None,
         check_forward: bool = False,
     ) -> None:
         super().__init__()
@@ -89,6 +90,12 @@ class OdeStage(nn.Module):
                 "use backward store or checkpoint(k)"
             )
         self._mode = mode
+
+    def anchor_plan(self, dtype: torch.dtype = torch.float32) -> AnchorPlan:
+        """Anchors invert mode keeps for a state of ``dtype`` (none in other modes)."""
+        if isinstance(self._mode, Invert):
+            return self._mode.plan(self.program, self.depth, dtype)
+        return AnchorPlan(None, 0)
 
     def extra_repr(self) -> str:
         return (

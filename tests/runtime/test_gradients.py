@@ -44,6 +44,10 @@ def test_anchor_plan():
     assert inv.plan(PROGRAMS["momentum"](0.9), 64, torch.float64).every is None  # 210 > 64
     assert inv.plan(PROGRAMS["momentum"](0.5), 64, torch.float64) == (32, 1)
     assert inv.plan(PROGRAMS["hamiltonian"](), 1000, torch.float32) == (None, 0)
+    stage = make_stage("momentum", 1000, backward="invert")
+    assert stage.anchor_plan(torch.float32) == f32 and stage.anchor_plan(torch.float64).count == 4
+    stage.backward_mode = "store"
+    assert stage.anchor_plan(torch.float32) == (None, 0)
 
 
 def test_reanchoring_keeps_unstable_inversion_accurate():
