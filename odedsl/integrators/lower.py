@@ -118,7 +118,7 @@ class _Lowerer(ExprLowerer):
         if not d.body:
             self.error(f"integrator '{d.name}' has no update statements", d.span)
         elif not d.two_step:
-            updated = {s.target for s in body if not s.temp}
+            updated = {s.target for s in d.body} & set(declared)
             if not updated:
                 self.error(f"integrator '{d.name}' never updates its state", d.span)
             elif not d.split_channels and declared and declared[0] not in updated:

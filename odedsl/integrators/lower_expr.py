@@ -138,7 +138,8 @@ class ExprLowerer:
             self.error(f"'{f}' is {what}, not a function", node.span)
             return None
         if scope.where in ("time", "const", "init"):
-            self.error(f"a residual call cannot appear here ('{f}')", node.span)
+            where = "the time of a residual call" if scope.where == "time" else "a constant"
+            self.error(f"{where} cannot call the residual function '{f}'", node.span)
             return None
         if len(node.args) != 2:
             self.error(

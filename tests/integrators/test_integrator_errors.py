@@ -1,0 +1,287 @@
+"""Every E240 rule at its exact line and column, and the integrators with no inverse."""
+
+from __future__ import annotations
+
+import pytest
+
+from odedsl.diagnostics import Diagnostics, DslError
+from odedsl.integrators import analyse
+from odedsl.syntax.parse import parse
+
+from .helpers import stdlib, user_integrator
+
+# (declaration, line, column, message fragment, hint fragment or None)
+CASES = [
+    ("integrator a(x) {\n    k1 = f(x, t)\n    x += h * k2\n}", 3, 14, "unknown name 'k2'", "k1"),
+    (
+        "integrator a(x) {\n    x += h * k1\n    k1 = f(x, t)\n}",
+        2,
+        14,
+        "'k1' is read before it is assigned",
+        None,
+    ),
+    (
+        "integrator a(x) { x += h * f(x) }",
+        1,
+        28,
+        "takes 2 arguments (state, time), got 1",
+        "f(x, t)",
+    ),
+    ("integrator a(x) { x += h * f(x, t * h) }", 1, 33, "must be t + c*h", "t + h / 2"),
+    ("integrator a(x) { x += h * f(x, x) }", 1, 33, "it cannot read 'x'", None),
+    (
+        "integrator a(x; c: float = 0.5) { x += h * f(x, t + c * h) }",
+        1,
+        53,
+        "it cannot read 'c'",
+        None,
+    ),
+    ("integrator a(x) { x += h * f(x, f(x, t)) }", 1, 33, "cannot call the residual", None),
+    ("integrator a(x) { x += f(h, t) }", 1, 26, "must be computed from the state", None),
+    (
+        "integrator a(x; gamma: float = 1) { x += gamma(x, t) }",
+        1,
+        42,
+        "'gamma' is a parameter, not a function",
+        None,
+    ),
+    ("integrator a(x) { x += h * t(x, t) }", 1, 28, "'t' is the layer time, not a function", None),
+    (
+        "integrator a(x) { k += f(x, t)  x += h * f(x, t) }",
+        1,
+        19,
+        "'+=' updates a state variable; 'k' is not one",
+        "x",
+    ),
+    (
+        "integrator a(x) { k = f(x, t)  k = 2 * k  x += k }",
+        1,
+        32,
+        "temporary 'k' is assigned twice",
+        "new name",
+    ),
+    ("integrator a(x) { h = 2  x += h * f(x, t) }", 1, 19, "cannot assign to 'h'", None),
+    (
+        "integrator a(x; g: float = 1) { g = 3  x += h * f(x, t) }",
+        1,
+        33,
+        "'g' is a parameter",
+        "state variable",
+    ),
+    ("integrator a(x) { f = x  x += h * f(x, t) }", 1, 19, "'f' is a residual function", None),
+    ("integrator a(x) { x += h * f * x }", 1, 28, "unknown name 'f'", None),
+    ("integrator a(x) { x += h // 2 * f(x, t) }", 1, 24, "operator '//' is not allowed", None),
+    ("integrator a(x) { x += f(x, t) % 2 }", 1, 24, "operator '%' is not allowed", None),
+    ("integrator a(x) { x += h ^ x * f(x, t) }", 1, 24, "an exponent must be a scalar", None),
+    ("integrator a(x) { x += sqrt(x) * f(x, t) }", 1, 24, "sqrt applies to scalars", None),
+    ("integrator a(x) { x += exp(h, t) * f(x, t) }", 1, 24, "exp takes one argument", None),
+    ('integrator a(x) { x += "h" * f(x, t) }', 1, 24, "integrator expressions are numeric", None),
+    ("integrator a(x) { k = f(x, t) }", 1, 1, "never updates its state", None),
+    ("integrator a(x, v = 0) { v += f(x, t) }", 1, 14, "'x' is the stage output", None),
+    ("integrator a(x) { }", 1, 1, "has no update statements", None),
+    ("integrator a(x, x) { x += h * f(x, t) }", 1, 17, "'x' is declared twice", None),
+    ("integrator a(x, t) { x += h * f(x, t) }", 1, 17, "'t' is reserved", None),
+    ("integrator a(x; x: float = 1) { x += h * f(x, t) }", 1, 17, "clashes with a state", None),
+    ("integrator a(x; g: vector = 1) { x += h * f(x, t) }", 1, 17, "unknown type 'vector'", None),
+    (
+        "integrator a(x; n: int = 0.5) { x += h * f(x, t) }",
+        1,
+        26,
+        "is an int but its default",
+        None,
+    ),
+    ("integrator a(x; m: float = h) { x += h * f(x, t) }", 1, 28, "'h' cannot appear here", None),
+    # two-step rules
+    (
+        "integrator a(x) two_step {\n    next = prev + 2 * h * f(x, t)\n}",
+        1,
+        1,
+        "needs a start block",
+        "start {",
+    ),
+    (
+        "integrator a(x) two_step {\n    start { next = prev + h * f(x, t) }\n    next = prev\n}",
+        2,
+        20,
+        "`prev` does not exist yet",
+        None,
+    ),
+    (
+        "integrator a(x) two_step {\n    start { next = x }\n    x = prev + h * f(x, t)\n}",
+        3,
+        5,
+        "assigns `next`, not 'x'",
+        "(prev, x) ← (x, next)",
+    ),
+    (
+        "integrator a(x) two_step {\n    start { next = x }\n    next = prev\n    next = x\n}",
+        4,
+        5,
+        "`next` is assigned twice",
+        None,
+    ),
+    (
+        "integrator a(x) two_step {\n    start { k = x }\n    next = prev\n}",
+        2,
+        5,
+        "start block of a two-step integrator must assign `next`",
+        None,
+    ),
+    (
+        "integrator a(x) two_step {\n    start { next = x }\n    next = prev + next\n}",
+        3,
+        19,
+        "`next` is the value being computed",
+        None,
+    ),
+    (
+        "integrator a(x) two_step {\n    start { next = x }\n    next += prev\n}",
+        3,
+        5,
+        "`next` is assigned with '='",
+        None,
+    ),
+    (
+        "integrator a(x, y) two_step { start { next = x }  next = prev }",
+        1,
+        17,
+        "exactly one state variable",
+        None,
+    ),
+    (
+        "integrator a(x) { start { next = x }  x += h * f(x, t) }",
+        1,
+        19,
+        "a start block belongs to two_step integrators",
+        "two_step",
+    ),
+    # split channels and initial values
+    (
+        "integrator a(x) split channels { x += h * f(x, t) }",
+        1,
+        1,
+        "splits channels but has one state variable",
+        "(y, z)",
+    ),
+    (
+        "integrator a(y, z = y) split channels { y += h * f(z, t) }",
+        1,
+        21,
+        "'z' is a channel chunk",
+        None,
+    ),
+    ("integrator a(x = 0) { x += h * f(x, t) }", 1, 18, "'x' is the stage input", "(x, v = 0)"),
+    (
+        "integrator a(x, v = 2 * x) { x += h * f(v, t) }",
+        1,
+        25,
+        "an initial value is a number",
+        None,
+    ),
+    (
+        "integrator a(x, v = w, w = 0) { x += h * f(v, t) }",
+        1,
+        21,
+        "can only start from a state variable declared before it",
+        None,
+    ),
+]
+
+
+def diagnostics(text: str) -> list:
+    diags = Diagnostics()
+    (decl,) = parse(text, "<case>").integrators
+    assert analyse(decl, diags) is None
+    return diags.items
+
+
+@pytest.mark.parametrize(("text", "line", "column", "message", "hint"), CASES)
+def test_every_rule_is_reported_where_it_is_broken(text, line, column, message, hint) -> None:
+    items = diagnostics(text)
+    assert all(d.code == "E240" and d.severity == "error" for d in items)
+    first = items[0]
+    assert message in first.message, first.render()
+    assert (first.span.line, first.span.column) == (line, column), first.render()
+    if hint is not None:
+        assert first.hint is not None and hint in first.hint
+
+
+def test_errors_do_not_cascade_and_render_with_a_caret() -> None:
+    items = diagnostics("integrator a(x) {\n    k1 = f(x, t)\n    x += h * k2\n}")
+    assert len(items) == 1
+    text = items[0].render()
+    assert "<case>:3:14: error: unknown name 'k2' [E240]" in text
+    assert "hint: expected one of: h, k1, t, x" in text and "^^" in text
+
+
+def test_math_functions_are_allowed_on_scalars() -> None:
+    ok = user_integrator("integrator a(x) { x += sqrt(h) * exp(-t) * f(x, t) }")
+    assert ok.classify().kind == "approximate"
+
+
+@pytest.mark.parametrize(
+    ("text", "params", "fragment"),
+    [
+        (
+            "integrator bad(x) { x = f(x, t) }",
+            None,
+            "`x = f(x, t)`: the update does not vanish as h → 0 and reads x in its own increment, "
+            "so neither an exact inverse nor a reverse-time scheme exists",
+        ),
+        (
+            "integrator bad(x, v = 0) { v = 0.5 * v + f(x, t)  x += h * f(x, t) }",
+            None,
+            "`x += h * f(x, t)` reads x in its own increment, so only a reverse-time scheme could "
+            "invert the step, but `v = 0.5 * v + f(x, t)` does not vanish as h → 0",
+        ),
+        (
+            "integrator bad(x) two_step { start { next = x }  next = prev * prev + h * f(x, t) }",
+            None,
+            "not of the form c*prev + e(x)",
+        ),
+        (
+            "integrator bad(x) two_step { start { next = x }  next = 0 * prev + h * f(x, t) }",
+            None,
+            "discards the old value of prev",
+        ),
+        ("integrator bad(x) { x += f(x, t) / h }", None, "does not vanish as h → 0"),
+    ],
+)
+def test_schemes_without_inverse_are_classified_none(text, params, fragment) -> None:
+    cls = user_integrator(text).classify(params)
+    assert cls.kind == "none"
+    assert fragment in cls.reason
+    program = user_integrator(text).program(params)
+    assert program.kind == "none" and program.step.inverse is None
+
+
+def test_momentum_without_momentum_has_no_inverse() -> None:
+    cls = stdlib("momentum").classify({"gamma": 0.0})
+    assert cls.kind == "none" and "discards the old value of v" in cls.reason
+
+
+def test_reading_a_stale_value_is_not_exact() -> None:
+    """k = f(b) read after b changed: the inverse no longer has that b, so no exact inverse;
+    the step is consistent, so the reverse-time scheme still applies."""
+    integ = user_integrator(
+        "integrator s(a, b) split channels { k = f(b, t)  b += h * g(a, t)  a += h * k }"
+    )
+    cls = integ.classify()
+    assert cls.kind == "approximate"
+    assert "reads the value of b from before its update in this step" in cls.reason
+
+
+def test_parameter_values_are_checked() -> None:
+    mom = stdlib("momentum")
+    assert mom.param_values() == {"gamma": 0.9}
+    diags = Diagnostics()
+    assert mom.param_values({"gama": 0.5}, diags=diags) is None
+    assert diags.items[0].code == "E230" and "did you mean 'gamma'" in (diags.items[0].hint or "")
+    with pytest.raises(DslError, match="is a number"):
+        mom.param_values({"gamma": True})
+    needs = user_integrator("integrator n(x; k: int) { x += k * h * f(x, t) }")
+    with pytest.raises(DslError, match="needs a value for 'k'"):
+        needs.classify()
+    with pytest.raises(DslError, match="is an int"):
+        needs.classify({"k": 1.5})
+    assert needs.classify({"k": 2}).kind == "approximate"
