@@ -160,11 +160,10 @@ def _walk_back(
         for j in range(n_anchor)
     }
     g = [gr.to(s.dtype) for gr, s in zip(grads, state, strict=True)]
-    walk = _Walk(stage, cfg.ctx, params, stage.slot_param_indices())
-    tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
     assert cfg.autocast is not None
-    device, enabled, dtype = cfg.autocast
-    with BufferGuard() as guard, torch.autocast(device, dtype=dtype, enabled=enabled):
+    walk = _Walk(stage, cfg.ctx, params, stage.slot_param_indices(), cfg.autocast)
+    tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
+    with BufferGuard() as guard:
         walk.guard = guard
         for n in reversed(range(stage.depth)):
             step = stage.step_at(n)
@@ -181,7 +180,9 @@ def _walk_back(
 
 
 class _Walk:
-    """Per-backward bookkeeping: parameter gradient accumulators and the buffer guard."""
+    """Per-backward bookkeeping: parameter gradient accumulators, the buffer guard, and the
+    forward's autocast settings, re-entered around every residual evaluation (not around the
+    VJPs, which autograd runs in the dtypes the recomputation recorded)."""
 
     def __init__(
         self,
@@ -189,10 +190,16 @@ class _Walk:
         ctx: RunContext,
         params: list[torch.nn.Parameter],
         slot_index: dict[SlotKey, list[int]],
+        autocast: tuple[str, bool, torch.dtype],
     ) -> None:
         self.stage, self.ctx, self.params, self.slot_index = stage, ctx, params, slot_index
+        self.autocast = autocast
         self.acc: list[Tensor | None] = [None] * len(params)
         self.guard: BufferGuard | None = None
+
+    def _amp(self) -> torch.autocast:
+        device, enabled, dtype = self.autocast
+        return torch.autocast(device, dtype=dtype, enabled=enabled)
 
     def _params_of(self, touched: set[SlotKey]) -> list[int]:
         found = {i for key in touched for i in self.slot_index[key]}
@@ -234,7 +241,7 @@ class _Walk:
             leaves = [s.detach().requires_grad_(i != up.target) for i, s in enumerate(cur)]
             touched: set[SlotKey] = set()
             call = LayerCall(stage, n, self.ctx, u + 1, touched, self.guard)
-            with torch.enable_grad():
+            with torch.enable_grad(), self._amp():
                 e = up.increment(tuple(leaves), call, h, t)
             with torch.no_grad():
                 old = ((cur[up.target] - e) / up.factor).to(cur[up.target].dtype)
@@ -252,13 +259,13 @@ class _Walk:
         """Reconstruct the layer input with ``step.inverse``, recompute ``step.forward``."""
         stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
         assert step.inverse is not None, f"stage {stage.name!r}: step without inverse"
-        with torch.no_grad():
+        with torch.no_grad(), self._amp():
             prev = step.inverse(state, LayerCall(stage, n, self.ctx, 0, None, self.guard), h, t)
             prev = keep_dtypes(prev, state)
         leaves = [p.detach().requires_grad_() for p in prev]
         touched: set[SlotKey] = set()
         call = LayerCall(stage, n, self.ctx, 0, touched, self.guard)
-        with torch.enable_grad():
+        with torch.enable_grad(), self._amp():
             out = keep_dtypes(step.forward(tuple(leaves), call, h, t), prev)
         got = self._vjp(list(out), leaves, touched, g)
         new_g = [

@@ -4,6 +4,14 @@ Residual copies live in one ``nn.ModuleList`` per residual name, registered unde
 so the state dict reads ``<stage>.<residual>.<slot>.<the module's own names>``. The depth loop
 is a Python loop over layers (never unrolled into a graph); the backward mode decides how the
 loop is differentiated (see :mod:`odedsl.runtime.modes`).
+
+Layer ``n`` runs ``step.forward(state, call, h, t_n)`` with ``t_n = t0 + n h``; ``call`` resolves
+offsets against layer ``n`` through the weight schedule. ``step.inverse`` receives the same
+``(h, t_n)`` and a call for the same layer, so a reverse-time scheme reads ``f(x_{n+1})`` at
+offset 1 (θ_n for layer-wise untied weights, θ_{n+1} when the forward reads ahead).
+
+Under ``torch.compile`` a store-mode, non-stochastic stage is traced (and its loop unrolled by
+dynamo); every other configuration runs eagerly behind a graph break, never in another mode.
 """
 
 from __future__ import annotations

@@ -1,0 +1,34 @@
+"""DistributedDataParallel sees every parameter gradient a custom backward produces."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .util import MODES, make_stage, max_param_error, run
+
+
+@pytest.fixture
+def process_group(tmp_path):
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    init = f"file://{tmp_path / 'init'}"
+    dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("mode", MODES[1:], ids=str)
+def test_ddp_single_process(process_group, mode):
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 8)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    stage.backward_mode = mode
+    ddp = run(DistributedDataParallel(copy.deepcopy(stage)), x, copy_module=False)
+    ddp.grads = {k.removeprefix("module."): g for k, g in ddp.grads.items()}
+    assert max_param_error(ddp, store) < 1e-10
