@@ -117,6 +117,13 @@ def _affine_inverse(g: _Graph, u: Update, new: Value) -> Value:
     return g.node(operator.truediv, (g.node(operator.sub, (new, e)), u.factor), name)
 
 
+def _locate(node: Value, s: SsaStmt) -> Value:
+    """Record the DSL statement a node computes in ``node.meta`` (first statement wins)."""
+    if isinstance(node, fx.Node):
+        node.meta.setdefault("span", s.source.span)
+    return node
+
+
 def _input(g: _Graph, state: Sequence[str]) -> list[ir.Var]:
     slots = [ir.Var(n) for n in state]
     for v, node in zip(slots, g.slots, strict=True):
@@ -132,11 +139,11 @@ def emit_statements(
     slots = _input(g, state)
     for s in stmts:
         if s.temp:
-            g.value(s.expr, s.target)
+            _locate(g.value(s.expr, s.target), s)
             continue
         index = state.index(s.target) if s.target in state else 0
         node = g.tensor(ir.fold(s.rhs), g.memo[slots[index]], s.target)
-        g.memo[s.new] = node
+        g.memo[s.new] = _locate(node, s)
         if s.target in state:
             slots[index] = s.new
         else:  # two-step `next`: the state rotates (prev, x) ← (x, next)
@@ -151,7 +158,7 @@ def emit_exact_forward(d: Derived, state: Sequence[str], class_name: str) -> fx.
     pending = list(d.updates or ())
     for s in d.stmts:
         if s.temp:
-            g.value(s.expr, s.target)
+            _locate(g.value(s.expr, s.target), s)
             continue
         u = pending.pop(0)
         assert isinstance(u, Update)
@@ -159,7 +166,7 @@ def emit_exact_forward(d: Derived, state: Sequence[str], class_name: str) -> fx.
             node = g.tensor(u.increment, g.memo[slots[1]], u.new.name)
         else:
             node = _affine_forward(g, u, g.memo[slots[u.index]])
-        g.memo[u.new] = node
+        g.memo[u.new] = _locate(node, s)
         slots[u.index] = u.new
     for sw in pending:
         assert isinstance(sw, Swap)

@@ -212,6 +212,8 @@ class Integrator:
             inverse = [_equation(s, ir.reverse_time(s.expr)) for s in low.body]
         elif step.kind in ("exact", "exact-unstable"):
             inverse = self._exact_inverse(low.body) + inverse
+        else:
+            inverse = []
         return forward, inverse
 
     def _exact_inverse(self, stmts: tuple[Stmt, ...]) -> list[str]:

@@ -83,7 +83,7 @@ def test_exact_inverse_undoes_the_step(name, seed, h, t, batch, width, dtype) ->
     integ = integrator(name)
     program = integ.program()
     table = Table(integ.residuals, integ.offsets, width, seed, dtype)
-    bound = 1e-12 if dtype == torch.float64 else 2e-5
+    bound = 1e-12 if dtype == torch.float64 else 4e-6  # measured: 4e-16, 2.2e-7
     for step in [program.step] + ([program.first] if program.first else []):
         state = random_state(integ, batch, width, seed + 1, dtype)
         if step is program.first:

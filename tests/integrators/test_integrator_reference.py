@@ -201,6 +201,8 @@ def test_graphs_are_lint_clean_and_readable() -> None:
                 gm.graph.lint()
                 args = [n.name for n in gm.graph.nodes if n.op == "placeholder"][-3:]
                 assert args == ["h", "t", "call"], name
+    nodes = {n.name: n for n in stdlib("heun").graphs().step.forward.graph.nodes}
+    assert nodes["x_1"].meta["span"].line == nodes["k2"].meta["span"].line + 1
     code = stdlib("heun").graphs().step.forward.code
     assert "k1 = " in code and "k2 = " in code and "x_1 = x + " in code
     calls = [
