@@ -166,6 +166,14 @@ class ExprLowerer:
                 "e.g. t, t + h, t + h / 2",
             )
             return None
+        if not 0.0 <= offset <= 1.0:
+            self.error(
+                f"the time of a residual call must lie within the layer, t + c*h with "
+                f"0 <= c <= 1 (got c = {offset:g})",
+                node.args[1].span,
+                "weights are defined from t to t + h",
+            )
+            return None
         if f not in self.residuals:
             self.residuals.append(f)
         self.offsets.add(offset)

@@ -29,6 +29,7 @@ CASES = [
     ),
     ("integrator a(x) { x += h * f(x, t * h) }", 1, 33, "must be t + c*h", "t + h / 2"),
     ("integrator a(x) { x += h * f(x, x) }", 1, 33, "it cannot read 'x'", None),
+    ("integrator a(x) { x += h * f(x, t - h) }", 1, 33, "must lie within the layer", None),
     (
         "integrator a(x; c: float = 0.5) { x += h * f(x, t + c * h) }",
         1,
