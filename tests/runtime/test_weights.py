@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from odedsl.runtime import WeightSchedule, expand_state_dict
 
@@ -168,3 +170,23 @@ def test_expand_checks_slot_count():
     a = make_stage("euler", 4)
     with pytest.raises(ValueError, match="slots"):
         expand_state_dict(a.state_dict(), "", ["f"], (WeightSchedule("untied"), 6), (a.schedule, 8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mode=st.sampled_from(["tied", "untied", "shared", "interpolated"]),
+    k=st.integers(2, 9),
+    depth=st.integers(1, 40),
+    data=st.data(),
+    ahead=st.booleans(),
+)
+def test_lookup_is_a_convex_combination_of_existing_slots(mode, k, depth, data, ahead):
+    s = WeightSchedule(mode, k if mode in ("shared", "interpolated") else None)
+    offsets = HEUN if ahead else EULER
+    n = data.draw(st.integers(0, depth - 1))
+    c = data.draw(st.floats(0.0, 1.0))
+    blend = s.lookup(n, c, depth, offsets)
+    assert all(0 <= i < s.slots(depth, offsets) and w > 0 for i, w in blend)
+    assert sum(w for _, w in blend) == pytest.approx(1.0)
+    if (mode == "interpolated" or (mode == "untied" and ahead)) and n + 1 < depth:
+        assert s.lookup(n, 1.0, depth, offsets) == s.lookup(n + 1, 0.0, depth, offsets)
