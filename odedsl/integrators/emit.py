@@ -95,6 +95,8 @@ class _Graph:
 
 def _affine_forward(g: _Graph, u: Update, old: Value) -> Value:
     inc, name = u.increment, u.new.name
+    if inc == ir.ZERO and u.factor == 1.0:  # e.g. momentum with gamma = 1: (1 - 1) * f
+        return old
     if u.factor == 1.0 and isinstance(inc, ir.Neg):
         return g.node(operator.sub, (old, g.value(inc.a)), name)
     e = g.value(inc)
@@ -107,6 +109,8 @@ def _affine_forward(g: _Graph, u: Update, old: Value) -> Value:
 
 def _affine_inverse(g: _Graph, u: Update, new: Value) -> Value:
     inc, name = u.increment, u.old.name
+    if inc == ir.ZERO and u.factor == 1.0:
+        return new
     if u.factor == 1.0 and isinstance(inc, ir.Neg):
         return g.node(operator.add, (new, g.value(inc.a)), name)
     e = g.value(inc)

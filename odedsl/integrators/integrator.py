@@ -93,15 +93,17 @@ class Integrator:
                 hint = did_you_mean(key, specs) if specs else "it takes no parameters"
                 sink.error("E230", f"integrator '{self.name}' has no parameter '{key}'", span, hint)
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                sink.error("E204", f"parameter '{key}' of '{self.name}' is a number", span)
+                what = f"parameter '{key}' of '{self.name}' must be a number, got {value!r}"
+                sink.error("E204", what, span)
             elif specs[key].type == "int" and value != int(value):
-                sink.error("E204", f"parameter '{key}' of '{self.name}' is an int", span)
+                what = f"parameter '{key}' of '{self.name}' must be an int, got {value!r}"
+                sink.error("E204", what, span)
             else:
                 values[key] = float(value)
         for p in self.params:
             if p.name not in values and p.default is not None:
                 values[p.name] = p.default
-            elif p.name not in values and not any(k == p.name for k in overrides or {}):
+            elif p.name not in values and p.name not in (overrides or {}):
                 sink.error("E203", f"integrator '{self.name}' needs a value for '{p.name}'", span)
         if len(sink.items) > before:
             if diags is None:

@@ -278,11 +278,11 @@ def test_parameter_values_are_checked() -> None:
     diags = Diagnostics()
     assert mom.param_values({"gama": 0.5}, diags=diags) is None
     assert diags.items[0].code == "E230" and "did you mean 'gamma'" in (diags.items[0].hint or "")
-    with pytest.raises(DslError, match="is a number"):
+    with pytest.raises(DslError, match="must be a number"):
         mom.param_values({"gamma": True})
     needs = user_integrator("integrator n(x; k: int) { x += k * h * f(x, t) }")
     with pytest.raises(DslError, match="needs a value for 'k'"):
         needs.classify()
-    with pytest.raises(DslError, match="is an int"):
+    with pytest.raises(DslError, match="must be an int"):
         needs.classify({"k": 1.5})
     assert needs.classify({"k": 2}).kind == "approximate"
