@@ -56,8 +56,15 @@ class TransposeOf(nn.Module):
     def forward(self, x: Tensor, of: nn.Module) -> Tensor:
         w = effective_weight(of)
         if isinstance(of, nn.Conv2d):
-            return F.conv_transpose2d(x, w, self.bias, stride=of.stride, padding=of.padding,
-                                      dilation=of.dilation, groups=of.groups)
+            return F.conv_transpose2d(
+                x,
+                w,
+                self.bias,
+                stride=of.stride,
+                padding=of.padding,
+                dilation=of.dilation,
+                groups=of.groups,
+            )
         return F.linear(x, w.t(), self.bias)
 
 
