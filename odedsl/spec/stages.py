@@ -72,11 +72,12 @@ def validate_stage(
             "use `backward checkpoint(k)` to save memory without an inverse",
         )
         return None
-    for warning in cls.warnings:
+    for warning in cls.warnings if backward == "invert" else ():
         diags.warning(
             "W300",
             f"stage '{decl.name}': {warning}",
             backward_clause.span if backward_clause else decl.span,
+            "invert re-anchors the reconstruction every few layers to bound the error",
         )
 
     slots = slot_count(weights, weights_k, depth, integrator.offsets)
