@@ -24,11 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_spec_arguments(p)
     p.add_argument("--json", action="store_true", help="print the network summary as JSON")
     p.add_argument("--layers", action="store_true", help="also list every layer of each part")
+    p.add_argument("--draw", metavar="FILE", help="also draw the architecture to FILE (.png, .svg)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     spec = load_from_args(args)
+    if args.draw:
+        _draw(spec.network, args.draw)
     if args.json:
         print_json(spec.network.summary())
         return EXIT_OK
@@ -37,6 +40,20 @@ def run(args: argparse.Namespace) -> int:
         console = Console(highlight=False, soft_wrap=True, width=160)
     render(spec.network, console, layers=args.layers)
     return EXIT_OK
+
+
+def _draw(net: NetworkSpec, target: str) -> None:
+    from odedsl.cli.draw import draw_network
+    from odedsl.diagnostics import Diagnostic, DslError
+
+    try:
+        draw_network(net, target)
+    except ImportError:
+        raise DslError(
+            [Diagnostic("E110", "drawing needs matplotlib", None, "pip install 'odedsl[plot]'")]
+        ) from None
+    except (OSError, ValueError) as err:
+        raise DslError([Diagnostic("E110", f"cannot write {target!r}: {err}", None)]) from None
 
 
 def render(net: NetworkSpec, console: Console, *, layers: bool = False) -> None:

@@ -104,3 +104,10 @@ def test_show_prints_parts_and_equations(capsys: pytest.CaptureFixture[str]) -> 
 def test_help_has_examples() -> None:
     result = run_cli("check", "--help")
     assert result.returncode == 0 and "examples:" in result.stdout
+
+
+def test_show_draws_the_architecture(tmp_path: Path) -> None:
+    target = tmp_path / "net.png"
+    assert main(["show", str(ROOT / "specs" / "hamiltonian.ode"), "--draw", str(target)]) == 0
+    data = target.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
