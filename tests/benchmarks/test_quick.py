@@ -1,0 +1,139 @@
+"""CI-sized runs of the benchmarks (``--quick``): memory ordering and gradient agreement.
+
+Times are printed by the scripts but never asserted: CI machines are shared and noisy. What
+must hold on any machine is structural: invert keeps a constant number of states whatever
+the depth, store keeps a number linear in depth, checkpoint keeps fewer than store, and the
+exact inverses (and every peer that claims exactness at these depths) reproduce the plain
+backprop gradient to float64 rounding.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import modes, peers
+
+
+def _quiet(*_: Any) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def modes_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("modes")
+    return modes.main(["--quick", "--out", str(out), "--no-plot"], log=_quiet)
+
+
+@pytest.fixture(scope="module")
+def peers_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("peers")
+    return peers.main(["--quick", "--out", str(out), "--no-plot"], log=_quiet)
+
+
+def _by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(r[k] for k in keys): r for r in rows}
+
+
+def test_modes_writes_json(modes_run: dict[str, Any], tmp_path: Path) -> None:
+    assert modes_run["benchmark"] == "modes"
+    assert {r["integrator"] for r in modes_run["rows"]} == set(modes.INTEGRATORS)
+    assert all(r["time_s"] > 0 for r in modes_run["rows"])
+
+
+def test_modes_memory_ordering(modes_run: dict[str, Any]) -> None:
+    rows = modes_run["rows"]
+    lo, hi = modes_run["config"]["depths"]
+    by = {(r["integrator"], r["depth"], r["mode"].split("(")[0]): r for r in rows}
+    for integrator in modes.INTEGRATORS:
+        inv_lo, inv_hi = by[(integrator, lo, "invert")], by[(integrator, hi, "invert")]
+        st_lo, st_hi = by[(integrator, lo, "store")], by[(integrator, hi, "store")]
+        ck_hi = by[(integrator, hi, "checkpoint")]
+        assert inv_hi["anchors_float32"] == 0, integrator  # no re-anchoring at these depths
+        assert inv_hi["saved_bytes"] == pytest.approx(inv_lo["saved_bytes"], rel=0.02), integrator
+        growth = st_hi["saved_bytes"] / st_lo["saved_bytes"]
+        assert 0.8 * hi / lo <= growth <= 1.1 * hi / lo, (integrator, growth)
+        assert inv_hi["saved_bytes"] < ck_hi["saved_bytes"] < st_hi["saved_bytes"], integrator
+
+
+def test_modes_gradients(modes_run: dict[str, Any]) -> None:
+    rows = modes_run["rows"]
+    lo, hi = modes_run["config"]["depths"]
+    by = {(r["integrator"], r["depth"], r["mode"].split("(")[0]): r for r in rows}
+    for integrator in modes.INTEGRATORS:
+        for n in (lo, hi):
+            inv = by[(integrator, n, "invert")]
+            assert by[(integrator, n, "checkpoint")]["grad_err_float64"] < 1e-12, integrator
+            if inv["kind"] == "exact":
+                assert inv["grad_err_float64"] < 1e-10, (integrator, n)
+            elif inv["kind"] == "exact-unstable":
+                assert inv["grad_err_float64"] < 1e-8, (integrator, n)
+        # Approximate inverses: O(Δ/N) with Δ the weights' variation in depth (seed 000,
+        # Prop. 5-6); random untied weights vary O(1) per layer, so the error need not shrink
+        # with N here, only stay small.
+        if by[(integrator, hi, "invert")]["kind"] == "approximate":
+            assert by[(integrator, hi, "invert")]["grad_err_float64"] < 0.05, integrator
+
+
+def test_peers_memory_and_gradients(peers_run: dict[str, Any]) -> None:
+    rows = peers_run["rows"]
+    lo, hi = peers_run["config"]["depths"]
+    by = _by(rows, "method", "depth")
+    flat = [m for m, n in by if n == hi and ("invert" in m or "memory-free" in m)]
+    flat += [m for m, n in by if n == hi and ("memcnn" in m or "odeint_adjoint" in m)]
+    for method in flat:
+        assert by[(method, hi)]["saved_bytes"] == pytest.approx(
+            by[(method, lo)]["saved_bytes"], rel=0.02
+        ), method
+    linear = [m for m, n in by if n == hi and ("store" in m or m.startswith("plain"))]
+    for method in linear:
+        growth = by[(method, hi)]["saved_bytes"] / by[(method, lo)]["saved_bytes"]
+        assert 0.8 * hi / lo <= growth <= 1.1 * hi / lo, (method, growth)
+    exact = [
+        "odedsl hamiltonian invert",
+        "odedsl midpoint invert",
+        "odedsl leapfrog invert",
+        "odedsl additive_coupling invert",
+        "odedsl momentum invert",
+        "checkpoint every layer",
+        "odedsl euler store",
+    ]
+    if "memcnn" not in peers_run["skipped"]:
+        exact.append("memcnn InvertibleModuleWrapper")
+    if "torchdiffeq" not in peers_run["skipped"]:
+        exact.append("torchdiffeq odeint euler")  # the same N Euler steps as the plain loop
+    for method in exact:
+        for n in (lo, hi):
+            assert by[(method, n)]["grad_err_float64"] < 1e-10, (method, n)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchdiffeq") is None, reason="torchdiffeq")
+def test_peers_adjoint_is_approximate(peers_run: dict[str, Any]) -> None:
+    """The adjoint ODE is solved backwards with the same fixed step: O(h) error, shrinking."""
+    by = _by(peers_run["rows"], "method", "depth")
+    lo, hi = peers_run["config"]["depths"]
+    err_lo = by[("torchdiffeq odeint_adjoint euler", lo)]["grad_err_float64"]
+    err_hi = by[("torchdiffeq odeint_adjoint euler", hi)]["grad_err_float64"]
+    assert err_hi < err_lo < 0.5
+
+
+def test_skipped_peers_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that fails to import is named with the reason, not a crash."""
+    real = importlib.import_module
+
+    def fake(name: str, *args: Any) -> Any:
+        if name == "memcnn":
+            raise ImportError("no module named memcnn (simulated)")
+        return real(name, *args)
+
+    monkeypatch.setattr(peers.importlib, "import_module", fake)
+    found, missing = peers.import_peers()
+    assert "memcnn" in missing and "simulated" in missing["memcnn"]
+    assert "memcnn" not in found
+    args = peers.parse_args(["--quick", "--groups", "coupling"])
+    names = [s.name for s in peers.specs_at(4, args, found)]
+    assert "memcnn InvertibleModuleWrapper" not in names
+    assert "odedsl additive_coupling invert" in names
