@@ -1,7 +1,7 @@
 """Data sets for ``odedsl train``: small, offline, deterministic.
 
 * ``digits``: scikit-learn's 8×8 handwritten digits (1797 images, 1 channel, 10 classes), the
-  ``data`` extra; a fixed stratified 80/20 split so every run tests on the same 360 images.
+  ``data`` extra; a fixed stratified 80/20 split so every run tests on the same 359 images.
 * ``synthetic``: class-dependent oriented gratings plus noise, learnable but not trivial; the
   fallback when scikit-learn is missing, and a data set of any size/channels for tests.
 * a directory: ``torchvision.datasets.ImageFolder`` (``train/`` and ``test/`` or ``val/``
@@ -113,7 +113,7 @@ def _stratified_split(labels: Tensor, test_fraction: float = 0.2) -> tuple[Tenso
 
 
 def digits() -> DataBundle:
-    """The 8×8 digits, scaled to [0, 1], standardised; 1437 train / 360 test images."""
+    """The 8×8 digits, scaled to [0, 1], standardised; 1438 train / 359 test images."""
     from sklearn.datasets import load_digits  # the `data` extra
 
     raw = load_digits()

@@ -1,0 +1,105 @@
+"""`odedsl gradcheck` and `odedsl plot`: JSON shape and values, the PNG, bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from odedsl.cli.gradcheck_cmd import parse_int_list
+from odedsl.cli.main import main
+from odedsl.diagnostics import DslError
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+TINY = ["--set", "depth=3", "--set", "width=4", "--set", "size=8"]
+KEYS = {
+    "stage",
+    "integrator",
+    "backward",
+    "inverse",
+    "depth",
+    "grad_error",
+    "grad_norm",
+    "parameters",
+    "reconstruction_error",
+}
+
+
+@pytest.fixture(autouse=True)
+def keep_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
+    assert main(["gradcheck", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_gradcheck_json_shape_and_values(capsys: pytest.CaptureFixture[str]) -> None:
+    resnet = str(SPECS / "resnet.ode")
+    store = _json(capsys, resnet, *TINY)  # resnet.ode declares backward store
+    assert [r["stage"] for r in store] == ["body", "all"]
+    assert all(set(r) == KEYS for r in store)
+    assert all(r["grad_error"] == 0.0 for r in store)
+    euler = _json(capsys, resnet, *TINY, "--backward", "invert", "--depth-list", "2,4")
+    body = [r for r in euler if r["stage"] == "body"]
+    assert [r["depth"] for r in body] == [2, 4]
+    assert all(r["grad_error"] > 0 and r["reconstruction_error"] > 0 for r in body)
+    assert body[0]["inverse"] == "approximate" and body[0]["backward"] == "invert"
+    exact = _json(capsys, str(SPECS / "hamiltonian.ode"), "--set", "depth=2", "--set", "size=8")
+    assert len(exact) == 4 and all(r["grad_error"] < 1e-12 for r in exact)
+    assert all(r["reconstruction_error"] < 1e-12 for r in exact if r["stage"] != "all")
+
+
+def test_gradcheck_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["gradcheck", str(SPECS / "heunnet.ode"), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "heun" in out and "invert" in out and "reconstruction" in out
+
+
+def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fig.png"
+    args = ["plot", str(SPECS / "resnet.ode"), "--set", "width=4", "--set", "size=8"]
+    assert main([*args, "--depths", "2,4,8", "--integrators", "euler,heun", "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    text = capsys.readouterr().out
+    assert "euler · body: slope" in text and "heun · body: slope" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["plot", "SPEC", "--depths", "4,x"], "comma-separated list of positive integers"),
+        (["plot", "SPEC", "--depths", "0,4"], "comma-separated list of positive integers"),
+        (["plot", "SPEC", "--depths", "4,8", "-o", "fig.txt"], ".png, .pdf or .svg"),
+        (["plot", "SPEC", "--depths", "2", "--integrators", "rk9"], "rk9"),
+        (["plot", "missing.ode"], "cannot read"),
+        (["gradcheck", "SPEC", "--depth-list", "4,,8"], "positive integers"),
+        (["gradcheck", "SPEC", "--set", "depth=x"], "depth"),
+        (["gradcheck", "SPEC", "--backward", "sideways"], "unknown backward mode"),
+    ],
+)
+def test_bad_input_exits_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [str(SPECS / "resnet.ode") if a == "SPEC" else a for a in args]
+    args = [str(tmp_path / a) if a.startswith("fig.") else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_depth_lists() -> None:
+    assert parse_int_list("4,8,...,64", "--depths") == [4, 8, 16, 32, 64]
+    assert parse_int_list("2,4,...,10", "--depths") == [2, 4, 8, 10]
+    assert parse_int_list("3,5,...,9", "--depths") == [3, 5, 7, 9]
+    assert parse_int_list("16", "--depths") == [16]
+    for bad in ("", "...", "4,...,8", "4,8,...", "-1,2", "a"):
+        with pytest.raises(DslError):
+            parse_int_list(bad, "--depths")

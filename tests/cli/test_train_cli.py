@@ -1,0 +1,160 @@
+"""`odedsl train`: a reduced run learns digits, writes its files and shows progress; a killed
+run resumes to exactly the state of an uninterrupted one; bad input exits 2 without traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from odedsl.cli.main import main
+
+pytest.importorskip("sklearn")
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+RESNET = str(SPECS / "resnet.ode")
+SMALL = ["--set", "depth=2", "--set", "width=8"]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "odedsl.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=240,
+    )
+
+
+def _same_run(a: Path, b: Path) -> None:
+    sa = torch.load(a / "model.pt", weights_only=True)
+    sb = torch.load(b / "model.pt", weights_only=True)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    la, lb = (json.loads((p / "log.json").read_text()) for p in (a, b))
+    assert la["step_losses"] == lb["step_losses"]
+    assert [e["test_accuracy"] for e in la["epochs"]] == [e["test_accuracy"] for e in lb["epochs"]]
+
+
+def test_reduced_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", RESNET, *SMALL, "--epochs", "2", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
+    assert "samples/s" in captured.err and "loss" in captured.err and "test" in captured.err
+    assert "test accuracy" in captured.out and "activations" in captured.out
+    log = json.loads((out / "log.json").read_text())
+    assert log["final"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert log["overrides"] == {"depth": 2, "width": 8} and log["spec"] == RESNET
+    assert len(log["epochs"]) == 2 and log["config"]["epochs"] == 2
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(out / "model.pt", weights_only=True)
+
+
+def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", RESNET, *SMALL, "--epochs", "1", "--data", "synthetic", "--quiet"]
+    assert main([*args, "--json", "--out", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] and data["data"] == "synthetic" and len(data["epochs"]) == 1
+    assert set(data["activation_bytes"]) >= {"run", "invert"}
+
+
+def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
+    common = ["train", RESNET, *SMALL, "--epochs", "2", "--checkpoint-every", "7", "--quiet"]
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    # die (os._exit, no cleanup) after step 52: epoch 2, between the checkpoints of 49 and 56
+    died = _cli(*common, "--out", str(cut), env={"ODEDSL_TRAIN_CRASH_AFTER": "52"})
+    assert died.returncode == 75, died.stderr
+    assert not (cut / "model.pt").exists()
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["global_step"] == 49
+    resumed = _cli("train", RESNET, "--resume", "--out", str(cut), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert main([*common, "--out", str(full)]) == 0
+    _same_run(cut, full)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(tmp_path: Path) -> None:
+    common = ["train", RESNET, "--set", "depth=8", "--epochs", "3", "--checkpoint-every", "5"]
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odedsl.cli.main", *common, "--out", str(cut), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        ckpt = cut / "checkpoint.pt"
+        if ckpt.exists() and torch.load(ckpt, weights_only=True)["global_step"] >= 50:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = _cli(*common, "--resume", "--out", str(cut), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert main([*common, "--out", str(full), "--quiet"]) == 0
+    _same_run(cut, full)
+
+
+FIXED = """network fixed(classes: int = 10) {
+    input image[3, 32, 32]
+    stem { conv2d(4, kernel=3, padding=1) }
+    stage body = ode(2) { integrator euler residual conv2d(4, kernel=3, padding=1) }
+    head { adaptive_avgpool2d(1) flatten linear(classes) }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.ode"], "cannot read"),
+        ([RESNET, "--set", "depth"], "expected NAME=VALUE"),
+        ([RESNET, "--set", "depht=3"], "did you mean 'depth'"),
+        ([RESNET, "--data", "cifar11"], "neither a data set name nor a directory"),
+        ([RESNET, "--epochs", "0"], "--epochs 0"),
+        ([RESNET, "--backward", "sideways"], "unknown backward mode"),
+        ([RESNET, "--resume", "--out", "nowhere"], "no checkpoint"),
+        ([RESNET, "--device", "tpu"], "--device"),
+        (["FIXED"], "[1, 8, 8]"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if args == ["FIXED"]:
+        (tmp_path / "fixed.ode").write_text(FIXED)
+        args = [str(tmp_path / "fixed.ode")]
+    if "nowhere" in args:
+        args = [a if a != "nowhere" else str(tmp_path / "nowhere") for a in args]
+    assert main(["train", *args, "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")
+def test_cuda_without_a_gpu_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", RESNET, "--device", "cuda", "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "gradcheck", "plot"])
+def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -1,0 +1,100 @@
+"""Gradient checks against store in float64, the inits behind them, and the depth sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import odedsl
+from odedsl.training.gradcheck import (
+    gradient_errors,
+    load_with_integrator,
+    perturb,
+    reconstruction_error,
+    stages_of,
+)
+from odedsl.training.plot import depth_sweep, fit_slope
+
+TINY = {"depth": 3, "width": 4, "size": 8}
+
+
+def _by_stage(rows: list) -> dict:  # type: ignore[type-arg]
+    return {r.stage: r for r in rows}
+
+
+def test_store_against_store_is_exactly_zero(specs: Path) -> None:
+    rows = _by_stage(gradient_errors(specs / "resnet.ode", overrides=TINY, backward="store"))
+    assert rows["body"].grad_error == 0.0 and rows["all"].grad_error == 0.0
+    assert rows["body"].reconstruction_error is None and rows["body"].grad_norm > 0
+
+
+def test_exact_inverses_match_store_to_rounding(specs: Path) -> None:
+    params = {"depth": 2, "size": 8}
+    rows = gradient_errors(specs / "hamiltonian.ode", overrides=params)
+    assert [r.stage for r in rows] == ["stage1", "stage2", "stage3", "all"]
+    for r in rows:
+        assert r.grad_error < 1e-12, r
+        assert r.stage == "all" or r.reconstruction_error < 1e-12
+
+
+def test_euler_invert_is_approximate_unless_residuals_vanish(specs: Path) -> None:
+    woken = _by_stage(gradient_errors(specs / "resnet.ode", overrides=TINY, backward="invert"))
+    assert woken["body"].grad_error > 1e-3 and woken["body"].reconstruction_error > 1e-4
+    assert woken["body"].inverse == "approximate"
+    # zero-residual initialisation: f = 0, so the reverse Euler step is exact
+    asleep = _by_stage(
+        gradient_errors(specs / "resnet.ode", overrides=TINY, backward="invert", init="spec")
+    )
+    assert asleep["body"].grad_error == 0.0
+
+
+def test_smooth_init_is_linear_in_depth_and_shared_across_depths(specs: Path) -> None:
+    models = []
+    for depth in (4, 8):
+        m = odedsl.compile(specs / "resnet.ode", depth=depth, width=4, size=8, dtype=torch.float64)
+        perturb(m, "smooth", seed=0)
+        models.append(m)
+    (_, stage4), (_, stage8) = stages_of(models[0])[0], stages_of(models[1])[0]
+    w = [s.conv1.weight for s in stage8.f]
+    assert torch.allclose(w[2] - w[1], w[6] - w[5])  # equal steps: linear in depth
+    assert torch.allclose(stage4.f[0].conv1.weight, stage8.f[0].conv1.weight)
+    assert torch.allclose(stage4.f[3].conv1.weight, stage8.f[7].conv1.weight)  # same θ(1)
+    assert torch.equal(models[0].head.linear1.weight, models[1].head.linear1.weight)
+
+
+def test_reconstruction_of_an_exact_stage(specs: Path) -> None:
+    m = odedsl.compile(specs / "revnet.ode", depth=3, size=8, dtype=torch.float64)
+    perturb(m, "random", seed=1)
+    _, stage = stages_of(m)[0]
+    x = torch.randn(
+        2,
+        *m.stem(torch.randn(2, *m.input_shape, dtype=torch.float64)).shape[1:],
+        dtype=torch.float64,
+    )
+    assert reconstruction_error(stage, x) < 1e-12
+
+
+def test_integrator_swap_keeps_imports_and_network(specs: Path) -> None:
+    spec = load_with_integrator(specs / "resnet.ode", "heun", depth=4)
+    assert [s.integrator for s in spec.network.stages] == ["heun"]
+    assert spec.network.name == "resnet"
+
+
+def test_sweep_rows_and_slopes(specs: Path) -> None:
+    rows = depth_sweep(
+        specs / "resnet.ode",
+        [2, 4],
+        integrators=["euler", "heun"],
+        overrides={"width": 4, "size": 8},
+    )
+    assert {(r.integrator, r.depth) for r in rows if r.stage == "body"} == {
+        ("euler", 2),
+        ("euler", 4),
+        ("heun", 2),
+        ("heun", 4),
+    }
+    assert all(r.backward == "invert" for r in rows if r.stage == "body")
+    assert fit_slope([1, 2, 4], [1.0, 0.5, 0.25]) == pytest.approx(-1.0)
+    assert fit_slope([1, 2], [0.0, 0.0]) is None
