@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from odedsl.cli.common import EXIT_BAD_INPUT, report
 from odedsl.diagnostics import DslError
 
-COMMANDS = ("check", "show", "train", "gradcheck", "plot")
+COMMANDS = ("check", "show", "build", "train", "gradcheck", "plot")
 
 EPILOG = """examples:
   odedsl check specs/resnet.ode --set depth=64

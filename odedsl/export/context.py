@@ -1,0 +1,299 @@
+"""Validated spec → what the templates print: every value already :class:`Code`.
+
+One function per kind of network part, as the compiler's ``emit_<part>``; names are claimed in a
+:class:`Namespace` so two parts can never bind the same module-level name, and the generated
+network has the compiled one's module tree (hence the same ``state_dict`` keys).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from odedsl.compiler.graph import class_name
+from odedsl.export.layers import layer_call
+from odedsl.export.safety import (
+    E_NAME,
+    Code,
+    Namespace,
+    comment,
+    file_label,
+    ident,
+    literal,
+    paragraph,
+    quoted,
+    refuse,
+    where,
+)
+from odedsl.export.steps import StepClass, step_class
+from odedsl.export.vendor import Imports, Vendored
+from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
+from odedsl.spec.validate import ValidatedSpec
+
+#: Module names a generated file must not take (it would shadow them for its importers).
+SHADOWED = frozenset(sys.stdlib_module_names) | {"torch", "odedsl", "torchvision", "numpy"}
+RUNTIME_NAMES = ("OdeStage", "IntegratorProgram", "Step", "AffineUpdate", "SwapUpdate")
+#: Names the model template itself defines or uses at module level.
+FIXED = ("PARAMS", "build", "zero_init", "math", "torch", "nn", "Tensor", "State", "ResidualCall")
+#: Attributes of the generated network class besides its parts.
+CLASS_ATTRIBUTES = ("input_shape", "output_shape", "network_name")
+_WIDTH = 100
+
+
+@dataclass
+class Entry:
+    """One ``"name": constructor,`` line of a ``Sequence``, with its spec location."""
+
+    key: Code
+    call: Code
+    where: Code
+    inline: bool  # the location fits as a trailing comment
+
+
+@dataclass
+class Seq:
+    entries: list[Entry]
+    shapes: Code
+
+
+@dataclass
+class Part:
+    """One attribute of the network: a section (``Sequence``) or a stage (its class)."""
+
+    attr: Code
+    where: Code
+    summary: Code
+    seq: Seq | None = None
+    stage_class: Code | None = None
+
+
+@dataclass
+class StageClass:
+    name: Code
+    stage: Code  # quoted stage name
+    stage_name: Code
+    where: Code
+    step_class: Code
+    doc: list[Code]
+    residuals: list[tuple[Code, Code, Code, Seq]]  # quoted name, name, summary, sequence
+    depth: Code
+    step: Code
+    schedule: Code
+    backward: Code
+    stochastic: Code
+
+
+@dataclass
+class ModelContext:
+    """Everything ``model.py.j2`` prints."""
+
+    module: Code
+    title: list[Code]
+    spec_file: Code
+    network: Code
+    network_quoted: Code
+    cls: Code
+    where: Code
+    summary: Code
+    input_shape: Code
+    output_shape: Code
+    constants: list[tuple[Code, Code, Code]]  # constant, value, parameter name
+    omitted: list[Code]
+    step_classes: list[StepClass]
+    stage_classes: list[StageClass]
+    parts: list[Part]
+    standalone: bool
+    loss: Code  # the training script's: "cross_entropy" for class scores, else "mse"
+    imports: Code = field(default_factory=Code)
+    runtime: Code = field(default_factory=Code)
+    runtime_note: list[Code] = field(default_factory=list)
+    uses_zero_init: bool = False
+    runtime_used: set[str] = field(default_factory=set)
+
+
+def shape(s: tuple[int, ...]) -> Code:
+    return Code("[" + ", ".join(literal(int(d)) for d in s) + "]")
+
+
+def module_name(net: NetworkSpec) -> Code:
+    """The generated file's module name: the network's, unless that would shadow a module."""
+    name = ident(net.name, "network name", net.origin)
+    if name in SHADOWED or f"train_{name}" in SHADOWED or name.startswith("__"):
+        raise refuse(
+            E_NAME,
+            f"network name '{name}' ({where(net.origin)}) would shadow the Python module "
+            f"'{name}' for code next to the generated file",
+            "rename the network",
+        )
+    return name
+
+
+def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContext:
+    """The model template's data; ``vendored``: the runtime to embed (``--standalone``)."""
+    net = spec.network
+    taken = set(FIXED) | (
+        set(vendored.defines) | set(vendored.imports.bound()) if vendored else set()
+    )
+    ns = Namespace(taken)
+    cls = ns.claim(class_name(net.name), "network class")
+    steps: dict[tuple[str, tuple[tuple[str, float], ...]], StepClass] = {}
+    stage_classes: list[StageClass] = []
+    parts: list[Part] = []
+    runtime_used: set[str] = set()
+    for part in net.parts:
+        attr = ident(part.name, "part name", part.origin)
+        if attr in CLASS_ATTRIBUTES:
+            raise refuse(E_NAME, f"part name '{attr}' ({where(part.origin)}) is reserved")
+        if isinstance(part, StageSpec):
+            key = (part.integrator, tuple(sorted(part.integrator_params.items())))
+            if key not in steps:
+                base = class_name(ident(part.integrator, "integrator name", part.origin)) + "Step"
+                name = base + (str(len(steps) + 1) if base in ns else "")
+                integrator = spec.integrators[part.integrator]
+                steps[key] = step_class(
+                    ns.claim(name, "step class"),
+                    integrator,
+                    part.integrator_params,
+                    part.inverse_reason,
+                )
+            steps[key].stages.append(attr)
+            stage_classes.append(_stage_class(part, steps[key].name, ns, runtime_used))
+            summary = comment(f"{part.depth} layers of {part.integrator} on {shape(part.shape)}")
+            parts.append(
+                Part(attr, where(part.origin), summary, stage_class=stage_classes[-1].name)
+            )
+        else:
+            seq = _sequence(part.body, 12, runtime_used)
+            parts.append(Part(attr, where(part.origin), seq.shapes, seq=seq))
+    constants, omitted = _constants(net, ns)
+    ctx = ModelContext(
+        module=module_name(net),
+        title=paragraph(
+            f"Network ``{net.name}``, generated by ``odedsl build`` from {where(net.origin)}."
+        ),
+        spec_file=file_label(net.origin.rsplit(":", 2)[0]),
+        network=ident(net.name, "network name"),
+        network_quoted=quoted(net.name, "network name"),
+        cls=cls,
+        where=where(net.origin),
+        summary=comment(
+            f"input {net.input_kind} {shape(net.input_shape)} → {shape(net.output_shape)}, "
+            f"{net.parameters:,} parameters"
+        ),
+        input_shape=literal(tuple(net.input_shape)),
+        output_shape=literal(tuple(net.output_shape)),
+        constants=constants,
+        omitted=omitted,
+        step_classes=list(steps.values()),
+        stage_classes=stage_classes,
+        parts=parts,
+        standalone=vendored is not None,
+        loss=Code('"cross_entropy"' if len(net.output_shape) == 1 else '"mse"'),
+        runtime_used=runtime_used,
+    )
+    ctx.uses_zero_init = "zero_init" in runtime_used
+    ctx.imports = _imports(ctx, vendored)
+    if vendored is not None:
+        ctx.runtime = vendored.source
+        ctx.runtime_note = paragraph(
+            f"Standalone: the odedsl runtime this file needs (modules "
+            f"{', '.join(vendored.modules)}) is copied below, so the file imports nothing but "
+            "torch and the standard library.",
+            96,
+        )
+    return ctx
+
+
+def _constants(net: NetworkSpec, ns: Namespace) -> tuple[list[tuple[Code, Code, Code]], list[Code]]:
+    """Network parameters as ``DEPTH = 16``; string parameters are never written (9.3)."""
+    out, omitted = [], []
+    for name, value in net.params.items():
+        pname = ident(name, "network parameter", net.origin)
+        if isinstance(value, str):
+            omitted.append(pname)
+            continue
+        out.append((ns.claim(name.upper(), "parameter constant"), literal(value), pname))
+    return out, omitted
+
+
+def _sequence(seq: SequenceSpec, indent: int, runtime_used: set[str]) -> Seq:
+    entries = []
+    for layer in seq.layers:
+        call = layer_call(layer)
+        if call.runtime:
+            runtime_used.add(call.runtime)
+        if call.zero:
+            runtime_used.add("zero_init")
+        key = quoted(layer.name, "layer name", layer.origin)
+        code = call.render()
+        loc = where(layer.origin)
+        inline = indent + len(key) + len(code) + len(loc) + 7 <= _WIDTH
+        entries.append(Entry(key, code, loc, inline))
+    runtime_used.add("Sequence")
+    return Seq(entries, Code(f"{shape(seq.in_shape)} → {shape(seq.out_shape)}"))
+
+
+def _stage_class(
+    stage: StageSpec, step_cls: Code, ns: Namespace, runtime_used: set[str]
+) -> StageClass:
+    base = class_name(ident(stage.name, "stage name", stage.origin))
+    name = ns.claim(base if base.startswith("Stage") else base + "Stage", "stage class")
+    residuals = []
+    for r, seq in stage.residuals.items():
+        body = _sequence(seq, 24, runtime_used)
+        summary = comment(f"{body.shapes}, {seq.parameters:,} parameters per slot")
+        name_r = ident(r, "residual name", stage.origin)
+        residuals.append((quoted(r, "residual name"), name_r, summary, body))
+    if stage.weights_k is None:
+        schedule = Code(f"WeightSchedule({quoted(stage.weights, 'weights')})")
+    else:
+        schedule = Code(
+            f"WeightSchedule({quoted(stage.weights, 'weights')}, {literal(stage.weights_k)})"
+        )
+    if stage.backward == "checkpoint":
+        mode = Code(f"checkpoint({literal(int(stage.checkpoint_every or 1))})")
+    else:
+        mode = ident(stage.backward, "backward mode")
+    runtime_used.update(("OdeStage", "WeightSchedule"))
+    weights = stage.weights if stage.weights_k is None else f"{stage.weights}({stage.weights_k})"
+    doc = paragraph(
+        f"{stage.depth} layers of {stage.integrator}, h = {stage.step:.6g}, weights {weights}, "
+        f"backward {mode} (inverse {stage.inverse}). State {shape(stage.shape)}, "
+        f"{stage.slots} weight slot(s) per residual, {stage.parameters:,} parameters."
+    )
+    return StageClass(
+        name=name,
+        stage=quoted(stage.name, "stage name"),
+        stage_name=ident(stage.name, "stage name"),
+        where=where(stage.origin),
+        step_class=step_cls,
+        doc=doc,
+        residuals=residuals,
+        depth=literal(int(stage.depth)),
+        step=literal(float(stage.step)),
+        schedule=schedule,
+        backward=Code(f'"{mode}"'),
+        stochastic=literal(any(s.stochastic for s in stage.residuals.values())),
+    )
+
+
+def _imports(ctx: ModelContext, vendored: Vendored | None) -> Code:
+    imports = Imports()
+    if vendored is not None:
+        imports = vendored.imports
+    if any(sc.uses_math for sc in ctx.step_classes):
+        imports.add_module("math")
+    imports.add_module("torch")
+    imports.add("torch", "Tensor")
+    imports.add("torch", "nn")
+    if vendored is None:
+        used = set(ctx.runtime_used) - {"zero_init"}
+        used |= {"IntegratorProgram", "Step", "State", "ResidualCall"}
+        for sc in ctx.step_classes:
+            text = sc.step + (sc.first or "")
+            used |= {n for n in ("AffineUpdate", "SwapUpdate") if n in text}
+        layers = {"Sequence", "PadChannels", "Scale", "TransposeOf"}
+        layers |= {"AntisymmetricConv2d", "AntisymmetricLinear"}
+        for name in sorted(used):
+            imports.add("odedsl.runtime.layers" if name in layers else "odedsl.runtime", name)
+    return imports.render()
