@@ -18,7 +18,13 @@ from rich.console import Console
 
 from odedsl.spec.evaluate import Value
 from odedsl.training.checkpoint import CHECKPOINT, atomic_save, atomic_write_text, load_checkpoint
-from odedsl.training.config import RESUME_KEYS, TrainConfig, TrainResult, bad_option
+from odedsl.training.config import (
+    RESUME_KEYS,
+    TrainConfig,
+    TrainResult,
+    bad_option,
+    resolve_device,
+)
 from odedsl.training.data import load_data
 from odedsl.training.loop import Trainer, evaluate
 from odedsl.training.model import FittedSpec, SpecSource, build_model, fit_spec
@@ -99,6 +105,12 @@ def train(
         explicit = {**saved, **explicit}
         overrides = {**ckpt.get("overrides", {}), **overrides}
     cfg = TrainConfig(**explicit)
+    if not resume and out_dir is not None and (out_dir / CHECKPOINT).exists():
+        raise bad_option(
+            f"--out '{out_dir}' already holds a run (checkpoint.pt)",
+            "pass --resume to continue it, or choose another --out folder",
+            "E130",
+        )
     bundle = load_data(
         cfg.data, channels=_int(overrides.get("channels")), size=_int(overrides.get("size"))
     )
@@ -108,7 +120,10 @@ def train(
     torch.manual_seed(cfg.seed)
     model = build_model(fitted, backward=cfg.backward)
     shown = console or Console(stderr=True)
-    for note in bundle.notes:
+    notes = list(bundle.notes)
+    if cfg.amp and trainer_device(cfg) != "cuda":
+        notes.append("--amp applies to CUDA only; training in float32")
+    for note in notes:
         shown.print(f"[yellow]note:[/] {note}")
     if fitted.from_data and progress:
         values = ", ".join(f"{k}={v}" for k, v in fitted.from_data.items())
@@ -145,6 +160,10 @@ def train(
         atomic_save(trainer.model.state_dict(), out_dir / "model.pt")
         _write_log(trainer, fitted, spec_name, bundle.name, result)
     return result
+
+
+def trainer_device(cfg: TrainConfig) -> str:
+    return resolve_device(cfg.device).type
 
 
 def _int(value: Value | None) -> int | None:

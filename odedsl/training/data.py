@@ -169,20 +169,27 @@ def image_folder(path: Path, *, size: int | None = None) -> DataBundle:
         ) from None
     train_dir = path / "train"
     test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
-    probe = datasets.ImageFolder(str(train_dir if test_dir and train_dir.is_dir() else path))
-    if len(probe) == 0:
-        raise bad_data(f"--data {str(path)!r}: no images found")
-    first = probe.loader(probe.samples[0][0])
-    channels = 1 if first.mode in ("L", "1", "I", "F") else 3
-    side = size or min(first.size)
+    split = test_dir is not None and train_dir.is_dir()
+    try:
+        probe = datasets.ImageFolder(str(train_dir if split else path))
+        if len(probe) == 0:
+            raise FileNotFoundError("no images")
+        from PIL import Image  # a torchvision dependency; ImageFolder's loader forces RGB
+
+        with Image.open(probe.samples[0][0]) as first:
+            channels = 1 if first.mode in ("L", "1", "I", "I;16", "F", "LA") else 3
+            side = size or min(first.size)
+    except (OSError, RuntimeError) as exc:
+        raise bad_data(
+            f"--data {str(path)!r}: not an image folder ({exc})",
+            "expected one subfolder of images per class (or train/ and test/ holding them)",
+        ) from None
     steps = [transforms.Resize(side), transforms.CenterCrop(side)]
     if channels == 1:
         steps.append(transforms.Grayscale(1))
-    else:
-        steps.append(transforms.Lambda(lambda im: im.convert("RGB")))
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * channels, [0.5] * channels)]
     tf = transforms.Compose(steps)
-    if test_dir is not None and train_dir.is_dir():
+    if split:
         train = datasets.ImageFolder(str(train_dir), transform=tf)
         test = datasets.ImageFolder(str(test_dir), transform=tf)
     else:

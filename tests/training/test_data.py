@@ -72,3 +72,17 @@ def test_fit_spec_refuses_a_mismatch_naming_both_shapes() -> None:
         fit_spec(FIXED_INPUT, digits())
     text = str(err.value)
     assert "[3, 32, 32]" in text and "[1, 8, 8]" in text
+
+
+def test_without_scikit_learn_digits_falls_back_to_synthetic(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import odedsl.training.data as data
+
+    def missing() -> None:
+        raise ImportError("No module named 'sklearn'")
+
+    monkeypatch.setattr(data, "digits", missing)
+    bundle = load_data("digits")
+    assert bundle.name == "synthetic" and bundle.shape == (1, 8, 8) and bundle.notes
+    assert "scikit-learn is not installed" in capsys.readouterr().err

@@ -81,6 +81,8 @@ def test_checkpoint_of_another_depth_is_refused_naming_the_key(specs: Path, tmp_
             specs / "resnet.ode", overrides={"width": 4}, out=tmp_path, resume=True, progress=False
         )
     assert "shape [8, 1, 5, 5] in the checkpoint, [4, 1, 5, 5] in the network" in str(err.value)
+    with pytest.raises(DslError, match="already holds a run"):
+        train(specs / "resnet.ode", epochs=1, overrides=SMALL, out=tmp_path, progress=False)
     with pytest.raises(DslError, match=r"--lr 0\.5 differs from the checkpoint's 0\.01"):
         train(specs / "resnet.ode", lr=0.5, out=tmp_path, resume=True, progress=False)
 
