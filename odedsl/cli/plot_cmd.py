@@ -72,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depths, "--depths")
+    if args.batch < 2:
+        raise DslError([Diagnostic("E205", f"--batch {args.batch}: must be at least 2", None)])
     integrators: list[str | None] = [None]
     if args.integrators:
         integrators = [s.strip() for s in args.integrators.split(",") if s.strip()]

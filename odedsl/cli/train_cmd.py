@@ -105,11 +105,13 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             console=console,
         )
-    except FloatingPointError as err:
-        print(f"odedsl train: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except (RuntimeError, OSError) as err:  # NumericalFault, out of memory, disk full...
-        print(f"odedsl train: error: {type(err).__name__}: {err}", file=sys.stderr)
+    except (FloatingPointError, RuntimeError, OSError) as err:  # NaN, out of memory, disk...
+        message = (
+            str(err) if isinstance(err, FloatingPointError) else f"{type(err).__name__}: {err}"
+        )
+        if args.json:
+            print_json({"ok": False, "errors": [{"severity": "error", "message": message}]})
+        print(f"odedsl train: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
         print_json(result.to_json())

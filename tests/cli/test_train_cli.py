@@ -103,7 +103,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     resumed = _cli(*common, "--resume", "--out", str(cut), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
     assert main([*common, "--out", str(full), "--quiet"]) == 0
@@ -158,3 +158,12 @@ def test_help_has_examples(command: str, capsys: pytest.CaptureFixture[str]) -> 
         main([command, "--help"])
     assert done.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_diverging_run_exits_1_naming_the_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", RESNET, *SMALL, "--epochs", "1", "--optimizer", "sgd", "--lr", "1e9"]
+    assert main([*args, "--quiet", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "training loss became" in err and "Traceback" not in err
