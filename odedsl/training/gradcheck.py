@@ -157,9 +157,11 @@ def _grads(model: nn.Module, x: Tensor, w: Tensor, seed: int) -> dict[str, Tenso
 
 
 def undo_layer(stage: OdeStage, n: int, state: State, ctx: RunContext, guard: BufferGuard) -> State:
-    """Layer ``n``'s derived inverse (``step.inverse``, else its exact updates in reverse)."""
+    """Layer ``n``'s derived inverse: ``step.inverse``, or its exact updates undone in reverse
+    (when it has no ``inverse``, or when the stage is stochastic: its random streams are
+    keyed per update, as the forward drew them)."""
     step, h, t = stage.step_at(n), stage.h, stage.time_at(n)
-    if step.inverse is not None:
+    if step.inverse is not None and not (ctx.seed is not None and step.updates):
         return keep_dtypes(
             step.inverse(state, LayerCall(stage, n, ctx, 0, None, guard), h, t), state
         )

@@ -98,3 +98,23 @@ def test_sweep_rows_and_slopes(specs: Path) -> None:
     assert all(r.backward == "invert" for r in rows if r.stage == "body")
     assert fit_slope([1, 2, 4], [1.0, 0.5, 0.25]) == pytest.approx(-1.0)
     assert fit_slope([1, 2], [0.0, 0.0]) is None
+
+
+DROPOUT = """
+network drop(depth: int = 3, size: int = 8) {
+    input image[1, size, size]
+    stem { conv2d(8, kernel=3, padding=1) batchnorm2d relu }
+    stage body = ode(depth) {
+        integrator additive_coupling
+        backward invert
+        residual { conv2d(4, kernel=3, padding=1) relu dropout(0.3) conv2d(4, kernel=3, padding=1) }
+    }
+    head { adaptive_avgpool2d(1) flatten linear(10) }
+}
+"""
+
+
+def test_dropout_is_replayed_in_both_models_and_in_the_reconstruction(tmp_path: Path) -> None:
+    (tmp_path / "drop.ode").write_text(DROPOUT)
+    body = _by_stage(gradient_errors(tmp_path / "drop.ode"))["body"]
+    assert body.grad_error < 1e-12 and body.reconstruction_error < 1e-12
