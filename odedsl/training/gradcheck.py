@@ -322,12 +322,13 @@ def gradient_errors(
 
     params = dict(overrides or {})
     validated = load_with_integrator(spec, integrator, network=network, **params)
-    torch.manual_seed(seed)
-    ref = compile_spec(validated, backward="store", dtype=torch.float64)
-    test = compile_spec(validated, backward=backward, dtype=torch.float64)
-    perturb(ref, init, seed)
-    test.load_state_dict(ref.state_dict())
     depth = validated.network.params.get("depth")
     if not isinstance(depth, int) or isinstance(depth, bool):
         depth = validated.network.stages[0].depth if validated.network.stages else 0
-    return compare(ref, test, depth=depth, batch=batch, seed=seed, eval_mode=eval_mode)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream is left alone
+        torch.manual_seed(seed)
+        ref = compile_spec(validated, backward="store", dtype=torch.float64)
+        test = compile_spec(validated, backward=backward, dtype=torch.float64)
+        perturb(ref, init, seed)
+        test.load_state_dict(ref.state_dict())
+        return compare(ref, test, depth=depth, batch=batch, seed=seed, eval_mode=eval_mode)
