@@ -3,6 +3,7 @@ run resumes to exactly the state of an uninterrupted one; bad input exits 2 with
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ pytest.importorskip("sklearn")
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 RESNET = str(SPECS / "resnet.ode")
 SMALL = ["--set", "depth=2", "--set", "width=8"]
+NO_VISION = importlib.util.find_spec("torchvision") is None
 
 
 @pytest.fixture(autouse=True)
@@ -131,6 +133,7 @@ FIXED = """network fixed(classes: int = 10) {
         ([RESNET, "--resume", "--out", "nowhere"], "no checkpoint"),
         ([RESNET, "--device", "tpu"], "--device"),
         (["FIXED"], "[1, 8, 8]"),
+        ([RESNET, "--data", "TMPDIR"], "torchvision" if NO_VISION else "not an image folder"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(
@@ -139,6 +142,7 @@ def test_bad_input_exits_2_with_a_message(
     if args == ["FIXED"]:
         (tmp_path / "fixed.ode").write_text(FIXED)
         args = [str(tmp_path / "fixed.ode")]
+    args = [str(tmp_path) if a == "TMPDIR" else a for a in args]
     if "nowhere" in args:
         args = [a if a != "nowhere" else str(tmp_path / "nowhere") for a in args]
     assert main(["train", *args, "--quiet", "--out", str(tmp_path / "o")]) == 2
