@@ -145,6 +145,28 @@ class ConvBlock(nn.Module):
         return self.c2(self.act(self.c1(x)))
 
 
+class Scaled(nn.Module):
+    """``scale · inner(x)``: the residual of integrators whose update has no step size.
+
+    ``additive_coupling`` (x1 += F(x2)) and ``momentum`` (x += v) add the residual at full
+    strength every layer; with a randomly initialised residual the state then grows
+    geometrically (here |x| ≈ 3 → 10¹² after 1000 coupling layers, 10⁸ for momentum), and no
+    inverse, exact or not, can reconstruct inputs drowned in the rounding of such values.
+    Scaling by 1/N keeps them at the scale of the other integrators (x += h f(x)). Parameters
+    are ``inner``'s, in the same order.
+    """
+
+    def __init__(self, inner: nn.Module, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * self.inner(x)
+
+
+STEP_FREE = ("additive_coupling", "momentum")
+
+
 @dataclass(frozen=True)
 class Residual:
     """Which residual function, at what sizes; ``width`` is the *state* width (channels)."""
@@ -156,14 +178,18 @@ class Residual:
     size: int = 8  # spatial size of the conv residual
     activation: str = "relu"
 
-    def module(self, width: int | None = None) -> nn.Module:
-        """A fresh residual acting on ``width`` features (half the state for split schemes)."""
+    def module(self, width: int | None = None, scale: float | None = None) -> nn.Module:
+        """A fresh residual acting on ``width`` features (half the state for split schemes),
+        multiplied by ``scale`` when given (see :class:`Scaled`)."""
         w = self.width if width is None else width
+        inner: nn.Module
         if self.kind == "mlp":
-            return MLP(w, self.hidden, self.activation)
-        if self.kind == "conv":
-            return ConvBlock(w, self.hidden, self.activation)
-        raise ValueError(f"unknown residual kind {self.kind!r}")
+            inner = MLP(w, self.hidden, self.activation)
+        elif self.kind == "conv":
+            inner = ConvBlock(w, self.hidden, self.activation)
+        else:
+            raise ValueError(f"unknown residual kind {self.kind!r}")
+        return inner if scale is None else Scaled(inner, scale)
 
     def input(
         self, batch: int | None = None, *, dtype: torch.dtype, device: str, seed: int = 0
@@ -382,16 +408,20 @@ def relative_error(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
 
 # ----------------------------------------------------------------------------- output
 def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Strict JSON: non-finite floats (an exploded gradient error) become strings."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n", encoding="utf-8")
+    text = json.dumps(_finite(payload), indent=1, default=str, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
 
 
-def _jsonable(value: Any) -> Any:
+def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, torch.dtype):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {value!r}")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -421,13 +451,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def plot_depth(
+def plot_groups(
     path: Path,
-    series: dict[str, dict[int, tuple[float, float]]],
+    groups: dict[str, dict[str, dict[int, tuple[float, float]]]],
     title: str,
-    styles: Callable[[str], dict[str, Any]] | None = None,
 ) -> bool:
-    """Two log-log panels, memory and time vs depth; ``series[label][N] = (bytes, seconds)``.
+    """Small multiples: one column per group, saved bytes (top) and step time (bottom) against
+    depth, log–log; ``groups[group][label][N] = (bytes, seconds)``.
 
     Returns ``False`` (and writes nothing) when matplotlib is not installed.
     """
@@ -438,24 +468,34 @@ def plot_depth(
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (ax_m, ax_t) = plt.subplots(1, 2, figsize=(13, 5.5))
-    for label, points in series.items():
-        depths = sorted(points)
-        style = styles(label) if styles else {}
-        mem = [max(points[n][0], 1.0) for n in depths]
-        sec = [points[n][1] for n in depths]
-        ax_m.plot(depths, mem, marker="o", label=label, **style)
-        ax_t.plot(depths, sec, marker="o", label=label, **style)
-    for ax, ylabel in ((ax_m, "saved activation bytes (forward)"), (ax_t, "train step (s)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("depth N")
-        ax.set_ylabel(ylabel)
-        ax.grid(True, which="both", alpha=0.3)
-    ax_t.legend(fontsize=7, ncol=2, loc="upper left")
-    fig.suptitle(title, fontsize=10)
+    cols = len(groups)
+    fig, axes = plt.subplots(2, cols, figsize=(3.3 * cols, 7.2), squeeze=False)
+    for j, (group, series) in enumerate(groups.items()):
+        ax_m, ax_t = axes[0][j], axes[1][j]
+        for i, (label, points) in enumerate(series.items()):
+            depths = sorted(points)
+            style = {
+                "color": f"C{i % 10}",
+                "linestyle": "--" if "invert" in label or "memory-free" in label else "-",
+                "marker": "o",
+                "markersize": 3,
+            }
+            ax_m.plot(depths, [max(points[n][0], 1.0) for n in depths], label=label, **style)
+            ax_t.plot(depths, [points[n][1] for n in depths], **style)
+        ax_m.set_title(group, fontsize=9)
+        ax_m.legend(fontsize=6, loc="upper left")
+        for ax in (ax_m, ax_t):
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.tick_params(labelsize=7)
+        ax_t.set_xlabel("depth N", fontsize=8)
+        if j == 0:
+            ax_m.set_ylabel("saved activation bytes", fontsize=8)
+            ax_t.set_ylabel("train step (s)", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True

@@ -37,6 +37,7 @@ import torch
 
 from benchmarks.common import (
     RESULTS,
+    STEP_FREE,
     Case,
     Clock,
     Residual,
@@ -50,7 +51,7 @@ from benchmarks.common import (
     machine_tag,
     markdown_table,
     median,
-    plot_depth,
+    plot_groups,
     relative_error,
     saved_bytes,
     time_round_robin,
@@ -84,17 +85,20 @@ def build_stage(
     weights: str,
     gamma: float,
     seed: int,
+    scale_step_free: bool = True,
 ) -> OdeStage:
-    """A float32 ``store`` stage of the standard integrator with fresh residual weights."""
+    """A float32 ``store`` stage of the standard integrator with fresh residual weights
+    (scaled by 1/N for the integrators without a step size, see :class:`Scaled`)."""
     decl = standard_library()[integrator]
     params = {"gamma": gamma} if integrator == "momentum" else None
     program = decl.program(params)
     width = residual.width // 2 if decl.split_channels else residual.width
+    scale = 1.0 / depth if scale_step_free and integrator in STEP_FREE else None
     torch.manual_seed(seed)
     return OdeStage(
         integrator,
         program,
-        {r: (lambda: residual.module(width)) for r in program.residuals},
+        {r: (lambda: residual.module(width, scale)) for r in program.residuals},
         depth=depth,
         schedule=WeightSchedule(weights),
         backward="store",
@@ -147,7 +151,13 @@ def run_depth(
     cases: list[Case] = []
     for integrator in args.integrators:
         base = build_stage(
-            integrator, depth, residual, weights=args.weights, gamma=args.gamma, seed=args.seed
+            integrator,
+            depth,
+            residual,
+            weights=args.weights,
+            gamma=args.gamma,
+            seed=args.seed,
+            scale_step_free=not args.unscaled,
         ).to(device)
         stages[integrator] = {m: with_mode(base, m, every) for m in MODES}
         cases += [stage_case(s, integrator, m) for m, s in stages[integrator].items()]
@@ -280,6 +290,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=8, help="spatial size of the conv residual")
     p.add_argument("--weights", choices=("tied", "untied"), default="untied")
     p.add_argument("--gamma", type=float, default=0.9, help="momentum γ")
+    p.add_argument(
+        "--unscaled",
+        action="store_true",
+        help="do not scale the residual of momentum/additive_coupling by 1/N (states explode)",
+    )
     p.add_argument("--checkpoint-every", default="sqrt", help="k of checkpoint(k): int or sqrt")
     p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 7)")
     p.add_argument("--min-repeat", type=int, default=None, help="rounds even over budget (3)")
@@ -347,31 +362,28 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "table": table,
     }
     tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    tag += "-unscaled" if args.unscaled else ""
     write_json(args.out / f"modes-{tag}.json", payload)
     if not args.no_plot:
-        series = {
-            f"{r['integrator']}/{r['mode'].split('(')[0]}": {} for r in rows
-        }  # label → depth → (bytes, s)
-        for r in rows:
-            series[f"{r['integrator']}/{r['mode'].split('(')[0]}"][r["depth"]] = (
-                r["saved_bytes"],
-                r["time_s"],
-            )
-        plot_depth(
-            args.out / f"modes-{tag}.png",
-            series,
-            f"odedsl backward modes — {residual.describe()}, {machine['cpu']}, "
-            f"{machine['threads']} thread(s), {args.clock} time",
-            styles=_style,
-        )
+        plot(payload, args.out / f"modes-{tag}.png")
     return payload
 
 
-def _style(label: str) -> dict[str, Any]:
-    integrator, mode = label.split("/")
-    colours = dict(zip(INTEGRATORS, [f"C{i}" for i in range(len(INTEGRATORS))], strict=True))
-    dashes = {"store": "-", "checkpoint": ":", "invert": "--"}
-    return {"color": colours.get(integrator, "k"), "linestyle": dashes.get(mode, "-")}
+def plot(payload: dict[str, Any], path: Path) -> bool:
+    """The PNG of a modes payload: a column per integrator, the three modes in each."""
+    groups: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+    for r in payload["rows"]:
+        label = r["mode"].split("(")[0]
+        groups.setdefault(r["integrator"], {}).setdefault(label, {})[r["depth"]] = (
+            r["saved_bytes"],
+            r["time_s"],
+        )
+    m = payload["machine"]
+    title = (
+        f"odedsl backward modes — {payload['residual']}, {m['cpu']}, {m['threads']} thread(s), "
+        f"{payload['clock']} time; checkpoint(k) with k = {payload['config']['checkpoint_every']}"
+    )
+    return plot_groups(path, groups, title)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from torch.utils.checkpoint import checkpoint
 
 from benchmarks.common import (
     RESULTS,
+    STEP_FREE,
     Case,
     Clock,
     Residual,
@@ -57,7 +58,7 @@ from benchmarks.common import (
     machine_tag,
     markdown_table,
     median,
-    plot_depth,
+    plot_groups,
     relative_error,
     saved_bytes,
     time_round_robin,
@@ -104,10 +105,12 @@ class Bank:
         return which[0] if len(which) == 1 else which[n]
 
 
-def make_bank(slots: int, width: int, residual: Residual, two: bool, seed: int) -> Bank:
+def make_bank(
+    slots: int, width: int, residual: Residual, two: bool, seed: int, scale: float | None = None
+) -> Bank:
     torch.manual_seed(seed)
-    f = [residual.module(width) for _ in range(slots)]
-    g = [residual.module(width) for _ in range(slots)] if two else []
+    f = [residual.module(width, scale) for _ in range(slots)]
+    g = [residual.module(width, scale) for _ in range(slots)] if two else []
     return Bank(f, g)
 
 
@@ -287,7 +290,11 @@ def specs_at(depth: int, args: Any, peers: dict[str, Any]) -> list[Spec]:
         add(plain, g, plain, lambda b: _loop_case(plain, b, depth, None))
         add("checkpoint every layer", g, plain, lambda b: _loop_case("ckpt1", b, depth, 1))
         add(
-            f"checkpoint every √N={every}", g, plain, lambda b: _loop_case("ckptk", b, depth, every)
+            "checkpoint every √N layers",
+            g,
+            plain,
+            lambda b: _loop_case("ckptk", b, depth, every),
+            f"k = {every}",
         )
         add("odedsl euler store", g, plain, od("euler", "store", g))
         add("odedsl euler invert", g, plain, od("euler", "invert", g), "approximate inverse")
@@ -379,7 +386,8 @@ def bank_for(group: str, depth: int, residual: Residual, args: Any) -> Bank:
     decl = standard_library()[integrator]
     slots = WeightSchedule(args.weights).slots(depth, decl.offsets)
     width = residual.width // 2 if decl.split_channels else residual.width
-    return make_bank(slots, width, residual, len(decl.residuals) == 2, args.seed)
+    scale = 1.0 / depth if integrator in STEP_FREE and not args.unscaled else None
+    return make_bank(slots, width, residual, len(decl.residuals) == 2, args.seed, scale)
 
 
 # ----------------------------------------------------------------------------- running
@@ -454,6 +462,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
         "bytes ×",
         "grad err f64",
         "baseline",
+        "note",
     ]
     body = [
         [
@@ -466,6 +475,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
             "—" if r["saved_ratio"] is None else f"{r['saved_ratio']:.3g}×",
             fmt_err(r["grad_err_float64"]) if r["method"] != r["baseline"] else "(ref)",
             r["baseline"] if r["method"] != r["baseline"] else "—",
+            r["note"],
         ]
         for r in sorted(rows, key=lambda r: (GROUPS.index(r["group"]), r["depth"]))
     ]
@@ -491,6 +501,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=8)
     p.add_argument("--weights", choices=("tied", "untied"), default="tied")
     p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument(
+        "--unscaled",
+        action="store_true",
+        help="do not scale the momentum/coupling residual by 1/N (states explode)",
+    )
     p.add_argument("--repeat", type=int, default=None)
     p.add_argument("--min-repeat", type=int, default=None)
     p.add_argument("--budget", type=float, default=None, help="timing seconds per depth")
@@ -553,25 +568,27 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "table": text,
     }
     tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    tag += "-unscaled" if args.unscaled else ""
     write_json(args.out / f"peers-{tag}.json", payload)
     if not args.no_plot:
-        series: dict[str, dict[int, tuple[float, float]]] = {}
-        for r in rows:
-            series.setdefault(r["method"], {})[r["depth"]] = (r["saved_bytes"], r["time_s"])
-        plot_depth(
-            args.out / f"peers-{tag}.png",
-            series,
-            f"odedsl vs peers — {residual.describe()}, weights {args.weights}, "
-            f"{machine['cpu']}, {machine['threads']} thread(s), {args.clock} time",
-            styles=_style,
-        )
+        plot(payload, args.out / f"peers-{tag}.png")
     return payload
 
 
-def _style(label: str) -> dict[str, Any]:
-    if label.startswith("odedsl"):
-        return {"linestyle": "--" if "invert" in label else "-"}
-    return {"linestyle": ":"}
+def plot(payload: dict[str, Any], path: Path) -> bool:
+    """The PNG of a peers payload: a column per group."""
+    groups: dict[str, dict[str, dict[int, tuple[float, float]]]] = {}
+    for r in payload["rows"]:
+        groups.setdefault(r["group"], {}).setdefault(r["method"], {})[r["depth"]] = (
+            r["saved_bytes"],
+            r["time_s"],
+        )
+    m = payload["machine"]
+    title = (
+        f"odedsl vs peers — {payload['residual']}, weights {payload['config']['weights']}, "
+        f"{m['cpu']}, {m['threads']} thread(s), {payload['clock']} time"
+    )
+    return plot_groups(path, groups, title)
 
 
 if __name__ == "__main__":
