@@ -1,0 +1,347 @@
+"""Shared helpers of the example experiments: specs, data, a minimal training loop, output.
+
+Every experiment is one script with a ``main(argv)`` that prints a table and writes
+``examples/results/<name>.json`` and ``<name>.png`` (``--out`` elsewhere, ``--quick`` for a
+CI-sized run). The figures carry a footer saying what they ran on: data, device, threads,
+torch version and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import odedsl
+from odedsl.runtime import OdeStage, expand_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+RESULTS = Path(__file__).resolve().parent / "results"
+DIGITS = {"channels": 1, "size": 8, "stride": 1}  # spec parameters for the 8×8 digits
+
+
+# --------------------------------------------------------------------------- command line
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    return p
+
+
+def setup(args: argparse.Namespace) -> None:
+    torch.set_num_threads(max(1, args.threads))
+    args.out.mkdir(parents=True, exist_ok=True)
+
+
+def machine(threads: int | None = None, device: str = "cpu") -> str:
+    """What ran the experiment, for figures and JSON: device, threads, torch."""
+    threads = torch.get_num_threads() if threads is None else threads
+    if device.startswith("cuda") and torch.cuda.is_available():
+        where = f"GPU ({torch.cuda.get_device_name()})"
+    else:
+        where = f"CPU ({platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
+    return f"{where}, torch {torch.__version__.split('+')[0]}"
+
+
+# --------------------------------------------------------------------------- specs
+def spec_text(name: str, *, weights: str | None = None, integrator: str | None = None) -> str:
+    """The text of ``specs/<name>.ode`` with its imports inlined and, optionally, the
+    ``weights``/``integrator`` clause of every stage replaced: the same network, compiled from
+    text (``odedsl.compile`` resolves a text spec's imports against the working directory)."""
+    text = (SPECS / f"{name}.ode").read_text()
+
+    def inline(m: re.Match[str]) -> str:
+        return (SPECS / m.group(1)).read_text()
+
+    text = re.sub(r'^import "([^"]+)"\s*$', inline, text, flags=re.M)
+    for key, value in (("weights", weights), ("integrator", integrator)):
+        if value is None:
+            continue
+        text, n = re.subn(rf"^(\s*){key}\s+\S+", rf"\g<1>{key} {value}", text, flags=re.M)
+        if n == 0:
+            text, n = re.subn(r"(= ode\([^)]*\) \{\n)", rf"\g<1>        {key} {value}\n", text)
+        if n == 0:
+            raise ValueError(f"specs/{name}.ode: no stage to set `{key} {value}` in")
+    return text
+
+
+def compile_net(
+    name: str,
+    *,
+    weights: str | None = None,
+    integrator: str | None = None,
+    backward: str | None = None,
+    dtype: torch.dtype | None = None,
+    **params: Any,
+) -> nn.Module:
+    if weights is None and integrator is None:
+        source: str | Path = SPECS / f"{name}.ode"
+    else:
+        source = spec_text(name, weights=weights, integrator=integrator)
+    return odedsl.compile(source, backward=backward, dtype=dtype, **params)
+
+
+def stages(model: nn.Module) -> list[tuple[str, OdeStage]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, OdeStage)]
+
+
+def set_backward(model: nn.Module, mode: str) -> None:
+    for _, st in stages(model):
+        st.backward_mode = mode
+
+
+def convert(src: nn.Module, dst: nn.Module) -> dict[str, Tensor]:
+    """``src``'s state dict rewritten for ``dst`` (same network, other weights in depth or
+    depth): each stage's θ(s) evaluated at ``dst``'s slots by the runtime's
+    ``expand_state_dict`` (seed 000 §5.2: a tied network copied in depth)."""
+    state = dict(src.state_dict())
+    dst_stages = dict(stages(dst))
+    for name, s in stages(src):
+        d = dst_stages[name]
+        state = expand_state_dict(
+            state,
+            f"{name}.",
+            s.program.residuals,
+            (s.schedule, s.depth),
+            (d.schedule, d.depth),
+            s.program.offsets,
+        )
+    return state
+
+
+# --------------------------------------------------------------------------- data
+Data = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def digits() -> Data:
+    """8×8 digits, standardised: (x_train, y_train, x_test, y_test), 1438/359, a fixed
+    stratified split (``odedsl.training``'s when importable)."""
+    try:
+        from odedsl.training.data import digits as load
+    except ImportError:
+        load = None
+    if load is not None:
+        b = load()
+        return b.train.images, b.train.labels, b.test.images, b.test.labels
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    x = torch.tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(raw.target)
+    gen = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=gen)
+    te, tr = perm[:359], perm[359:]
+    mean, std = x[tr].mean(), x[tr].std()
+    return (x[tr] - mean) / std, y[tr], (x[te] - mean) / std, y[te]
+
+
+# --------------------------------------------------------------------------- training
+@torch.no_grad()
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = sum(
+        int((model(xb.to(dev)).argmax(1).cpu() == yb).sum())
+        for xb, yb in zip(x.split(batch), y.split(batch), strict=True)
+    )
+    model.train(was)
+    return correct / len(y)
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    *,
+    epochs: float,
+    lr: float,
+    batch_size: int = 64,
+    optimizer: str = "sgd",
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    params: Iterable[nn.Parameter] | None = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Minimal loop: SGD (momentum 0.9, as seed 000 App. B) or AdamW, cosine schedule,
+    cross-entropy; ``epochs`` may be fractional. Returns losses, accuracy and seconds."""
+    x_tr, y_tr, x_te, y_te = data
+    dev = next(model.parameters()).device
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=0.9, weight_decay=weight_decay
+        )
+    else:
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n = len(y_tr)
+    per_epoch = n // batch_size
+    total = max(1, round(epochs * per_epoch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    losses: list[float] = []
+    model.train()
+    t0 = time.perf_counter()
+    step = 0
+    while step < total:
+        order = torch.randperm(n, generator=gen)
+        for b in range(per_epoch):
+            if step >= total:
+                break
+            idx = order[b * batch_size : (b + 1) * batch_size]
+            xb, yb = x_tr[idx].to(dev), y_tr[idx].to(dev)
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if log is not None and step % per_epoch == 0:
+                log({"step": step, "loss": losses[-1]})
+    seconds = time.perf_counter() - t0
+    return {
+        "steps": total,
+        "losses": losses,
+        "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "finite": all(math.isfinite(v) for v in losses),
+        "test_accuracy": accuracy(model, x_te, y_te),
+        "seconds": seconds,
+    }
+
+
+# --------------------------------------------------------------------------- gradients
+def grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Gradients of the mean cross-entropy on ``(x, y)`` for every trainable parameter."""
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    loss = F.cross_entropy(model(x), y)
+    got = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    return {
+        k: g if g is not None else torch.zeros_like(p) for (k, p), g in zip(named, got, strict=True)
+    }
+
+
+def relative(got: Sequence[Tensor], ref: Sequence[Tensor]) -> float:
+    """‖got − ref‖ / ‖ref‖ over a list of tensors (one flattened vector)."""
+    num = sum(float(((a - b).double() ** 2).sum()) for a, b in zip(got, ref, strict=True)) ** 0.5
+    den = sum(float((b.double() ** 2).sum()) for b in ref) ** 0.5
+    return num / den if den > 0 else float("nan")
+
+
+def cosine(got: Sequence[Tensor], ref: Sequence[Tensor]) -> float:
+    dot = sum(float((a.double() * b.double()).sum()) for a, b in zip(got, ref, strict=True))
+    na = sum(float((a.double() ** 2).sum()) for a in got) ** 0.5
+    nb = sum(float((b.double() ** 2).sum()) for b in ref) ** 0.5
+    return dot / (na * nb) if na > 0 and nb > 0 else float("nan")
+
+
+def gradient_agreement(model: nn.Module, reference: nn.Module, x: Tensor, y: Tensor) -> dict:
+    """Relative error and cosine of ``model``'s gradient against ``reference``'s (same weights
+    loaded here), both in train mode on the identical batch."""
+    reference.load_state_dict(model.state_dict())
+    was = model.training
+    model.train()
+    reference.train()
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    g_ref, g = grads(reference, x, y), grads(model, x, y)
+    model.load_state_dict(buffers)  # the probe must not move BatchNorm running statistics
+    model.train(was)
+    keys = list(g_ref)
+    return {
+        "grad_error": relative([g[k] for k in keys], [g_ref[k] for k in keys]),
+        "grad_cosine": cosine([g[k] for k in keys], [g_ref[k] for k in keys]),
+    }
+
+
+# --------------------------------------------------------------------------- numbers
+def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log y against log x (positive finite points only)."""
+    pts = [
+        (math.log(a), math.log(b))
+        for a, b in zip(xs, ys, strict=True)
+        if b > 0 and math.isfinite(b)
+    ]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    k = len(s) // 2
+    return s[k] if len(s) % 2 else 0.5 * (s[k - 1] + s[k])
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-markdown table (it reads well in a terminal too)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            if v != v:
+                return "–"
+            return f"{v:.3g}" if abs(v) < 1e-2 or abs(v) >= 1e4 else f"{v:.4g}"
+        return str(v)
+
+    body = [[cell(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(list(headers)), sep, *(line(r) for r in body)])
+
+
+def write_json(path: Path, record: Mapping[str, Any]) -> Path:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    path.write_text(json.dumps(clean(dict(record)), indent=2) + "\n")
+    return path
+
+
+def footer(fig: Any, text: str) -> None:
+    """The 'what it ran on' line at the bottom of a figure."""
+    fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=7.5, color="0.35", wrap=True)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def env_record(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    return {
+        "machine": machine(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "quick": bool(args.quick),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        **extra,
+    }
