@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_set(args.overrides)
     try:
         paths = build(
-            args.spec,
+            Path(args.spec),  # always a path, even a name with a newline (not spec text)
             Path(args.out),
             standalone=args.standalone,
             force=args.force,

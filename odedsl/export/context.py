@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from odedsl.compiler.graph import class_name
 from odedsl.export.layers import layer_call
 from odedsl.export.safety import (
@@ -27,6 +29,7 @@ from odedsl.export.safety import (
 )
 from odedsl.export.steps import StepClass, step_class
 from odedsl.export.vendor import Imports, Vendored
+from odedsl.runtime import OdeStage
 from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
@@ -142,8 +145,13 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
     runtime_used: set[str] = set()
     for part in net.parts:
         attr = ident(part.name, "part name", part.origin)
-        if attr in CLASS_ATTRIBUTES:
-            raise refuse(E_NAME, f"part name '{attr}' ({where(part.origin)}) is reserved")
+        if attr in CLASS_ATTRIBUTES or hasattr(nn.Module, attr):
+            raise refuse(
+                E_NAME,
+                f"part name '{attr}' ({where(part.origin)}) is reserved: an attribute of the "
+                "generated network or of torch.nn.Module",
+                "rename the stage",
+            )
         if isinstance(part, StageSpec):
             key = (part.integrator, tuple(sorted(part.integrator_params.items())))
             if key not in steps:
@@ -240,6 +248,12 @@ def _stage_class(
     name = ns.claim(base if base.startswith("Stage") else base + "Stage", "stage class")
     residuals = []
     for r, seq in stage.residuals.items():
+        if hasattr(OdeStage, r):
+            raise refuse(
+                E_NAME,
+                f"residual name '{r}' ({where(stage.origin)}) is an attribute of OdeStage",
+                "rename the residual function in the integrator",
+            )
         body = _sequence(seq, 24, runtime_used)
         summary = comment(f"{body.shapes}, {seq.parameters:,} parameters per slot")
         name_r = ident(r, "residual name", stage.origin)

@@ -95,10 +95,10 @@ class _Renderer:
     # ------------------------------------------------------------ evaluation order
     def _operands(self, node: fx.Node) -> list[object]:
         args = list(node.args[2:3] if node.target is residual else node.args)
-        if node.target in (operator.add, operator.mul) and self._first(args[1]) < self._first(
-            args[0]
-        ):
-            args.reverse()  # IEEE + and * commute: same value, graph order kept
+        if node.target in (operator.add, operator.mul):
+            left, right = self._first(args[0]), self._first(args[1])
+            if right < left < float("inf"):
+                args.reverse()  # IEEE + and * commute: the same value, in graph order
         return args
 
     def _first(self, a: object) -> float:

@@ -93,9 +93,9 @@ def paragraph(text: object, width: int = 92, limit: int = 600) -> list[Code]:
 
 
 def file_label(path: object) -> Code:
-    """The base name of a spec file, reduced to ``[A-Za-z0-9_.-]``."""
-    base = re.split(r"[\\/]", str(path))[-1]
-    return Code(_FILE_CHARS.sub("_", base)[:64] or "spec")
+    """The base name of a spec file, reduced to ``[A-Za-z0-9_.-]`` and 40 characters."""
+    base = _FILE_CHARS.sub("_", re.split(r"[\\/]", str(path))[-1]) or "spec"
+    return Code(base if len(base) <= 40 else f"{base[:30]}~{base[-9:]}")
 
 
 def where(origin: str | None) -> Code:

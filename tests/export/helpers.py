@@ -17,7 +17,6 @@ from torch import nn
 
 from odedsl.export import render_files
 from odedsl.spec.load import load_spec
-from .worker import forward_backward
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "specs"

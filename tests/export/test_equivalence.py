@@ -13,7 +13,6 @@ import odedsl
 
 from .helpers import (
     CASES,
-    forward_backward,
     import_file,
     network_specs,
     perturbed_state,
@@ -21,6 +20,7 @@ from .helpers import (
     small_params,
     write,
 )
+from .worker import forward_backward
 
 WORKER = Path(__file__).with_name("worker.py")
 SPECS = network_specs()
@@ -86,7 +86,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_standalone_ran_without_odedsl(runs: dict) -> None:
     assert runs["stdout"] == {"plain": "importable", "standalone": "blocked"}
-    for (stem, mode) in runs["expected"]:
+    for stem, mode in runs["expected"]:
         got = torch.load(runs["tmp"] / f"{stem}-{mode}.standalone.pt", weights_only=False)
         assert got["odedsl_modules"] == []
 

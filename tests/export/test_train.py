@@ -1,0 +1,73 @@
+"""The generated training script: one epoch on synthetic data in a fresh interpreter (with
+``odedsl`` unimportable, from a standalone build), a checkpoint the compiled network loads,
+resuming, ``--help``; and (slow) two processes under torchrun with ``--ddp``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import odedsl
+
+from .helpers import SPECS, run_python, write
+
+PARAMS = {"depth": 2, "width": 4, "size": 8}
+ARGS = ["--epochs", "1", "--samples", "16", "--batch-size", "8", "--out", "run"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    write(SPECS / "resnet.ode", out, standalone=True, **PARAMS)
+    return out
+
+
+def test_one_epoch_on_synthetic_data_then_resume(folder: Path) -> None:
+    proc = run_python(["train_resnet.py", *ARGS], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch 0: loss" in proc.stdout
+    ckpt = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 0 and {"optimizer", "schedule", "scaler"} <= set(ckpt)
+    odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
+    assert not list((folder / "run").glob(".*.tmp"))  # written atomically
+
+    resumed = [*ARGS[:1], "2", *ARGS[2:], "--resume", "run/checkpoint.pt", "--backward", "store"]
+    proc = run_python(["train_resnet.py", *resumed], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "epoch 1: loss" in proc.stdout and "epoch 0:" not in proc.stdout
+    assert torch.load(folder / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def test_help_shows_examples(folder: Path) -> None:
+    proc = run_python(["train_resnet.py", "--help"], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 0
+    assert "examples:" in proc.stdout and "torchrun --nproc_per_node 2" in proc.stdout
+    for flag in ("--data", "--ddp", "--amp", "--resume", "--optimizer"):
+        assert flag in proc.stdout
+
+
+def test_data_option_explains_what_it_needs(folder: Path) -> None:
+    proc = run_python(["train_resnet.py", *ARGS, "--data", str(folder)], cwd=folder)
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        assert proc.returncode != 0 and "needs torchvision" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_with_gloo(folder: Path) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = run_python(
+        [*launcher[1:], "--nproc_per_node", "2", "train_resnet.py", "--ddp", *ARGS],
+        cwd=folder,
+        block_odedsl=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 0: loss") == 1  # rank 0 reports
+    ckpt = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
+    odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
