@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from odedsl import runtime
 from odedsl.compiler.graph import class_name
 from odedsl.export.layers import layer_call
 from odedsl.export.safety import (
@@ -35,7 +36,6 @@ from odedsl.spec.validate import ValidatedSpec
 
 #: Module names a generated file must not take (it would shadow them for its importers).
 SHADOWED = frozenset(sys.stdlib_module_names) | {"torch", "odedsl", "torchvision", "numpy"}
-RUNTIME_NAMES = ("OdeStage", "IntegratorProgram", "Step", "AffineUpdate", "SwapUpdate")
 #: Names the model template itself defines or uses at module level.
 FIXED = ("PARAMS", "build", "zero_init", "math", "torch", "nn", "Tensor", "State", "ResidualCall")
 #: Attributes of the generated network class besides its parts.
@@ -111,7 +111,7 @@ class ModelContext:
     runtime: Code = field(default_factory=Code)
     runtime_note: list[Code] = field(default_factory=list)
     uses_zero_init: bool = False
-    runtime_used: set[str] = field(default_factory=set)
+    used: set[str] = field(default_factory=set)  # runtime names (and zero_init) the code uses
 
 
 def shape(s: tuple[int, ...]) -> Code:
@@ -142,7 +142,7 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
     steps: dict[tuple[str, tuple[tuple[str, float], ...]], StepClass] = {}
     stage_classes: list[StageClass] = []
     parts: list[Part] = []
-    runtime_used: set[str] = set()
+    used: set[str] = set()
     for part in net.parts:
         attr = ident(part.name, "part name", part.origin)
         if attr in CLASS_ATTRIBUTES or hasattr(nn.Module, attr):
@@ -165,13 +165,13 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
                     part.inverse_reason,
                 )
             steps[key].stages.append(attr)
-            stage_classes.append(_stage_class(part, steps[key].name, ns, runtime_used))
+            stage_classes.append(_stage_class(part, steps[key].name, ns, used))
             summary = comment(f"{part.depth} layers of {part.integrator} on {shape(part.shape)}")
             parts.append(
                 Part(attr, where(part.origin), summary, stage_class=stage_classes[-1].name)
             )
         else:
-            seq = _sequence(part.body, 12, runtime_used)
+            seq = _sequence(part.body, 12, used)
             parts.append(Part(attr, where(part.origin), seq.shapes, seq=seq))
     constants, omitted = _constants(net, ns)
     ctx = ModelContext(
@@ -197,9 +197,9 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
         parts=parts,
         standalone=vendored is not None,
         loss=Code('"cross_entropy"' if len(net.output_shape) == 1 else '"mse"'),
-        runtime_used=runtime_used,
+        used=used,
     )
-    ctx.uses_zero_init = "zero_init" in runtime_used
+    ctx.uses_zero_init = "zero_init" in used
     ctx.imports = _imports(ctx, vendored)
     if vendored is not None:
         ctx.runtime = vendored.source
@@ -224,26 +224,24 @@ def _constants(net: NetworkSpec, ns: Namespace) -> tuple[list[tuple[Code, Code, 
     return out, omitted
 
 
-def _sequence(seq: SequenceSpec, indent: int, runtime_used: set[str]) -> Seq:
+def _sequence(seq: SequenceSpec, indent: int, used: set[str]) -> Seq:
     entries = []
     for layer in seq.layers:
         call = layer_call(layer)
         if call.runtime:
-            runtime_used.add(call.runtime)
+            used.add(call.runtime)
         if call.zero:
-            runtime_used.add("zero_init")
+            used.add("zero_init")
         key = quoted(layer.name, "layer name", layer.origin)
         code = call.render()
         loc = where(layer.origin)
         inline = indent + len(key) + len(code) + len(loc) + 7 <= _WIDTH
         entries.append(Entry(key, code, loc, inline))
-    runtime_used.add("Sequence")
+    used.add("Sequence")
     return Seq(entries, Code(f"{shape(seq.in_shape)} → {shape(seq.out_shape)}"))
 
 
-def _stage_class(
-    stage: StageSpec, step_cls: Code, ns: Namespace, runtime_used: set[str]
-) -> StageClass:
+def _stage_class(stage: StageSpec, step_cls: Code, ns: Namespace, used: set[str]) -> StageClass:
     base = class_name(ident(stage.name, "stage name", stage.origin))
     name = ns.claim(base if base.startswith("Stage") else base + "Stage", "stage class")
     residuals = []
@@ -254,7 +252,7 @@ def _stage_class(
                 f"residual name '{r}' ({where(stage.origin)}) is an attribute of OdeStage",
                 "rename the residual function in the integrator",
             )
-        body = _sequence(seq, 24, runtime_used)
+        body = _sequence(seq, 24, used)
         summary = comment(f"{body.shapes}, {seq.parameters:,} parameters per slot")
         name_r = ident(r, "residual name", stage.origin)
         residuals.append((quoted(r, "residual name"), name_r, summary, body))
@@ -268,7 +266,7 @@ def _stage_class(
         mode = Code(f"checkpoint({literal(int(stage.checkpoint_every or 1))})")
     else:
         mode = ident(stage.backward, "backward mode")
-    runtime_used.update(("OdeStage", "WeightSchedule"))
+    used.update(("OdeStage", "WeightSchedule"))
     weights = stage.weights if stage.weights_k is None else f"{stage.weights}({stage.weights_k})"
     doc = paragraph(
         f"{stage.depth} layers of {stage.integrator}, h = {stage.step:.6g}, weights {weights}, "
@@ -292,22 +290,19 @@ def _stage_class(
 
 
 def _imports(ctx: ModelContext, vendored: Vendored | None) -> Code:
-    imports = Imports()
-    if vendored is not None:
-        imports = vendored.imports
+    imports = vendored.imports.copy() if vendored is not None else Imports()
     if any(sc.uses_math for sc in ctx.step_classes):
         imports.add_module("math")
     imports.add_module("torch")
     imports.add("torch", "Tensor")
     imports.add("torch", "nn")
     if vendored is None:
-        used = set(ctx.runtime_used) - {"zero_init"}
+        used = set(ctx.used) - {"zero_init"}
         used |= {"IntegratorProgram", "Step", "State", "ResidualCall"}
         for sc in ctx.step_classes:
             text = sc.step + (sc.first or "")
             used |= {n for n in ("AffineUpdate", "SwapUpdate") if n in text}
-        layers = {"Sequence", "PadChannels", "Scale", "TransposeOf"}
-        layers |= {"AntisymmetricConv2d", "AntisymmetricLinear"}
         for name in sorted(used):
-            imports.add("odedsl.runtime.layers" if name in layers else "odedsl.runtime", name)
+            package = "odedsl.runtime" if name in runtime.__all__ else "odedsl.runtime.layers"
+            imports.add(package, name)
     return imports.render()

@@ -35,6 +35,12 @@ class Imports:
         self.modules: dict[str, str | None] = {}  # "torch.nn.functional" -> "F"
         self.names: dict[str, dict[str, str | None]] = {}  # "torch" -> {"nn": None}
 
+    def copy(self) -> Imports:
+        new = Imports()
+        new.modules = dict(self.modules)
+        new.names = {m: dict(names) for m, names in self.names.items()}
+        return new
+
     def add_module(self, module: str, alias: str | None = None) -> None:
         self.modules[module] = alias
 

@@ -4,6 +4,8 @@ and BatchNorm statistics, for every shipped network and backward mode, in a fres
 
 from __future__ import annotations
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,6 @@ def test_kitchen_sink_is_bitwise_identical(tmp_path: Path) -> None:
         ref.eval()
         gen.eval()
         assert torch.equal(ref(x), gen(x))
+        # a generated network pickles and deep-copies (EMA copies, torch.save(model))
+        for twin in (pickle.loads(pickle.dumps(gen)), copy.deepcopy(gen)):
+            assert torch.equal(twin.eval()(x), gen(x))
