@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -23,13 +24,22 @@ Severity = Literal["error", "warning"]
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A named text the spans point into (kept for rendering the offending line)."""
+    """A named text the spans point into (kept for rendering the offending line).
+
+    Lines are separated by ``\n`` alone, as the parser counts them: ``str.splitlines`` would
+    also break at ``\r``, ``\f`` or ``\u2028`` and show the wrong line under a diagnostic.
+    """
 
     name: str
     text: str
 
+    @cached_property
+    def lines(self) -> list[str]:
+        """The text's lines (split once: rendering many diagnostics stays linear)."""
+        return [line.removesuffix("\r") for line in self.text.split("\n")]
+
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
+        lines = self.lines
         return lines[line - 1] if 1 <= line <= len(lines) else ""
 
 
@@ -130,6 +140,11 @@ CODES: dict[str, str] = {
 }
 
 
+#: Diagnostics shown in a :class:`DslError`'s message; all stay in ``.diagnostics``. A spec
+#: with 100,000 bad arguments must not produce a message of 100,000 excerpts.
+MAX_RENDERED = 100
+
+
 class DslError(Exception):
     """All diagnostics of a failed load, parse, check or compile."""
 
@@ -139,7 +154,10 @@ class DslError(Exception):
 
     def render(self) -> str:
         errors = [d for d in self.diagnostics if d.severity == "error"]
-        body = "\n".join(d.render() for d in self.diagnostics)
+        shown = self.diagnostics[:MAX_RENDERED]
+        body = "\n".join(d.render() for d in shown)
+        if len(self.diagnostics) > len(shown):
+            body += f"\n... {len(self.diagnostics) - len(shown)} more not shown"
         return f"{body}\n{len(errors)} error{'s' if len(errors) != 1 else ''}"
 
     def __str__(self) -> str:
@@ -151,14 +169,21 @@ class Diagnostics:
 
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
+        self._seen: set[Diagnostic] = set()
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
         assert code in CODES, code
-        self.items.append(Diagnostic(code, message, span, hint))
+        self._add(Diagnostic(code, message, span, hint))
 
     def warning(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
         assert code in CODES, code
-        self.items.append(Diagnostic(code, message, span, hint, "warning"))
+        self._add(Diagnostic(code, message, span, hint, "warning"))
+
+    def _add(self, diagnostic: Diagnostic) -> None:
+        """Report once: an error inside a block body called 1,000 times is one error."""
+        if diagnostic not in self._seen:
+            self._seen.add(diagnostic)
+            self.items.append(diagnostic)
 
     @property
     def has_errors(self) -> bool:

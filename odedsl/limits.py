@@ -24,7 +24,8 @@ class Limits:
     max_spatial: int = 16_384  # any spatial extent
     max_kernel: int = 64  # kernel size of a convolution or pooling
     max_parameters: int = 2_000_000_000  # trainable parameters of the whole network
-    max_block_expansion: int = 10_000  # layers in one residual function after expanding blocks
+    max_block_expansion: int = 10_000  # layers + block calls in one sequence, blocks expanded
+    max_total_layers: int = 100_000  # layers + block calls of all sequences of a network
     max_block_nesting: int = 32  # blocks calling blocks
 
     @classmethod

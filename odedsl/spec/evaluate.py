@@ -60,10 +60,10 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value], *, symbols: bool = False)
     arguments such as ``init=zeros``); otherwise it is an unknown-name error.
     """
     if isinstance(expr, ast.Number):
-        if isinstance(expr.value, int) and abs(expr.value) > _MAX_ABS:
-            raise _fail("E205", "number too large", expr.span)
-        if isinstance(expr.value, float) and not math.isfinite(expr.value):
-            raise _fail("E205", "number too large", expr.span)
+        # the same bound as computed values: `1e300` is no more a size than `1e150 * 1e150`
+        value = expr.value
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > _MAX_ABS:
+            raise _fail("E205", "number too large", expr.span, "sizes and rates stay below 1e15")
         return expr.value
     if isinstance(expr, ast.Bool):
         return expr.value

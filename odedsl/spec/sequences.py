@@ -24,6 +24,19 @@ class _TooLarge(Exception):
 
 
 @dataclass
+class ExpansionBudget:
+    """Statements expanded in all sequences of one network (``Limits.max_total_layers``).
+
+    Each sequence is bounded by ``max_block_expansion``, but a network of many stages, each
+    just under that bound, would still take minutes to check: the budget bounds the sum.
+    """
+
+    limit: int
+    spent: int = 0
+    exceeded: bool = False
+
+
+@dataclass
 class _Context:
     blocks: Mapping[str, ast.BlockDecl]
     limits: Limits
@@ -32,6 +45,8 @@ class _Context:
     counters: dict[str, int] = field(default_factory=dict)
     stochastic: bool = False
     start: Span | None = None
+    budget: ExpansionBudget | None = None
+    visited: int = 0  # layers and block calls expanded, failed ones included
 
     def fresh_name(self, prefix: str) -> str:
         self.counters[prefix] = self.counters.get(prefix, 0) + 1
@@ -49,9 +64,15 @@ def expand_sequence(
     blocks: Mapping[str, ast.BlockDecl],
     limits: Limits,
     diags: Diagnostics,
+    budget: ExpansionBudget | None = None,
 ) -> SequenceSpec | None:
-    """Expand ``body`` into concrete layers; ``None`` when an error made its shape unknown."""
-    ctx = _Context(blocks, limits, diags, start=body.span)
+    """Expand ``body`` into concrete layers; ``None`` when an error made its shape unknown.
+
+    ``budget``, shared by the sequences of one network, bounds their total expansion.
+    """
+    if budget is not None and budget.exceeded:
+        return None  # reported once, where it was exceeded
+    ctx = _Context(blocks, limits, diags, start=body.span, budget=budget)
     stmts = (
         body.layers if isinstance(body, ast.LayerSeq) else (ast.LayerStmt(body.span, body, None),)
     )
@@ -81,6 +102,7 @@ def _expand_stmts(
 ) -> tuple[int, ...] | None:
     for stmt in stmts:
         call = stmt.call
+        _spend(ctx)
         if call.name in ctx.blocks:
             if stmt.alias is not None:
                 ctx.diags.error(
@@ -102,16 +124,38 @@ def _expand_stmts(
             shape = None
             continue
         shape = _expand_layer(L.LAYERS[call.name], stmt, env, shape, ctx, aliases)
-        if len(ctx.layers) > ctx.limits.max_block_expansion:
+    return shape
+
+
+def _spend(ctx: _Context) -> None:
+    """Count one expanded statement (a layer or a block call); stop past either bound.
+
+    Every statement counts, valid or not, layer or call: a block whose body is an error, or
+    ``block e() { }``, called 2³⁰ times yields no layer but must stop as fast as one that does.
+    """
+    ctx.visited += 1
+    if ctx.visited > ctx.limits.max_block_expansion:
+        ctx.diags.error(
+            "E250",
+            f"more than {ctx.limits.max_block_expansion:,} layers after expanding blocks "
+            "(block calls included)",
+            ctx.start,
+            "blocks calling blocks grow exponentially; raise "
+            "ODEDSL_MAX_BLOCK_EXPANSION if this is intended",
+        )
+        raise _TooLarge
+    budget = ctx.budget
+    if budget is not None:
+        budget.spent += 1
+        if budget.spent > budget.limit:
+            budget.exceeded = True
             ctx.diags.error(
                 "E250",
-                f"more than {ctx.limits.max_block_expansion} layers after expanding blocks",
+                f"the network expands to more than {budget.limit:,} layers in all",
                 ctx.start,
-                "blocks calling blocks grow exponentially; raise "
-                "ODEDSL_MAX_BLOCK_EXPANSION if this is intended",
+                "raise ODEDSL_MAX_TOTAL_LAYERS if this is intended",
             )
             raise _TooLarge
-    return shape
 
 
 def _expand_block(

@@ -10,7 +10,7 @@ from odedsl.integrators import Integrator
 from odedsl.limits import Limits
 from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
 from odedsl.spec.model import SequenceSpec, StageSpec
-from odedsl.spec.sequences import expand_sequence, origin
+from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
 from odedsl.syntax import ast
 
 WEIGHTS = ("tied", "untied", "shared", "interpolated")
@@ -35,6 +35,7 @@ def validate_stage(
     blocks: Mapping[str, ast.BlockDecl],
     limits: Limits,
     diags: Diagnostics,
+    budget: ExpansionBudget | None = None,
 ) -> StageSpec | None:
     """Check one stage; ``shape`` is its input shape (``None`` if an earlier error hid it)."""
     depth = _int(
@@ -58,7 +59,7 @@ def validate_stage(
         return None
 
     state_shape = _state_shape(integrator, shape, decl, diags)
-    residuals = _residuals(decl, integrator, env, state_shape, blocks, limits, diags)
+    residuals = _residuals(decl, integrator, env, state_shape, blocks, limits, diags, budget)
     if residuals is None or state_shape is None or shape is None:
         return None
 
@@ -317,6 +318,7 @@ def _residuals(
     blocks: Mapping[str, ast.BlockDecl],
     limits: Limits,
     diags: Diagnostics,
+    budget: ExpansionBudget | None = None,
 ) -> dict[str, SequenceSpec] | None:
     needed = integrator.residuals
     clauses = decl.residuals
@@ -360,7 +362,7 @@ def _residuals(
     out: dict[str, SequenceSpec] = {}
     for name in needed:
         body, span = bodies[name]
-        seq = expand_sequence(body, env, state_shape, blocks, limits, diags)
+        seq = expand_sequence(body, env, state_shape, blocks, limits, diags, budget)
         if seq is None:
             continue
         if seq.out_shape != seq.in_shape:

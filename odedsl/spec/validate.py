@@ -14,7 +14,7 @@ from odedsl.integrators import Integrator, analyse, standard_library
 from odedsl.limits import Limits
 from odedsl.spec.evaluate import TYPES, EvalError, Value, coerce, evaluate
 from odedsl.spec.model import NetworkSpec, Part, SectionSpec
-from odedsl.spec.sequences import expand_sequence, origin
+from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
 from odedsl.spec.stages import validate_stage
 from odedsl.syntax import ast
 from odedsl.syntax.imports import LoadedModule
@@ -206,6 +206,7 @@ def _network(
     _structure(net, diags)
 
     parts: list[Part] = []
+    budget = ExpansionBudget(limits.max_total_layers)
     counts: dict[str, int] = {}
     stage_names: set[str] = set()
     for item in net.items:
@@ -215,14 +216,14 @@ def _network(
             if item.name in stage_names or item.name in ("stem", "head"):
                 diags.error("E120", f"stage name '{item.name}' used twice", item.span)
             stage_names.add(item.name)
-            stage = validate_stage(item, env, shape, integrators, blocks, limits, diags)
+            stage = validate_stage(item, env, shape, integrators, blocks, limits, diags, budget)
             shape = stage.shape if stage is not None else None
             if stage is not None:
                 parts.append(stage)
             continue
         counts[item.kind] = counts.get(item.kind, 0) + 1
         name = item.kind if item.kind != "transition" else f"transition{counts[item.kind]}"
-        seq = expand_sequence(item.body, env, shape, blocks, limits, diags)
+        seq = expand_sequence(item.body, env, shape, blocks, limits, diags, budget)
         shape = seq.out_shape if seq is not None else None
         if seq is not None:
             parts.append(SectionSpec(part=item.kind, name=name, body=seq, origin=origin(item.span)))

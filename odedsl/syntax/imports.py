@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, Span
+from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, SourceFile, Span
 from odedsl.limits import Limits
 from odedsl.syntax import ast
 from odedsl.syntax.parse import parse
@@ -29,15 +29,17 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
         size = path.stat().st_size
         if not path.is_file():
             raise IsADirectoryError(str(path))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         raise DslError([Diagnostic("E110", f"cannot read '{path}': no such file", span)]) from None
     if size > limits.max_spec_bytes:
+        # located at the importing statement, or at 1:1 of the file itself (never read)
+        where = span or Span.at_start(SourceFile(str(path), ""))
         raise DslError(
             [
                 Diagnostic(
                     "E101",
-                    f"'{path}' is {size} bytes, over the limit of {limits.max_spec_bytes}",
-                    span,
+                    f"'{path}' is {size:,} bytes, over the limit of {limits.max_spec_bytes:,}",
+                    where,
                     "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
                 )
             ]

@@ -13,6 +13,9 @@ from odedsl.diagnostics import Diagnostic, DslError, SourceFile, Span
 from odedsl.limits import Limits
 from odedsl.syntax import ast
 
+#: Longest number literal accepted (no meaningful size or rate needs more characters).
+MAX_NUMBER_CHARS = 400
+
 # Human names for the grammar's anonymous terminals, for "expected ..." messages.
 _TOKEN_WORDS = {
     "LBRACE": "'{'",
@@ -66,13 +69,14 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
     """Parse one file's text into an :class:`ast.Module`; raise :class:`DslError` if malformed."""
     limits = limits or Limits.from_env()
     source = SourceFile(filename or "<string>", text)
-    if len(text.encode("utf-8", "surrogatepass")) > limits.max_spec_bytes:
+    if _utf8_size_over(text, limits.max_spec_bytes):
         raise DslError(
             [
                 Diagnostic(
                     "E101",
-                    f"spec is larger than {limits.max_spec_bytes} bytes",
-                    Span.at_start(source),
+                    f"spec is larger than {limits.max_spec_bytes:,} bytes",
+                    # 1:1 of a text not kept: the excerpt would split the huge text in lines
+                    Span.at_start(SourceFile(source.name, "")),
                     "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
                 )
             ]
@@ -89,14 +93,26 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
     return module
 
 
+def _utf8_size_over(text: str, limit: int) -> bool:
+    """Whether ``text`` is over ``limit`` UTF-8 bytes, without encoding a huge text: each
+    character takes 1 to 4 bytes, so only texts between limit/4 and limit characters are
+    measured (and those are small)."""
+    if len(text) > limit:
+        return True
+    if 4 * len(text) <= limit:
+        return False
+    return len(text.encode("utf-8", "surrogatepass")) > limit
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
     line = max(1, getattr(exc, "line", 1) or 1)
     col = max(1, getattr(exc, "column", 1) or 1)
     if isinstance(exc, UnexpectedEOF) or (
         isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
     ):
-        last = source.text.rstrip().splitlines() or [""]
-        line, col = max(1, len(last)), len(last[-1]) + 1
+        # lines as the lexer counts them (only "\n" ends one), so the span is in the file
+        last = source.text.rstrip().split("\n")
+        line, col = len(last), len(last[-1]) + 1
         expected = _expected_words(getattr(exc, "expected", set()))
         return Diagnostic(
             "E100",
@@ -225,8 +241,20 @@ class _ToAst(Transformer):
     # -- expressions
     def number(self, meta, tok):
         text = str(tok)
+        span = _tok_span(self.source, tok)
+        if len(text) > MAX_NUMBER_CHARS:
+            # int() refuses more than 4300 digits (and is quadratic below that): report it
+            self.problems.append(
+                Diagnostic(
+                    "E205",
+                    f"number literal of {len(text):,} characters is too large",
+                    span,
+                    f"numbers in a spec have at most {MAX_NUMBER_CHARS} characters",
+                )
+            )
+            return ast.Number(span, 0)
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
-        return ast.Number(_tok_span(self.source, tok), value)
+        return ast.Number(span, value)
 
     def string(self, meta, tok):
         return ast.String(_tok_span(self.source, tok), str(tok)[1:-1])
