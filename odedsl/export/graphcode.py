@@ -78,7 +78,6 @@ class _Renderer:
     """
 
     def __init__(self, gm: fx.GraphModule) -> None:
-        self.graph = gm.graph
         self.index = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.names: dict[fx.Node, str] = {}
         self.deferred: list[fx.Node] = []
