@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import odedsl
+from odedsl.spec.model import StageSpec
 
 from .helpers import (
     CASES,
@@ -140,3 +141,14 @@ def test_kitchen_sink_is_bitwise_identical(tmp_path: Path) -> None:
         # a generated network pickles and deep-copies (EMA copies, torch.save(model))
         for twin in (pickle.loads(pickle.dumps(gen)), copy.deepcopy(gen)):
             assert torch.equal(twin.eval()(x), gen(x))
+
+
+def test_every_layer_kind_has_an_exporter_and_is_in_the_kitchen_sink() -> None:
+    from odedsl.compiler.layers import BUILDERS
+    from odedsl.export.layers import CALLS
+
+    assert set(CALLS) == set(BUILDERS)
+    net = odedsl.load_spec(CASES / "kitchen.ode").network
+    seqs = [p.body for p in net.parts if not isinstance(p, StageSpec)]
+    seqs += [s for p in net.stages for s in p.residuals.values()]
+    assert {layer.kind for s in seqs for layer in s.layers} == set(BUILDERS)
