@@ -20,8 +20,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from odedsl.diagnostics import Diagnostic, DslError
     from odedsl.compiler import compile
+    from odedsl.diagnostics import Diagnostic, DslError
     from odedsl.limits import Limits
     from odedsl.spec.load import load_spec
     from odedsl.spec.validate import ValidatedSpec

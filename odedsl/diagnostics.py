@@ -136,6 +136,8 @@ CODES: dict[str, str] = {
     "E231": "backward mode not available for this integrator",
     "E240": "bad integrator declaration",
     "E250": "resource limit exceeded",
+    "E260": "name cannot be exported safely",
+    "E261": "output path refused",
     "W300": "numerically fragile inverse",
 }
 

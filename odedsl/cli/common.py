@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from odedsl.diagnostics import Diagnostic, DslError
@@ -58,7 +59,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
-    return load_spec(args.spec, network=args.network, **parse_set(args.overrides))
+    return load_spec(Path(args.spec), network=args.network, **parse_set(args.overrides))
 
 
 def report(err: DslError, *, as_json: bool) -> int:
