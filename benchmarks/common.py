@@ -468,10 +468,12 @@ def plot_groups(
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    cols = len(groups)
-    fig, axes = plt.subplots(2, cols, figsize=(3.3 * cols, 7.2), squeeze=False)
-    for j, (group, series) in enumerate(groups.items()):
-        ax_m, ax_t = axes[0][j], axes[1][j]
+    cols = min(len(groups), 5)
+    bands = math.ceil(len(groups) / cols)  # a band = a memory row over a time row
+    fig, axes = plt.subplots(2 * bands, cols, figsize=(3.4 * cols, 6.6 * bands), squeeze=False)
+    for k, (group, series) in enumerate(groups.items()):
+        band, j = divmod(k, cols)
+        ax_m, ax_t = axes[2 * band][j], axes[2 * band + 1][j]
         for i, (label, points) in enumerate(series.items()):
             depths = sorted(points)
             style = {
@@ -493,6 +495,10 @@ def plot_groups(
         if j == 0:
             ax_m.set_ylabel("saved activation bytes", fontsize=8)
             ax_t.set_ylabel("train step (s)", fontsize=8)
+    for k in range(len(groups), bands * cols):  # empty cells of the last band
+        band, j = divmod(k, cols)
+        axes[2 * band][j].set_visible(False)
+        axes[2 * band + 1][j].set_visible(False)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
