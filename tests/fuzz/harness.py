@@ -99,3 +99,12 @@ def write_files(root: Path, files: Mapping[str, str | bytes]) -> dict[str, str]:
             path.write_bytes(content.encode("utf-8", "surrogatepass"))
             texts[name] = content
     return texts
+
+
+def raised(fn: Any, *args: Any, **kwargs: Any) -> DslError:
+    """The ``DslError`` that ``fn(*args, **kwargs)`` raises (any other outcome fails)."""
+    try:
+        fn(*args, **kwargs)
+    except DslError as err:
+        return err
+    raise AssertionError(f"{getattr(fn, '__name__', fn)} raised no DslError")
