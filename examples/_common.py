@@ -39,7 +39,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument(
+        "--replot", type=Path, default=None, metavar="JSON", help="redraw the PNG of a saved run"
+    )
     return p
+
+
+def replot(args: argparse.Namespace, plot: Callable[[dict, Path], None]) -> dict | None:
+    """``--replot results/x.json``: redraw ``results/x.png`` from the JSON, run nothing."""
+    if args.replot is None:
+        return None
+    record = json.loads(args.replot.read_text())
+    plot(record, args.replot.with_suffix(".png"))
+    print(f"wrote {args.replot.with_suffix('.png')}")
+    return record
 
 
 def setup(args: argparse.Namespace) -> None:
@@ -161,6 +174,28 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:
     )
     model.train(was)
     return correct / len(y)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: Tensor, batch: int = 256) -> None:
+    """Recompute every BatchNorm's running statistics as the plain average over ``x`` (train-
+    mode forward passes, no gradients, no labels). After a tied network is copied to untied
+    layers, each layer gets statistics of its own inputs instead of the tied module's blend of
+    all layers' (with tied weights one BatchNorm serves every layer, so its running statistics
+    average inputs that differ from layer to layer; eval mode then mis-normalises)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was = model.training
+    model.train()
+    dev = next(model.parameters()).device
+    for xb in x.split(batch):
+        model(xb.to(dev))
+    for m, mom in zip(norms, saved, strict=True):
+        m.momentum = mom
+    model.train(was)
 
 
 def train(

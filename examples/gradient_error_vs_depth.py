@@ -227,10 +227,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     p.add_argument("--integrators", nargs="+", default=["euler", "heun"], choices=list(NETS))
     args = p.parse_args(argv)
+    if (done := C.replot(args, plot)) is not None:
+        return done
     C.setup(args)
     args.depths = args.depths or ([4, 8, 16, 32] if args.quick else [4, 8, 16, 32, 64, 128, 256])
     args.epochs = args.epochs or (1.0 if args.quick else 4.0)
-    args.batch = args.batch or (16 if args.quick else 64)
+    args.batch = args.batch or (16 if args.quick else 32)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     data = C.digits()
     t0 = time.perf_counter()

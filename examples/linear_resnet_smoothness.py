@@ -158,26 +158,26 @@ def plot(record: dict, runs: list[dict], path: Any) -> None:
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.minorticks_off()
     ax.set_xlabel("depth N")
-    ax.set_title(f"(c) bounded smoothness, convergence in N (init: {record['init']})", fontsize=10)
-    ax.legend(fontsize=8)
+    low = min([r["max_smoothness"] for r in runs] + [d["distance"] for d in dist])
+    ax.set_ylim(bottom=low / 8)
+    ax.set_title(
+        f"(c) smoothness in depth and convergence in N (init: {record['init']})", fontsize=10
+    )
+    ax.legend(fontsize=7.5, loc="lower left")
     ax.grid(True, which="major", alpha=0.3)
     ax = axes[1, 1]
     styles = {(0, 0): "-", (0, 1): "--", (1, 0): "-.", (1, 1): ":"}
     for r in runs:
-        a = r["final_weights"]
+        a = torch.as_tensor(r["final_weights"])
         s = (torch.arange(a.shape[0], dtype=torch.float64) + 0.5) / a.shape[0]
         for (i, j), ls in styles.items():
-            ax.plot(
-                s,
-                a[:, i, j],
-                ls,
-                color=colours[r["depth"]],
-                lw=1.3,
-                label=f"A[{i},{j}]" if r is runs[-1] else None,
-            )
+            ax.plot(s, a[:, i, j], ls, color=colours[r["depth"]], lw=1.3)
+    for (i, j), ls in styles.items():  # legend entries for the line styles, in black
+        ax.plot([], [], ls, color="k", lw=1.3, label=f"A[{i},{j}]")
     ax.set_xlabel("depth s = n / N")
     ax.set_ylabel("final weights Aₙ (entries)")
-    ax.set_title("(d) learned A(s): one smooth function for every N", fontsize=10)
+    smooth = " one smooth function for every N" if record["init"] == "zero" else ""
+    ax.set_title(f"(d) learned A(s){':' if smooth else ''}{smooth}", fontsize=10)
     ax.legend(fontsize=8, ncol=2, title="entry (colour: N as in (a))", title_fontsize=8)
     ax.grid(True, alpha=0.3)
     fig.suptitle(
@@ -200,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--init-scale", type=float, default=0.1, help="std of --init random")
     p.add_argument("--log-every", type=int, default=None)
     args = p.parse_args(argv)
+    if (done := C.replot(args, lambda rec, path: plot(rec, rec["runs"], path))) is not None:
+        return done
     C.setup(args)
     args.depths = sorted(args.depths or ([5, 10, 20, 40] if args.quick else [10, 25, 50, 100, 200]))
     args.iterations = args.iterations or (150 if args.quick else 400)

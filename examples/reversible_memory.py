@@ -1,0 +1,337 @@
+"""Seed 001 (Chang et al. 2018): reversible Hamiltonian, midpoint and leapfrog networks at
+10, 100 and 1,000 layers per stage, activation memory flat in depth with ``backward invert``.
+
+For each network and depth, in ``store`` (plain autograd) and ``invert`` (activations rebuilt
+by the exact inverse step during backward) mode:
+
+* activation memory: bytes of the distinct storages autograd saves during one training forward
+  (``odedsl.runtime.activation_bytes``; on CUDA also the allocator's peak, ``--device cuda``);
+* a few training steps on 8×8 digits batches (AdamW), with the median time per step after a
+  warm-up step, and the loss before and after;
+* at depths ≤ ``--gradcheck-max-depth``: the relative difference between the invert and the
+  store gradient on the same batch and weights (exact inverses: float32 rounding only).
+
+Sizes on CPU: digits are 1×8×8; ``hamiltonian.ode`` keeps the paper's widths (32/64/112, three
+stages of ``depth`` blocks, so 3,000 reversible blocks at depth 1,000), ``midpoint.ode`` and
+``leapfrog.ode`` run at ``--width 16`` (the specs' default is 32). ``--store-steps-1000``
+limits the store-mode training steps at depth 1,000 (slow, memory hungry); ``0`` measures its
+memory without training it.
+
+The paper's GPU setting (the deepest Hamiltonian network, batch 128, 32×32 inputs) needs a GPU:
+``--device cuda --size 32 --channels 3 --batch 128`` runs it on synthetic 3×32×32 images (CIFAR
+is not available offline); it has not been run here.
+
+    python examples/reversible_memory.py           # ~5 min on one CPU thread
+    python examples/reversible_memory.py --quick   # seconds: memory at 10/100/1000, 2 steps ≤ 100
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import _common as C
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from odedsl.runtime import activation_bytes, cuda_activation_bytes
+
+NETS = ("hamiltonian", "midpoint", "leapfrog")
+MODES = ("store", "invert")
+
+
+def batches(args: Any, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Images and labels to draw training batches from."""
+    if args.channels == 1 and args.size == 8:
+        x, y, _, _ = C.digits()
+    else:
+        from odedsl.training.data import synthetic
+
+        b = synthetic(channels=args.channels, size=args.size, n_train=max(1024, args.batch * 8))
+        x, y = b.train.images, b.train.labels
+    return x.to(device), y.to(device)
+
+
+def build(name: str, depth: int, mode: str, args: Any, device: torch.device) -> torch.nn.Module:
+    params: dict[str, Any] = {"depth": depth, "channels": args.channels, "size": args.size}
+    if name != "hamiltonian":
+        params["width"] = args.width
+    return C.compile_net(name, backward=mode, **params).to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(
+    name: str,
+    depth: int,
+    mode: str,
+    steps: int,
+    args: Any,
+    data: tuple[Tensor, Tensor],
+    device: torch.device,
+) -> dict[str, Any]:
+    torch.manual_seed(args.seed)
+    net = build(name, depth, mode, args, device)
+    net.train()
+    x_all, y_all = data
+    gen = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(y_all), generator=gen)
+    x0 = x_all[idx[: args.batch]]
+    row: dict[str, Any] = {"network": name, "depth": depth, "backward": mode}
+    row["activation_bytes"] = activation_bytes(net, x0)
+    if device.type == "cuda":
+        row["cuda_activation_bytes"] = cuda_activation_bytes(net, x0)
+    row["parameters"] = sum(p.numel() for p in net.parameters())
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
+    times, losses = [], []
+    for s in range(steps):
+        sel = idx[(s * args.batch) % len(idx) :][: args.batch]
+        xb, yb = x_all[sel], y_all[sel]
+        sync(device)
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        losses.append(float(loss.detach()))
+    timed = times[1:] if len(times) > 1 else times
+    row.update(
+        steps=steps,
+        trained=steps > 0,
+        seconds_per_step=C.median(timed) if timed else None,
+        step_seconds=times,
+        losses=losses,
+    )
+    return row
+
+
+def gradient_gap(
+    name: str, depth: int, args: Any, data: tuple[Tensor, Tensor], device: torch.device
+) -> float:
+    """‖g_invert − g_store‖ / ‖g_store‖ on one batch, same weights, train mode."""
+    torch.manual_seed(args.seed)
+    ref = build(name, depth, "store", args, device)
+    inv = build(name, depth, "invert", args, device)
+    x, y = data[0][: args.batch], data[1][: args.batch]
+    return C.gradient_agreement(inv, ref, x, y)["grad_error"]
+
+
+def plot(record: dict, path: Any) -> None:
+    plt = C.pyplot()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12.5, 5.0), dpi=120)
+    colours = {"hamiltonian": "tab:blue", "midpoint": "tab:green", "leapfrog": "tab:red"}
+    depths = record["depths"]
+    for name in record["networks"]:
+        for mode, ls, mk in (("store", "-", "o"), ("invert", "--", "s")):
+            rows = [r for r in record["rows"] if r["network"] == name and r["backward"] == mode]
+            ax.loglog(
+                [r["depth"] for r in rows],
+                [r["activation_bytes"] / 2**20 for r in rows],
+                ls=ls,
+                marker=mk,
+                color=colours[name],
+                label=f"{name}, {mode}",
+            )
+            pts = [r for r in rows if r["seconds_per_step"] is not None]
+            if pts:
+                bx.loglog(
+                    [r["depth"] for r in pts],
+                    [r["seconds_per_step"] for r in pts],
+                    ls=ls,
+                    marker=mk,
+                    color=colours[name],
+                    label=f"{name}, {mode}",
+                )
+    for a in (ax, bx):
+        a.set_xticks(depths, [f"{d:,}" for d in depths])
+        a.minorticks_off()
+        a.grid(True, which="major", alpha=0.3)
+        a.set_xlabel("layers (reversible blocks) per stage")
+        a.legend(fontsize=8, ncol=2)
+    ax.set_ylabel(f"activation memory (MiB), batch {record['batch']}")
+    ax.set_title("(a) saved activations: linear in depth (store), flat (invert)", fontsize=10)
+    bx.set_ylabel("seconds per training step (median)")
+    bx.set_title("(b) time per training step", fontsize=10)
+    fig.suptitle(
+        "Seed 001: reversible Hamiltonian / midpoint / leapfrog networks, memory and time vs depth",
+        fontsize=11,
+    )
+    C.footer(fig, record["caption"])
+    fig.tight_layout(rect=(0, 0.035, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--networks", nargs="+", default=list(NETS), choices=list(NETS))
+    p.add_argument("--depths", type=int, nargs="+", default=[10, 100, 1000])
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 3)")
+    p.add_argument(
+        "--store-steps-1000",
+        type=int,
+        default=None,
+        help="store-mode training steps at depth ≥ 1000 (default: --steps; quick 0)",
+    )
+    p.add_argument(
+        "--max-train-depth",
+        type=int,
+        default=None,
+        help="deeper runs only measure memory (default: all; quick 100)",
+    )
+    p.add_argument("--gradcheck-max-depth", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="default 16 (quick 4; cuda 128)")
+    p.add_argument("--width", type=int, default=None, help="midpoint/leapfrog (default 16)")
+    p.add_argument("--channels", type=int, default=1)
+    p.add_argument("--size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = p.parse_args(argv)
+    if (done := C.replot(args, plot)) is not None:
+        return done
+    C.setup(args)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device visible to torch")
+    args.depths = sorted(args.depths)
+    args.steps = args.steps if args.steps is not None else (2 if args.quick else 3)
+    if args.store_steps_1000 is None:
+        args.store_steps_1000 = 0 if args.quick else args.steps
+    if args.max_train_depth is None:
+        args.max_train_depth = 100 if args.quick else max(args.depths)
+    if args.gradcheck_max_depth is None:
+        args.gradcheck_max_depth = 10 if args.quick else 100
+    args.batch = args.batch or (128 if device.type == "cuda" else 4 if args.quick else 16)
+    args.width = args.width or (8 if args.quick else 16)
+    data = batches(args, device)
+    t0 = time.perf_counter()
+    rows, gaps = [], []
+    for name in args.networks:
+        for depth in args.depths:
+            for mode in MODES:
+                steps = args.steps if depth <= args.max_train_depth else 0
+                if mode == "store" and depth >= 1000:
+                    steps = min(steps, args.store_steps_1000)
+                row = measure(name, depth, mode, steps, args, data, device)
+                rows.append(row)
+                sps = row["seconds_per_step"]
+                print(
+                    f"  {name:11s} N={depth:<5d} {mode:6s}: activations "
+                    f"{row['activation_bytes'] / 2**20:8.2f} MiB, "
+                    + (f"{sps:.3f} s/step" if sps is not None else "not trained"),
+                    flush=True,
+                )
+            if depth <= args.gradcheck_max_depth:
+                gaps.append(
+                    {
+                        "network": name,
+                        "depth": depth,
+                        "grad_error": gradient_gap(name, depth, args, data, device),
+                    }
+                )
+    seconds = time.perf_counter() - t0
+    byte = {(r["network"], r["depth"], r["backward"]): r["activation_bytes"] for r in rows}
+    lo, hi = args.depths[0], args.depths[-1]
+    ratios = {
+        name: {mode: byte[(name, hi, mode)] / byte[(name, lo, mode)] for mode in MODES}
+        for name in args.networks
+    }
+    where = (
+        "8×8 digits"
+        if (args.channels, args.size) == (1, 8)
+        else f"synthetic {args.channels}×{args.size}×{args.size}"
+    )
+    caption = (
+        f"{where}, batch {args.batch}; hamiltonian widths 32/64/112 (3 stages), midpoint/"
+        f"leapfrog width {args.width}; AdamW lr {args.lr:g}, {args.steps} steps (store at "
+        f"1,000: {args.store_steps_1000}); seed {args.seed}; {C.machine(device=args.device)}"
+    )
+    record = C.env_record(
+        args,
+        experiment="reversible_memory",
+        command="python examples/reversible_memory.py" + (" --quick" if args.quick else ""),
+        networks=args.networks,
+        depths=args.depths,
+        batch=args.batch,
+        width=args.width,
+        channels=args.channels,
+        size=args.size,
+        steps=args.steps,
+        store_steps_1000=args.store_steps_1000,
+        device=args.device,
+        seed=args.seed,
+        rows=rows,
+        memory_ratios=ratios,
+        gradient_gaps=gaps,
+        seconds=seconds,
+        caption=caption,
+    )
+    sps = {(r["network"], r["depth"], r["backward"]): r["seconds_per_step"] for r in rows}
+    print(
+        C.table(
+            [
+                "network",
+                "N/stage",
+                "store MiB",
+                "invert MiB",
+                "store s/step",
+                "invert s/step",
+                "invert/store time",
+                "loss (invert) first → last",
+            ],
+            [
+                [
+                    name,
+                    d,
+                    byte[(name, d, "store")] / 2**20,
+                    byte[(name, d, "invert")] / 2**20,
+                    sps[(name, d, "store")] or "–",
+                    sps[(name, d, "invert")] or "–",
+                    (sps[(name, d, "invert")] / sps[(name, d, "store")])
+                    if sps[(name, d, "invert")] and sps[(name, d, "store")]
+                    else "–",
+                    next(
+                        (
+                            f"{r['losses'][0]:.3f} → {r['losses'][-1]:.3f}"
+                            for r in rows
+                            if (r["network"], r["depth"], r["backward"]) == (name, d, "invert")
+                            and r["losses"]
+                        ),
+                        "–",
+                    ),
+                ]
+                for name in args.networks
+                for d in args.depths
+            ],
+        )
+    )
+    print(
+        f"memory ratio N={hi} / N={lo}: "
+        + "; ".join(
+            f"{n}: store {r['store']:.1f}×, invert {r['invert']:.4f}×" for n, r in ratios.items()
+        )
+    )
+    if gaps:
+        print(
+            "invert vs store gradient (relative): "
+            + ", ".join(f"{g['network']} N={g['depth']}: {g['grad_error']:.2g}" for g in gaps)
+        )
+    print(f"{seconds:.0f} s")
+    out = args.out / ("reversible_memory" + ("_cuda" if device.type == "cuda" else ""))
+    C.write_json(out.with_suffix(".json"), record)
+    if not args.no_plot:
+        plot(record, out.with_suffix(".png"))
+    return record
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
