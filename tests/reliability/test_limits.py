@@ -1,0 +1,370 @@
+"""Resource limits: each a located error (code, line, column), raised fast and before anything
+is allocated, and each overridable from ``odedsl.Limits(...)`` and ``ODEDSL_MAX_*``.
+
+"Before allocation" is checked three ways: the error comes in < 1 s of CPU time, the Python
+heap grows by less than a few MB (tracemalloc peak), and ``odedsl.compile`` fails without
+ever reaching the graph builder (patched to fail the test if it is called).
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import odedsl
+from odedsl import DslError, Limits, load_spec
+from odedsl.diagnostics import Diagnostic
+
+BASE = """\
+network net(depth: int = 4, width: int = 8) {
+    input image[3, 8, 8]
+    stem { conv2d(width, kernel=3, padding=1) relu }
+    stage body = ode(depth) {
+        integrator euler
+        residual { conv2d(width, kernel=3, padding=1) relu }
+    }
+    head { adaptive_avgpool2d(1) flatten linear(10) }
+}
+"""
+
+VECTOR = """\
+network net() {
+    input vector[4]
+    stage s = ode(2) {
+        residual { RESIDUAL }
+    }
+}
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _warm() -> None:
+    """Imports (torch) and the parser's construction are not part of any measurement."""
+    load_spec(BASE)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for f in fields(Limits):
+        monkeypatch.delenv(f"ODEDSL_{f.name.upper()}", raising=False)
+
+
+def refused(
+    fn: Callable[..., Any], *args: Any, heap_mb: float = 4, **kwargs: Any
+) -> tuple[Diagnostic, ...]:
+    """Run ``fn``; it must raise DslError in < 1 s CPU and < ``heap_mb`` of Python heap."""
+    start = time.process_time()
+    try:
+        fn(*args, **kwargs)
+    except DslError as err:
+        elapsed = time.process_time() - start
+        found = tuple(d for d in err.diagnostics if d.severity == "error")
+    else:
+        raise AssertionError("no DslError")
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    tracemalloc.start()
+    try:
+        fn(*args, **kwargs)
+    except DslError:
+        pass
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < heap_mb * 2**20, f"peak Python heap {peak / 2**20:.1f} MB"
+    return found
+
+
+def where(ds: tuple[Diagnostic, ...]) -> list[tuple[str, int, int]]:
+    return [(d.code, d.span.line, d.span.column) for d in ds]  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``odedsl.compile`` must fail before building any module."""
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the graph builder was reached")
+
+    monkeypatch.setattr("odedsl.compiler.build_graph_module", boom)
+
+
+# ------------------------------------------------------------------ depth and width
+def test_depth_of_a_billion(no_build: None) -> None:
+    ds = refused(load_spec, BASE, depth=10**9)
+    assert where(ds) == [("E250", 4, 22)]
+    assert "depth 1000000000 exceeds the limit of 100000" in ds[0].message
+    assert where(refused(odedsl.compile, BASE, depth=10**9)) == [("E250", 4, 22)]
+    text = BASE.replace("ode(depth)", "ode(10 ^ 9)")
+    assert where(refused(odedsl.compile, text)) == [("E250", 4, 22)]
+
+
+def test_depth_limit_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_spec(BASE, depth=10**6, limits=Limits(max_depth=10**6)).network.stages[0].depth
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "3")
+    assert where(refused(load_spec, BASE)) == [("E250", 4, 22)]  # default depth 4 > 3
+    assert load_spec(BASE, limits=Limits(max_depth=4)).network.stages[0].depth == 4
+
+
+def test_width_of_a_billion(no_build: None) -> None:
+    ds = refused(odedsl.compile, BASE, width=10**9)
+    assert where(ds) == [("E250", 3, 19), ("E250", 6, 27)]
+    assert all("out=1000000000 exceeds the limit of 65536" in d.message for d in ds)
+    text = VECTOR.replace("vector[4]", "vector[1000000000]").replace("RESIDUAL", "relu")
+    assert where(refused(load_spec, text)) == [("E250", 2, 18)]
+
+
+def test_width_limit_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_spec(BASE, width=100, limits=Limits(max_width=100)).network.stages[0].shape[0]
+    monkeypatch.setenv("ODEDSL_MAX_WIDTH", "7")
+    expected = [("E250", 3, 19), ("E250", 6, 27), ("E250", 8, 49)]  # 8, 8 and linear(10)
+    assert where(refused(load_spec, BASE)) == expected
+
+
+def test_kernel_and_spatial_limits() -> None:
+    text = BASE.replace("conv2d(width, kernel=3, padding=1) relu }\n    stage", "conv2d(width, "
+                        "kernel=65, padding=32) relu }\n    stage")  # fmt: skip
+    assert where(refused(load_spec, text)) == [("E250", 3, 33)]
+    big = BASE.replace("image[3, 8, 8]", "image[3, 20000, 8]")
+    assert where(refused(load_spec, big)) == [("E250", 2, 20)]
+    assert load_spec(big, limits=Limits(max_spatial=20000)).network.input_shape == (3, 20000, 8)
+
+
+# ------------------------------------------------------------------ parameters
+def test_parameters_beyond_the_default_budget(no_build: None) -> None:
+    """65,536 channels, 3×3: 38.7·10⁹ weights per convolution (150 GB): refused unbuilt."""
+    ds = refused(odedsl.compile, BASE, width=65536)
+    assert where(ds) == [("E250", 1, 1)]
+    assert "over the budget of 2,000,000,000" in ds[0].message
+
+
+def test_parameter_budget_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
+    total = load_spec(BASE).network.parameters
+    assert total == (3 * 8 * 9 + 8) + 4 * (8 * 8 * 9 + 8) + (8 * 10 + 10)
+    ds = refused(load_spec, BASE, limits=Limits(max_parameters=total - 1))
+    assert where(ds) == [("E250", 1, 1)]
+    assert f"network has {total:,} parameters, over the budget of {total - 1:,}" in ds[0].message
+    assert load_spec(BASE, limits=Limits(max_parameters=total)).network.parameters == total
+    monkeypatch.setenv("ODEDSL_MAX_PARAMETERS", str(total - 1))
+    assert where(refused(load_spec, BASE)) == [("E250", 1, 1)]
+    with pytest.raises(DslError):
+        odedsl.compile(BASE)
+
+
+# ------------------------------------------------------------------ blocks
+def _doubling(n: int) -> str:
+    text = "".join(f"block b{i}(c: int) {{ b{i + 1}(c) b{i + 1}(c) }}\n" for i in range(n))
+    return text + f"block b{n}(c: int) {{ linear(c) relu }}\n"
+
+
+def test_exponential_block_expansion(no_build: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2³⁰ layers written in 31 lines: refused after 10,000 statements."""
+    text = VECTOR.replace("RESIDUAL", "b0(4)") + _doubling(30)
+    ds = refused(odedsl.compile, text, heap_mb=16)  # the 10,000 statements checked first
+    assert where(ds) == [("E250", 4, 18)]
+    assert "more than 10,000 layers after expanding blocks" in ds[0].message
+    small = VECTOR.replace("RESIDUAL", "b0(4)") + _doubling(5)  # 64 layers, 127 statements
+    assert len(load_spec(small).network.stages[0].residuals["f"].layers) == 64
+    assert where(refused(load_spec, small, limits=Limits(max_block_expansion=126))) == [
+        ("E250", 4, 18)
+    ]
+    monkeypatch.setenv("ODEDSL_MAX_BLOCK_EXPANSION", "100")
+    assert where(refused(load_spec, small)) == [("E250", 4, 18)]
+
+
+def test_block_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    chain = "".join(f"block c{i}() {{ c{i + 1} }}\n" for i in range(40)) + "block c40() { relu }\n"
+    text = VECTOR.replace("RESIDUAL", "c0") + chain
+    ds = refused(load_spec, text)
+    assert where(ds) == [("E250", 38, 15)]  # c31's call of c32: the 33rd level
+    assert "blocks nested deeper than 32" in ds[0].message
+    assert load_spec(text, limits=Limits(max_block_nesting=41)).network.parameters == 0
+    monkeypatch.setenv("ODEDSL_MAX_BLOCK_NESTING", "41")
+    assert load_spec(text).network.parameters == 0
+
+
+# ------------------------------------------------------------------ imports
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+MAIN = 'import "FIRST"\n' + VECTOR.replace("RESIDUAL", "relu")
+
+
+def test_import_cycle(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        {
+            "main.ode": MAIN.replace("FIRST", "a.ode"),
+            "a.ode": '# a\nimport "b.ode"\nblock x() { relu }\n',
+            "b.ode": '\n\n  import "a.ode"\n',
+        },
+    )
+    ds = refused(load_spec, tmp_path / "main.ode")
+    assert [(d.code, d.span.file, d.span.line, d.span.column) for d in ds] == [
+        ("E112", f"{tmp_path.name}/b.ode", 3, 3)
+    ]
+    assert "a.ode → b.ode → a.ode" in ds[0].message
+
+
+def test_self_import(tmp_path: Path) -> None:
+    _write(tmp_path, {"main.ode": MAIN.replace("FIRST", "main.ode")})
+    ds = refused(load_spec, tmp_path / "main.ode")
+    assert where(ds) == [("E112", 1, 1)]
+
+
+def _chain(root: Path, n: int) -> Path:
+    files = {"main.ode": MAIN.replace("FIRST", "f1.ode")}
+    for i in range(1, n):
+        files[f"f{i}.ode"] = f'import "f{i + 1}.ode"\n'
+    files[f"f{n}.ode"] = "block leaf() { relu }\n"
+    _write(root, files)
+    return root / "main.ode"
+
+
+def test_deep_import_chain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    main = _chain(tmp_path, 40)
+    ds = refused(load_spec, main)
+    assert [(d.code, d.span.file, d.span.line, d.span.column) for d in ds] == [
+        ("E113", f"{tmp_path.name}/f15.ode", 1, 1)  # main, f1 … f15: 16 files deep
+    ]
+    assert "import chain deeper than 16 files" in ds[0].message
+    assert load_spec(main, limits=Limits(max_import_depth=41)).network.name == "net"
+    monkeypatch.setenv("ODEDSL_MAX_IMPORT_DEPTH", "3")
+    ds = refused(load_spec, main)
+    assert [(d.span.file, d.span.line) for d in ds] == [(f"{tmp_path.name}/f2.ode", 1)]
+
+
+def test_too_many_imported_files(tmp_path: Path) -> None:
+    files = {f"lib/m{i}.ode": f"block m{i}() {{ relu }}\n" for i in range(300)}
+    imports = "".join(f'import "lib/m{i}.ode"\n' for i in range(300))
+    files["main.ode"] = imports + VECTOR.replace("RESIDUAL", "m299")
+    _write(tmp_path, files)
+    start = time.process_time()
+    with pytest.raises(DslError) as err:
+        load_spec(tmp_path / "main.ode")
+    assert time.process_time() - start < 2.0
+    found = where(tuple(err.value.diagnostics))
+    assert found[0] == ("E113", 256, 1) and {code for code, _, _ in found} == {"E113"}
+    assert "more than 256 files imported" in err.value.diagnostics[0].message
+    assert load_spec(tmp_path / "main.ode", limits=Limits(max_imports=301)).network
+
+
+# ------------------------------------------------------------------ size of the spec
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)  # no data written, and none will be read
+    return path
+
+
+def test_spec_file_of_100_mb(tmp_path: Path) -> None:
+    big = _sparse(tmp_path / "big.ode", 100 * 2**20)
+    ds = refused(load_spec, big)
+    assert [(d.code, d.span.file, d.span.line, d.span.column) for d in ds] == [
+        ("E101", str(big), 1, 1)
+    ]
+    assert "104,857,600 bytes, over the limit of 1,000,000" in ds[0].message
+
+
+def test_imported_file_of_100_mb(tmp_path: Path) -> None:
+    _sparse(tmp_path / "big.ode", 100 * 2**20)
+    (tmp_path / "main.ode").write_text("\n" + MAIN.replace("FIRST", "big.ode"))
+    ds = refused(load_spec, tmp_path / "main.ode")
+    assert where(ds) == [("E101", 2, 1)]  # the import statement
+
+
+def test_spec_text_of_100_mb() -> None:
+    """Handed over as text: measured without encoding a copy (tracemalloc would see it)."""
+    text = "network n() {}\n" + "#" * (100 * 2**20)
+    ds = refused(load_spec, text)
+    assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E101", 1, 1)]
+
+
+def test_spec_size_limit_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "base.ode"
+    path.write_text(BASE)
+    monkeypatch.setenv("ODEDSL_MAX_SPEC_BYTES", "100")
+    assert [d.code for d in refused(load_spec, path)] == ["E101"]
+    assert [d.code for d in refused(load_spec, BASE)] == ["E101"]
+    assert load_spec(path, limits=Limits(max_spec_bytes=len(BASE))).network.name == "net"
+
+
+# ------------------------------------------------------------------ numbers and powers
+def test_number_of_a_million_digits() -> None:
+    text = BASE.replace("depth: int = 4", "depth: int = " + "7" * 10**6)
+    assert [d.code for d in refused(load_spec, text)] == ["E101"]  # over 1 MB: not even lexed
+    ds = refused(load_spec, text, limits=Limits(max_spec_bytes=2 * 10**6))
+    assert where(ds) == [("E205", 1, 26)]
+    assert "number literal of 1,000,000 characters is too large" in ds[0].message
+    floats = BASE.replace("depth: int = 4", "depth: int = 0." + "7" * 10**6)
+    assert where(refused(load_spec, floats, limits=Limits(max_spec_bytes=2 * 10**6))) == [
+        ("E205", 1, 26)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expr", "code"),
+    [
+        ("2^2^2^2^2", "E205"),  # 2^65536
+        ("10^10^10", "E205"),
+        ("2^" * 40 + "2", "E205"),
+        ("2^" * 70 + "2", "E101"),  # nesting over 64
+        ("(2^2^2^2)^(2^2^2^2)", "E205"),
+        ("9^9^9^9^9^9^9^9^9^9^9^9", "E205"),
+    ],
+)
+def test_tower_of_powers(expr: str, code: str) -> None:
+    text = BASE.replace("depth: int = 4", f"depth: int = {expr}")
+    ds = refused(load_spec, text)
+    assert [d.code for d in ds] == [code]
+    line, col = where(ds)[0][1:]
+    assert line == 1 and 26 <= col <= 26 + len(expr)
+
+
+def test_nesting_limit_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = BASE.replace("depth: int = 4", "depth: int = " + "-" * 100 + "4")
+    ((code, line, col),) = where(refused(load_spec, text))
+    assert (code, line) == ("E101", 1) and 26 <= col < 126
+    assert load_spec(text, limits=Limits(max_nesting=200)).network.stages[0].depth == 4
+    monkeypatch.setenv("ODEDSL_MAX_NESTING", "200")
+    assert load_spec(text).network.stages[0].depth == 4
+
+
+def test_nesting_beyond_the_recursion_limit_is_still_an_error() -> None:
+    """Raising max_nesting past what Python's recursion allows crashed with RecursionError."""
+    text = BASE.replace("depth: int = 4", "depth: int = " + "2^" * 5000 + "1")
+    ds = refused(load_spec, text, limits=Limits(max_nesting=10**6), heap_mb=16)  # the tree
+    assert [d.code for d in ds] == ["E101"] and ds[0].span.line == 1
+    assert "recursion limit" in (ds[0].hint or "")
+
+
+# ------------------------------------------------------------------ the Limits object
+def test_every_limit_reads_its_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for i, f in enumerate(fields(Limits)):
+        monkeypatch.setenv(f"ODEDSL_MAX_{f.name.upper()[4:]}", str(1000 + i))
+    got = Limits.from_env()
+    assert [getattr(got, f.name) for f in fields(Limits)] == [
+        1000 + i for i in range(len(fields(Limits)))
+    ]
+    assert all(f.name.startswith("max_") for f in fields(Limits))
+
+
+def test_explicit_limits_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "1")
+    assert load_spec(BASE, limits=Limits()).network.stages[0].depth == 4
+    assert Limits.from_env(Limits(max_width=5)) == Limits(max_depth=1, max_width=5)
+
+
+def test_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "lots")
+    with pytest.raises(DslError) as err:
+        load_spec(BASE)
+    (d,) = err.value.diagnostics
+    assert d.code == "E130" and d.span is None and "ODEDSL_MAX_DEPTH='lots'" in d.message
