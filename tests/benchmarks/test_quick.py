@@ -137,3 +137,23 @@ def test_skipped_peers_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     names = [s.name for s in peers.specs_at(4, args, found)]
     assert "memcnn InvertibleModuleWrapper" not in names
     assert "odedsl additive_coupling invert" in names
+
+
+def test_overhead_smoke(tmp_path: Path) -> None:
+    """The overhead reproducer runs (its times are printed, not asserted)."""
+    from benchmarks import overhead
+
+    argv = "--width 8 --hidden 8 --batch 8 --depth 10 --rounds 1 --integrators euler".split()
+    out = overhead.main([*argv, "--out", str(tmp_path)], log=_quiet)
+    assert out["arithmetic"]["floor_exact"] > 1.0
+    assert set(out["fixed"]["euler"]) >= {"store", "invert", "hand-written Function"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib")
+def test_plots_are_drawn(
+    modes_run: dict[str, Any], peers_run: dict[str, Any], tmp_path: Path
+) -> None:
+    assert modes.plot(modes_run, tmp_path / "modes.png")
+    assert peers.plot(peers_run, tmp_path / "peers.png")
+    assert (tmp_path / "modes.png").stat().st_size > 10_000
+    assert (tmp_path / "peers.png").stat().st_size > 10_000

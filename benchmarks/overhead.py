@@ -1,0 +1,220 @@
+"""Why invert costs what it costs: arithmetic floor and per-layer fixed overhead.
+
+Two measurements, all timed round-robin with the process CPU clock, one thread:
+
+1. **Arithmetic** at the benchmark's residual size (``--width --hidden --batch``, an Euler
+   stage): the per-layer time of a no-grad forward ``F0``, a forward building the graph
+   ``F1`` and the backward ``B`` of plain autograd. A mode that recomputes every layer once
+   cannot beat ``1 + F0 / (F1 + B)`` against store (exact, fused: one extra no-grad forward)
+   nor ``1 + 2 F0 / (F1 + B)`` (approximate: the reverse step evaluates the residual once
+   more).
+2. **Fixed overhead**: the same stages with a residual so small (width 4, batch 2) that the
+   arithmetic vanishes, leaving what each layer costs in Python, dispatch and autograd
+   bookkeeping: store, checkpoint(k), invert, invert with the backward NaN tracker switched
+   off (``odedsl.runtime.invert.FiniteTracker`` replaced by a no-op, nothing else changed),
+   and a minimal hand-written ``autograd.Function`` doing the approximate Euler inversion
+   with one ``torch.autograd.grad`` per layer (the floor of any per-layer Python design).
+
+Usage: ``python -m benchmarks.overhead`` (about a minute); prints two tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import odedsl.runtime.invert as invert_module
+from benchmarks.common import (
+    RESULTS,
+    Case,
+    Residual,
+    configure_threads,
+    machine_description,
+    machine_tag,
+    markdown_table,
+    train_step,
+    write_json,
+)
+from benchmarks.modes import build_stage, with_mode
+
+
+class _NoTracker:
+    """Stands in for ``FiniteTracker`` in the invert backward: checks nothing."""
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    def update(self, *_: Any) -> None:
+        pass
+
+    def check(self) -> None:
+        pass
+
+
+def _without_backward_tracker(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        real = invert_module.FiniteTracker
+        invert_module.FiniteTracker = _NoTracker  # type: ignore[misc,assignment]
+        try:
+            return fn()
+        finally:
+            invert_module.FiniteTracker = real  # type: ignore[misc]
+
+    return run
+
+
+def hand_written_invert(fs: Sequence[nn.Module], h: float) -> Callable[[Tensor], Tensor]:
+    """Approximate Euler inversion as a bare Function: the floor of a per-layer design."""
+    params = [p for f in fs for p in f.parameters()]
+
+    class Invert(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Tensor, *_: Tensor) -> Tensor:
+            with torch.no_grad():
+                for f in fs:
+                    x = x + h * f(x)
+            ctx.save_for_backward(x)
+            return x
+
+        @staticmethod
+        def backward(ctx: Any, g: Tensor) -> tuple[Tensor, ...]:
+            (x,) = ctx.saved_tensors
+            grads: list[Tensor] = []
+            for f in reversed(fs):
+                with torch.no_grad():
+                    prev = x - h * f(x)
+                prev = prev.detach().requires_grad_()
+                with torch.enable_grad():
+                    y = prev + h * f(prev)
+                got = torch.autograd.grad(y, [prev, *f.parameters()], g)
+                g, grads = got[0], list(got[1:]) + grads
+                x = prev.detach()
+            return (g, *grads)
+
+    return lambda x: Invert.apply(x, *params)
+
+
+def _time(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Minimum CPU time over round-robin rounds (the least disturbed estimate)."""
+    for fn in fns.values():
+        fn()
+    best = {k: math.inf for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.process_time()
+            fn()
+            best[k] = min(best[k], time.process_time() - t)
+    return best
+
+
+def arithmetic(residual: Residual, depth: int, rounds: int) -> dict[str, float]:
+    stage = build_stage("euler", depth, residual, weights="untied", gamma=0.9, seed=0)
+    x = residual.input(dtype=torch.float32, device="cpu", seed=0).requires_grad_()
+
+    def nograd() -> None:
+        with torch.no_grad():
+            stage(x.clone())
+
+    def forward() -> None:
+        stage(x.clone())
+
+    def step() -> None:
+        train_step(Case("store", "g", stage, stage, lambda: []), x, None)
+
+    t = _time({"F0": nograd, "F1": forward, "step": step}, rounds)
+    out = {k: v / depth for k, v in t.items()}
+    out["B"] = out["step"] - out["F1"]
+    out["floor_exact"] = 1 + out["F0"] / out["step"]
+    out["floor_approximate"] = 1 + 2 * out["F0"] / out["step"]
+    return out
+
+
+def fixed_overhead(integrator: str, depth: int, rounds: int) -> dict[str, float]:
+    tiny = Residual(width=4, hidden=4, batch=2)
+    base = build_stage(integrator, depth, tiny, weights="untied", gamma=0.9, seed=0)
+    x = tiny.input(dtype=torch.float32, device="cpu", seed=0).requires_grad_()
+    every = max(1, round(math.sqrt(depth)))
+    stages = {m: with_mode(base, m, every) for m in ("store", "checkpoint", "invert")}
+    cases = {m: Case(m, "g", s, s, lambda: []) for m, s in stages.items()}
+    fns: dict[str, Callable[[], Any]] = {
+        m: (lambda c=c: train_step(c, x, None)) for m, c in cases.items()
+    }
+    fns["invert, no backward tracker"] = _without_backward_tracker(fns["invert"])
+    if integrator == "euler":
+        fs = list(base.residual_modules("f"))
+        hand = hand_written_invert(fs, 1.0 / depth)
+        params = nn.ModuleList(fs)
+        fns["hand-written Function"] = lambda: train_step(
+            Case("hand", "g", params, hand, lambda: []), x, None
+        )
+    return {k: v / depth for k, v in _time(fns, rounds).items()}
+
+
+def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--integrators", nargs="+", default=["euler", "midpoint", "hamiltonian"])
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    configure_threads(1)
+    residual = Residual("mlp", args.width, args.hidden, args.batch)
+    a = arithmetic(residual, args.depth, args.rounds)
+    log(f"arithmetic per layer, {residual.describe()} (Euler stage, N={args.depth}):")
+    log(
+        markdown_table(
+            [
+                "no-grad forward F0",
+                "forward F1",
+                "backward B",
+                "store step",
+                "floor exact",
+                "floor approximate",
+            ],
+            [
+                [
+                    f"{a['F0'] * 1e6:.0f} µs",
+                    f"{a['F1'] * 1e6:.0f} µs",
+                    f"{a['B'] * 1e6:.0f} µs",
+                    f"{a['step'] * 1e6:.0f} µs",
+                    f"{a['floor_exact']:.2f}×",
+                    f"{a['floor_approximate']:.2f}×",
+                ]
+            ],
+        )
+    )
+    rows, fixed = [], {}
+    for integrator in args.integrators:
+        fixed[integrator] = o = fixed_overhead(integrator, args.depth, args.rounds)
+        rows += [
+            [integrator, k, f"{v * 1e6:.0f} µs", f"{v / o['store']:.2f}×"] for k, v in o.items()
+        ]
+    log("\nfixed cost per layer (width 4, batch 2: no arithmetic left):")
+    log(markdown_table(["integrator", "mode", "per layer", "× store"], rows))
+    payload = {
+        "benchmark": "overhead",
+        "command": "python -m benchmarks.overhead "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine_description("cpu"),
+        "residual": residual.describe(),
+        "clock": "cpu (minimum over rounds), seconds per layer",
+        "arithmetic": a,
+        "fixed": fixed,
+    }
+    write_json(args.out / f"overhead-{machine_tag('cpu')}.json", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
