@@ -1,0 +1,345 @@
+"""Model weights in and out of files, checked against the network, and converted between
+weight schedules and depths.
+
+* :func:`save_checkpoint` writes the state dict together with each ODE stage's layout
+  (integrator, depth, weights rule), all plain values and tensors;
+* :func:`load_checkpoint` reads a file with ``torch.load(weights_only=True)`` (a pickle that
+  would run code is refused, never executed) or takes a state dict, and refuses one written for
+  another network, depth or weights rule, naming the first mismatching key and its shapes and
+  suggesting :func:`convert_state_dict` where a conversion exists;
+* :func:`convert_state_dict` maps a stage's weights from one schedule/depth to another by
+  evaluating θ(s) at the destination's slots (:func:`odedsl.runtime.weights.expand_state_dict`):
+  tied → untied, shallower → deeper untied, interpolated → untied (seed 000 §5.2: start a deep
+  untied network from a trained tied one).
+
+A plain ``model.state_dict()`` (no layout) is checked by keys and shapes only: an
+``interpolated(4)`` and an ``untied`` depth-4 stage have the same shapes, and only a file
+written by :func:`save_checkpoint` tells them apart.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.runtime.stage import OdeStage
+from odedsl.runtime.weights import WeightSchedule, _check_conversion, expand_state_dict
+
+FORMAT = "odedsl-weights"
+VERSION = 1
+CONVERT_HINT = (
+    "convert it with odedsl.checkpoints.convert_state_dict(source_spec_or_model, state_dict, "
+    "model) (tied → untied, shallower → deeper, interpolated → untied)"
+)
+
+
+class CheckpointError(DslError):
+    """A checkpoint that cannot be read, or does not fit the network.
+
+    ``key``, ``expected`` and ``found`` name the first mismatching entry when there is one
+    (shapes as tuples, ``None`` for a missing key).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        code: str = "E220",
+        key: str | None = None,
+        expected: tuple[int, ...] | None = None,
+        found: tuple[int, ...] | None = None,
+    ) -> None:
+        self.key, self.expected, self.found = key, expected, found
+        super().__init__([Diagnostic(code, message, None, hint)])
+
+
+@dataclass(frozen=True)
+class StageLayout:
+    """What the weights of one stage mean: their schedule in depth and the program reading them."""
+
+    integrator: str
+    depth: int
+    schedule: WeightSchedule
+    residuals: tuple[str, ...]
+    offsets: tuple[float, ...]
+
+    @property
+    def slots(self) -> int:
+        return self.schedule.slots(self.depth, self.offsets)
+
+    def describe(self) -> str:
+        return f"{self.integrator}, weights {self.schedule}, depth {self.depth}"
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "integrator": self.integrator,
+            "depth": self.depth,
+            "weights": self.schedule.mode,
+            "k": self.schedule.k,
+            "residuals": list(self.residuals),
+            "offsets": [float(c) for c in self.offsets],
+        }
+
+    @classmethod
+    def from_plain(cls, data: Mapping[str, Any]) -> StageLayout:
+        return cls(
+            str(data["integrator"]),
+            int(data["depth"]),
+            WeightSchedule(data["weights"], data["k"]),
+            tuple(str(r) for r in data["residuals"]),
+            tuple(float(c) for c in data["offsets"]),
+        )
+
+
+def stage_layouts(source: nn.Module | Any, **params: Any) -> dict[str, StageLayout]:
+    """Module path → layout of every ODE stage of a model, or of a spec (path, text or
+    validated spec, with parameter overrides) compiled the way ``odedsl.compile`` would."""
+    if isinstance(source, nn.Module):
+        return {
+            path: StageLayout(
+                m.program.name,
+                m.depth,
+                m.schedule,
+                tuple(m.program.residuals),
+                tuple(m.program.offsets),
+            )
+            for path, m in source.named_modules()
+            if isinstance(m, OdeStage)
+        }
+    from odedsl.spec.load import load_spec
+
+    spec = load_spec(source, **params)
+    out: dict[str, StageLayout] = {}
+    for stage in spec.network.stages:
+        integrator = spec.integrators[stage.integrator]
+        program = integrator.program(stage.integrator_params)
+        out[stage.name] = StageLayout(
+            stage.integrator,
+            stage.depth,
+            WeightSchedule(stage.weights, stage.weights_k),
+            tuple(program.residuals),
+            tuple(program.offsets),
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- files
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s weights and its stages' layouts (loadable with ``weights_only``)."""
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "network": getattr(model, "network_name", None),
+            "stages": {p: s.to_plain() for p, s in stage_layouts(model).items()},
+            "state_dict": model.state_dict(),
+        },
+        Path(path),
+    )
+
+
+def read_checkpoint(
+    source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, StageLayout] | None]:
+    """The state dict and (when the file has them) the stage layouts of a checkpoint.
+
+    Files are read with ``weights_only=True``: tensors and plain containers only, so a file
+    carrying a pickled object that would run code is refused before anything runs.
+    """
+    if isinstance(source, Mapping):
+        data: Any = source
+        where = "the state dict"
+    else:
+        path = Path(source)
+        where = f"'{path}'"
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = (str(exc).strip().splitlines() or ["unsupported content"])[0]
+            raise CheckpointError(
+                f"{where} is not a plain weights file: weights_only loading refuses it (it "
+                f"carries pickled objects, or is not a torch file): {first[:200]}",
+                "only load checkpoints you trust; odedsl writes tensors and plain values only",
+                code="E110",
+            ) from None
+        except (OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise CheckpointError(f"cannot read {where}: {exc}"[:400], code="E110") from None
+    layouts = None
+    if isinstance(data, Mapping) and data.get("format") == FORMAT:
+        layouts = {p: StageLayout.from_plain(s) for p, s in data["stages"].items()}
+        data = data["state_dict"]
+    elif isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
+        data = data["model"]  # an odedsl training checkpoint
+    if not isinstance(data, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
+    ):
+        raise CheckpointError(f"{where} is not a state dict (names → tensors)", code="E110")
+    return dict(data), layouts
+
+
+def load_checkpoint(
+    model: nn.Module,
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    map_location: Any = "cpu",
+) -> nn.Module:
+    """Load weights into ``model`` after checking they were written for this very network.
+
+    Refused (:class:`CheckpointError`, a ``DslError``): an unsafe or unreadable file, a stage
+    layout (integrator, depth, weights rule) other than the model's, a missing or extra key,
+    a shape other than the model's. The message names the first mismatching key and both
+    shapes, and suggests :func:`convert_state_dict` when the stage layouts differ.
+    """
+    state, layouts = read_checkpoint(source, map_location)
+    mine = stage_layouts(model)
+    if layouts is not None:
+        _check_layouts(layouts, mine)
+    _check_keys(state, model.state_dict(), mine)
+    model.load_state_dict(state)
+    return model
+
+
+def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLayout]) -> None:
+    for path, want in mine.items():
+        got = saved.get(path)
+        if got is None:
+            raise CheckpointError(
+                f"the checkpoint has no ODE stage '{path}' ({want.describe()})",
+                "was it written for another spec?",
+            )
+        if got != want:
+            hint = CONVERT_HINT if _convertible(got, want) else "it was written for another spec"
+            raise CheckpointError(
+                f"stage '{path}': the checkpoint holds weights for {got.describe()}, the "
+                f"network has {want.describe()}",
+                hint,
+            )
+    for path in saved:
+        if path not in mine:
+            raise CheckpointError(f"the checkpoint has an ODE stage '{path}' the network lacks")
+
+
+def _convertible(src: StageLayout, dst: StageLayout) -> bool:
+    if (src.integrator, src.residuals, src.offsets) != (dst.integrator, dst.residuals, dst.offsets):
+        return False
+    try:
+        _check_conversion((src.schedule, src.depth), (dst.schedule, dst.depth))
+    except ValueError:
+        return False
+    return True
+
+
+def _shape(t: Tensor | None) -> tuple[int, ...] | None:
+    return tuple(t.shape) if t is not None else None
+
+
+def _check_keys(
+    state: Mapping[str, Tensor], want: Mapping[str, Tensor], stages: Mapping[str, StageLayout]
+) -> None:
+    """The first key (in the model's order, then the checkpoint's) that is missing, extra or
+    shaped differently, with a hint when a stage holds another number of weight slots."""
+    first: tuple[str, Tensor | None, Tensor | None] | None = None
+    for key, value in want.items():
+        got = state.get(key)
+        if got is None or got.shape != value.shape:
+            first = (key, value, got)
+            break
+    if first is None:
+        extra = next((k for k in state if k not in want), None)
+        if extra is None:
+            return
+        first = (extra, None, state[extra])
+    key, expected, found = first
+    if expected is None:
+        assert found is not None
+        message = f"the checkpoint has key '{key}' {list(found.shape)} that the network lacks"
+    elif found is None:
+        message = (
+            f"key '{key}' {list(expected.shape)} of the network is missing from the checkpoint"
+        )
+    else:
+        message = (
+            f"key '{key}' has shape {list(found.shape)} in the checkpoint, "
+            f"{list(expected.shape)} in the network"
+        )
+    hint = "was it written for another spec, depth or weights rule?"
+    for path, layout in stages.items():
+        counts = {r: _slots_in(state, f"{path}.{r}.") for r in layout.residuals}
+        if any(0 < n != layout.slots for n in counts.values()):
+            shown = ", ".join(f"{r}: {n}" for r, n in counts.items())
+            hint = (
+                f"stage '{path}' has {layout.slots} weight slot(s) per residual "
+                f"({layout.describe()}), the checkpoint {shown}; {CONVERT_HINT}"
+            )
+            break
+    raise CheckpointError(
+        "the checkpoint does not fit the network: " + message,
+        hint,
+        key=key,
+        expected=_shape(expected),
+        found=_shape(found),
+    )
+
+
+def _slots_in(state: Mapping[str, Tensor], prefix: str) -> int:
+    return len({k[len(prefix) :].partition(".")[0] for k in state if k.startswith(prefix)})
+
+
+# ---------------------------------------------------------------------------- conversion
+def convert_state_dict(
+    source: nn.Module | Any,
+    state_dict: Mapping[str, Tensor],
+    model: nn.Module,
+    **params: Any,
+) -> dict[str, Tensor]:
+    """``state_dict`` (written for ``source``: a model, or a spec with ``params``) mapped onto
+    ``model``'s stage layouts, stage by stage, by evaluating θ(s) at the model's slots.
+
+    Other keys (stem, transitions, head) pass through. Stages must use the same integrator;
+    conversions that would lose information (untied → tied, deeper → shallower) are refused.
+    The result is checked against ``model``'s keys and shapes before it is returned.
+    """
+    src = stage_layouts(source, **params)
+    dst = stage_layouts(model)
+    out: dict[str, Tensor] = dict(state_dict)
+    for path, want in dst.items():
+        have = src.get(path)
+        if have is None:
+            raise CheckpointError(f"the source network has no ODE stage '{path}'")
+        if (have.integrator, have.residuals, have.offsets) != (
+            want.integrator,
+            want.residuals,
+            want.offsets,
+        ):
+            raise CheckpointError(
+                f"stage '{path}': integrator '{have.integrator}' in the source, "
+                f"'{want.integrator}' in the network: their weights do not correspond"
+            )
+        stage = model.get_submodule(path)
+        assert isinstance(stage, OdeStage)
+        buffers = {
+            name for r in want.residuals for name, _ in stage.residual_modules(r)[0].named_buffers()
+        }
+        try:
+            out = expand_state_dict(
+                out,
+                f"{path}.",
+                want.residuals,
+                (have.schedule, have.depth),
+                (want.schedule, want.depth),
+                want.offsets,
+                buffers,
+            )
+        except ValueError as exc:
+            raise CheckpointError(f"stage '{path}': {exc}") from None
+    _check_keys(out, model.state_dict(), {})
+    return out

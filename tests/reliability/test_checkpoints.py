@@ -1,0 +1,286 @@
+"""Checkpoints: loading checked against the network, conversion between weight schedules and
+depths (seed 000 §5.2), and refusal of pickles that would run code.
+
+References are independent of the conversion code: a tied net converted to untied must give
+the *same outputs* (every layer reads the one tied θ either way); converted slots are compared
+with the source slots they must equal; a refused pickle must leave its marker file unwritten.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import odedsl
+from odedsl.checkpoints import (
+    CheckpointError,
+    convert_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+    stage_layouts,
+)
+
+SPEC = """\
+network net(depth: int = 4, width: int = 4) {
+    input image[2, 6, 6]
+    stem { conv2d(width, kernel=3, padding=1) }
+    stage body = ode(depth) {
+        integrator INTEGRATOR
+        weights WEIGHTS
+        backward invert
+        residual { conv2d(width, kernel=3, padding=1) batchnorm2d tanh }
+    }
+    head { adaptive_avgpool2d(1) flatten linear(3) }
+}
+"""
+
+
+def spec(weights: str, integrator: str = "euler") -> str:
+    return SPEC.replace("WEIGHTS", weights).replace("INTEGRATOR", integrator)
+
+
+def build(weights: str, depth: int = 4, integrator: str = "euler", seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = odedsl.compile(spec(weights, integrator), depth=depth)
+    with torch.no_grad():  # "trained": weights away from their initial values, BN stats moved
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        model(torch.randn(8, *model.input_shape))
+    return model
+
+
+def outputs(model: nn.Module, x: torch.Tensor, train: bool) -> torch.Tensor:
+    model.train(train)
+    with torch.no_grad():
+        return model(x)
+
+
+X = torch.randn(5, 2, 6, 6, generator=torch.Generator().manual_seed(1))
+
+
+# ------------------------------------------------------------------ loading
+def test_round_trip_through_a_file(tmp_path: Path) -> None:
+    src = build("untied")
+    save_checkpoint(src, tmp_path / "w.pt")
+    dst = build("untied", seed=1)
+    assert not torch.equal(outputs(src, X, False), outputs(dst, X, False))
+    load_checkpoint(dst, tmp_path / "w.pt")
+    assert torch.equal(outputs(src, X, False), outputs(dst, X, False))
+    torch.save(src.state_dict(), tmp_path / "plain.pt")  # a plain state dict loads too
+    assert load_checkpoint(build("untied", seed=2), tmp_path / "plain.pt") is not None
+
+
+def test_other_spec_is_refused_naming_the_first_key() -> None:
+    other = odedsl.compile(spec("untied"), width=6)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build("untied"), other.state_dict())
+    e = err.value
+    assert (e.key, e.expected, e.found) == ("stem.conv1.weight", (4, 2, 3, 3), (6, 2, 3, 3))
+    assert "key 'stem.conv1.weight' has shape [6, 2, 3, 3] in the checkpoint" in str(e)
+    assert "convert_state_dict" not in str(e)  # nothing to convert: another network
+
+
+def test_other_depth_is_refused_with_a_conversion_hint() -> None:
+    deep = build("untied", depth=8)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(deep, build("untied", depth=4).state_dict())
+    e = err.value
+    assert (e.key, e.expected, e.found) == ("body.f.4.conv1.weight", (4, 4, 3, 3), None)
+    assert "is missing from the checkpoint" in str(e)
+    assert "stage 'body' has 8 weight slot(s) per residual" in str(e)
+    assert "the checkpoint f: 4" in str(e) and "convert_state_dict" in str(e)
+    with pytest.raises(CheckpointError) as err:  # and the other way round: extra keys
+        load_checkpoint(build("untied", depth=4), deep.state_dict())
+    assert err.value.key == "body.f.4.conv1.weight" and err.value.expected is None
+
+
+def test_other_weight_mode_is_refused_with_a_conversion_hint() -> None:
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build("untied"), build("tied").state_dict())
+    assert err.value.key == "body.f.1.conv1.weight"
+    assert "convert_state_dict" in str(err.value)
+
+
+def test_same_shapes_other_layout_is_refused_when_the_file_says_so(tmp_path: Path) -> None:
+    """interpolated(4) and untied depth 4 have the same keys and shapes; the layout the file
+    carries tells them apart (a plain state dict cannot)."""
+    src = build("interpolated(4)")
+    dst = build("untied")
+    assert {k: v.shape for k, v in src.state_dict().items()} == {
+        k: v.shape for k, v in dst.state_dict().items()
+    }
+    save_checkpoint(src, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(dst, tmp_path / "w.pt")
+    msg = str(err.value)
+    assert "weights interpolated(4), depth 4" in msg and "weights untied, depth 4" in msg
+    assert "convert_state_dict" in msg
+    save_checkpoint(build("tied", depth=4), tmp_path / "t.pt")
+    with pytest.raises(CheckpointError, match="depth 4, the network has euler, weights tied, dep"):
+        load_checkpoint(build("tied", depth=8), tmp_path / "t.pt")
+    save_checkpoint(build("untied", integrator="heun"), tmp_path / "h.pt")
+    with pytest.raises(CheckpointError) as err:  # another integrator: nothing to convert
+        load_checkpoint(build("untied", integrator="rk4"), tmp_path / "h.pt")
+    assert "convert_state_dict" not in str(err.value)
+
+
+def test_not_a_state_dict(tmp_path: Path) -> None:
+    torch.save({"a": 1}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="is not a state dict"):
+        load_checkpoint(build("tied"), tmp_path / "x.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(build("tied"), tmp_path / "junk.pt")
+
+
+# ------------------------------------------------------------------ pickles that run code
+class _Payload:
+    """Unpickling this calls ``Path.touch(marker)``: the stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_that_runs_code_is_refused_unexecuted(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    state = build("tied").state_dict()
+    state["evil"] = _Payload(marker)  # type: ignore[assignment]
+    torch.save(state, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build("tied"), tmp_path / "evil.pt")
+    assert not marker.exists()
+    assert "weights_only" in str(err.value) and err.value.diagnostics[0].code == "E110"
+    # the payload is real: an unrestricted load runs it
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()
+
+
+def test_a_raw_pickle_file_is_refused_unexecuted(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(build("tied"), tmp_path / "raw.pt")
+    assert not marker.exists()
+    pickle.loads((tmp_path / "raw.pt").read_bytes())
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------ conversion
+@pytest.mark.parametrize("train", [True, False])
+def test_tied_to_untied_same_depth_gives_identical_outputs(train: bool) -> None:
+    tied = build("tied")
+    untied = build("untied", seed=1)
+    load_checkpoint(untied, convert_state_dict(tied, tied.state_dict(), untied))
+    for n in range(4):  # every slot is the tied weight, running statistics included
+        for local in ("conv1.weight", "bn1.running_mean", "bn1.weight"):
+            assert torch.equal(
+                untied.state_dict()[f"body.f.{n}.{local}"], tied.state_dict()[f"body.f.0.{local}"]
+            )
+    torch.testing.assert_close(outputs(untied, X, train), outputs(tied, X, train), rtol=0, atol=0)
+
+
+def test_tied_depth_4_to_untied_depth_16_runs_and_trains(tmp_path: Path) -> None:
+    tied = build("tied", depth=4)
+    deep = odedsl.compile(spec("untied"), depth=16)
+    converted = convert_state_dict(spec("tied"), tied.state_dict(), deep, depth=4)
+    save_checkpoint(tied, tmp_path / "tied.pt")  # the file route: layouts checked first
+    with pytest.raises(CheckpointError, match="convert_state_dict"):
+        load_checkpoint(deep, tmp_path / "tied.pt")
+    load_checkpoint(deep, converted)
+    assert len(deep.body.f) == 16
+    assert all(torch.equal(m.conv1.weight, tied.body.f[0].conv1.weight) for m in deep.body.f)
+    # at any depth a tied θ is the same ODE: depth 16 approximates depth 4's flow
+    gap = (outputs(deep, X, False) - outputs(tied, X, False)).abs().max()
+    assert gap < 0.5 * outputs(tied, X, False).abs().max()
+    deep.train()
+    opt = torch.optim.SGD(deep.parameters(), lr=0.05)
+    target = torch.randint(0, 3, (5,))
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(deep(X), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    slots = torch.stack([m.conv1.weight for m in deep.body.f])
+    assert (slots - slots[0]).abs().amax() > 0  # untied: the slots now train apart
+
+
+@pytest.mark.parametrize("integrator", ["euler", "heun"])
+def test_interpolated_to_untied_gives_identical_outputs(integrator: str) -> None:
+    """θ(s) piecewise linear through 3 control points, sampled at untied slots: at depth 8
+    every layer (and Heun's corrector at t + h) reads the same θ either way."""
+    src = build("interpolated(3)", depth=8, integrator=integrator)
+    dst = odedsl.compile(spec("untied", integrator), depth=8)
+    load_checkpoint(dst, convert_state_dict(src, src.state_dict(), dst))
+    torch.testing.assert_close(outputs(dst, X, True), outputs(src, X, True))
+    slots = 9 if integrator == "heun" else 8  # the corrector reads θ_{n+1}: N + 1 slots
+    assert len(dst.body.f) == slots
+
+
+def test_shallower_to_deeper_untied_repeats_each_layer() -> None:
+    src = build("untied", depth=4)
+    dst = odedsl.compile(spec("untied"), depth=8)
+    load_checkpoint(dst, convert_state_dict(src, src.state_dict(), dst))
+    for j in range(8):
+        assert torch.equal(dst.body.f[j].conv1.weight, src.body.f[j // 2].conv1.weight)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "why"),
+    [
+        (("untied", 4), ("tied", 4), "cannot hold the depth-varying weights"),
+        (("untied", 8), ("untied", 4), "would drop layers"),
+        (("untied", 4), ("interpolated(3)", 4), "not piecewise linear"),
+    ],
+)
+def test_lossy_conversions_are_refused(
+    src: tuple[str, int], dst: tuple[str, int], why: str
+) -> None:
+    source = build(*src)
+    target = odedsl.compile(spec(dst[0]), depth=dst[1])
+    with pytest.raises(CheckpointError, match=why):
+        convert_state_dict(source, source.state_dict(), target)
+
+
+def test_conversion_needs_the_same_integrator() -> None:
+    src = build("tied", integrator="heun")
+    with pytest.raises(CheckpointError, match="'heun' in the source, 'euler' in the network"):
+        convert_state_dict(src, src.state_dict(), build("untied"))
+
+
+def test_multi_stage_conversion_of_a_shipped_spec() -> None:
+    """Hamiltonian network, 3 stages of two residuals (f, g): tied → untied per stage."""
+    path = Path(__file__).parents[2] / "specs" / "hamiltonian.ode"
+    small = {"depth": 2, "size": 8}
+    text = path.read_text()
+    torch.manual_seed(0)
+    tied = odedsl.compile(path, **small)
+    tied_layouts = stage_layouts(tied)
+    assert [lay.slots for lay in tied_layouts.values()] == [2, 2, 2]  # untied by default
+    src_text = text.replace("integrator hamiltonian", "integrator hamiltonian weights tied")
+    src = odedsl.compile(src_text.replace('import "blocks.ode"', _blocks()), **small)
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    converted = convert_state_dict(src, src.state_dict(), tied)
+    load_checkpoint(tied, converted)
+    x = torch.randn(3, 3, 8, 8)
+    torch.testing.assert_close(outputs(tied, x, False), outputs(src, x, False))
+
+
+def _blocks() -> str:
+    return (Path(__file__).parents[2] / "specs" / "blocks.ode").read_text()
+
+
+def test_layouts_of_a_spec_match_the_compiled_model() -> None:
+    text = spec("shared(2)", "heun")
+    assert stage_layouts(text, depth=6) == stage_layouts(odedsl.compile(text, depth=6))
