@@ -5,7 +5,7 @@ output shape is the one the generator computed by hand, the compiled model's par
 is the validator's, and a forward + backward pass on a random input of ``model.input_shape``
 gives finite values of the generated output shape with gradients for the input.
 
-Default run: 150 validated + 40 compiled examples. ``pytest -m slow``: 4,000 + 1,000.
+Default run: 150 validated + 100 compiled examples. ``pytest -m slow``: 4,000 + 3,000.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_generated_specs_validate(gen: GeneratedSpec) -> None:
     check_validates(gen)
 
 
-@settings(FAST, max_examples=40)
+@settings(FAST, max_examples=100)
 @given(valid_specs(max_stages=2))
 def test_generated_specs_compile_and_run(gen: GeneratedSpec) -> None:
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def test_generated_specs_validate_at_scale(gen: GeneratedSpec) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-@settings(FAST, max_examples=1_000, derandomize=False)
+@settings(FAST, max_examples=3_000, derandomize=False)
 @given(valid_specs())
 def test_generated_specs_compile_and_run_at_scale(gen: GeneratedSpec) -> None:
     torch.manual_seed(0)
