@@ -341,9 +341,11 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def write_json(path: Path, record: Mapping[str, Any]) -> Path:
+    """``record`` as indented JSON, floats to 6 significant digits, non-finite as null."""
+
     def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
+        if isinstance(v, float):
+            return float(f"{v:.6g}") if math.isfinite(v) else None
         if isinstance(v, dict):
             return {str(k): clean(x) for k, x in v.items()}
         if isinstance(v, list | tuple):
@@ -352,7 +354,14 @@ def write_json(path: Path, record: Mapping[str, Any]) -> Path:
             return str(v)
         return v
 
-    path.write_text(json.dumps(clean(dict(record)), indent=2) + "\n")
+    text = json.dumps(clean(dict(record)), indent=2)
+    # lists of plain numbers on one line each: a readable file of a sensible size
+    text = re.sub(
+        r"\[\s+((?:-?[\d.eE+-]+|null)(?:,\s+(?:-?[\d.eE+-]+|null))*)\s+\]",
+        lambda m: "[" + " ".join(m.group(1).split()) + "]",
+        text,
+    )
+    path.write_text(text + "\n")
     return path
 
 

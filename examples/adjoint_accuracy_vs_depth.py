@@ -11,7 +11,7 @@ Expected (Prop. 4 and 6): the adjoint's gradient error falls with depth, so it t
 small N and matches backprop at large N; at fixed N Heun's adjoint is at least as good as
 Euler's. Backprop gives about the same accuracy for both integrators.
 
-    python examples/adjoint_accuracy_vs_depth.py           # ~5–10 min on one CPU thread
+    python examples/adjoint_accuracy_vs_depth.py           # ~3 min CPU (1 seed)
     python examples/adjoint_accuracy_vs_depth.py --quick   # seconds
 """
 
