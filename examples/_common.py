@@ -119,8 +119,15 @@ def set_backward(model: nn.Module, mode: str) -> None:
 
 def convert(src: nn.Module, dst: nn.Module) -> dict[str, Tensor]:
     """``src``'s state dict rewritten for ``dst`` (same network, other weights in depth or
-    depth): each stage's θ(s) evaluated at ``dst``'s slots by the runtime's
-    ``expand_state_dict`` (seed 000 §5.2: a tied network copied in depth)."""
+    depth): each stage's θ(s) evaluated at ``dst``'s slots (seed 000 §5.2: a tied network
+    copied in depth), by ``odedsl.checkpoints.convert_state_dict`` (which also checks keys and
+    shapes), else by the runtime's ``expand_state_dict``."""
+    try:
+        from odedsl.checkpoints import convert_state_dict
+    except ImportError:  # an odedsl without the checkpoints module
+        convert_state_dict = None
+    if convert_state_dict is not None:
+        return convert_state_dict(src, src.state_dict(), dst)
     state = dict(src.state_dict())
     dst_stages = dict(stages(dst))
     for name, s in stages(src):

@@ -2,10 +2,11 @@
 
 1. Train ``specs/resnet.ode`` with **tied** weights (one residual θ for every layer) at a small
    depth N₀ with exact backprop, on the 8×8 digits.
-2. Convert it to an **untied** network of depth N₁ > N₀: every θ_n = θ (the runtime's
-   ``expand_state_dict``). With step 1/N the deeper network is a finer Euler discretisation of
-   the same ODE, so its accuracy should barely move (the paper: "one can transfer these weights
-   to deeper ResNets without significantly affecting the test accuracy").
+2. Convert it to an **untied** network of depth N₁ > N₀: every θ_n = θ
+   (``odedsl.checkpoints.convert_state_dict``). With step 1/N the deeper network is a finer
+   Euler discretisation of the same ODE, so its accuracy should barely move (the paper: "one
+   can transfer these weights to deeper ResNets without significantly affecting the test
+   accuracy").
 3. Fine-tune the untied network with the memory-free **adjoint** (``backward invert``), whose
    gradient is accurate because N₁ is large and the start is smooth in depth (Prop. 4–6).
 
