@@ -1,0 +1,73 @@
+"""One DDP process of ``test_ddp.py``, started by ``torchrun --nproc_per_node=2`` (gloo, CPU).
+
+For each case: build the model exactly as the test's single-process reference does, wrap it in
+``DistributedDataParallel``, take this rank's half of the global batch, run one forward and
+backward (gradients saved) and then ``STEPS`` SGD steps (parameters and buffers saved).
+Rank 0 writes everything to ``--out``; the test compares with one process on the whole batch.
+Also records whether ``torch.nn.SyncBatchNorm`` accepts CPU tensors under gloo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.reliability.ddp_cases import CASES, STEPS, batch, build, loss_fn
+
+
+def run_case(name: str, rank: int, world: int) -> dict[str, object]:
+    model = build(name)
+    ddp = DistributedDataParallel(model)
+    x, y = batch(name)
+    per = x.shape[0] // world
+    mine = slice(rank * per, (rank + 1) * per)
+    loss = loss_fn(ddp(x[mine]), y[mine])
+    loss.backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    opt.zero_grad()
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss_fn(ddp(x[mine]), y[mine]).backward()
+        opt.step()
+    return {"grads": grads, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+
+def torch_syncbn_on_cpu() -> str:
+    """What ``torch.nn.SyncBatchNorm`` does with a CPU tensor under gloo: "ok" or the error."""
+    bn = torch.nn.SyncBatchNorm(3).train()
+    try:
+        bn(torch.randn(4, 3, 2, 2))
+    except (ValueError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("cases", nargs="*", default=list(CASES))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    results: dict[str, object] = {"world": world, "torch_syncbn": torch_syncbn_on_cpu()}
+    for name in args.cases:
+        results[name] = run_case(name, rank, world)
+    if rank == 0:
+        torch.save(results, args.out)
+    dist.barrier()
+    dist.destroy_process_group()
+    assert os.environ.get("LOCAL_RANK") is not None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Multi-process training: DDP over ``torchrun --nproc_per_node=2`` (gloo, CPU) of compiled
+``invert``-mode networks matches one process on the same global batch.
+
+The reference is independent of DDP: the same model (``ddp_cases.build``) run by this process
+on all 8 samples. Compared: the first gradients (1e-10 in float64), then parameters and
+buffers (BatchNorm running statistics included) after three SGD steps.
+
+``torch.nn.SyncBatchNorm`` cannot run here: on CPU it raises "SyncBatchNorm expected input
+tensor to be on GPU" (checked below, so the test notices when torch lifts that). BatchNorm
+inside invert-mode residuals is therefore synchronised with :mod:`odedsl.parallel`'s
+``SyncBatchNorm`` (same ``convert_sync_batchnorm`` interface), and compared against plain
+BatchNorm on the whole batch. With ``torch.nn.SyncBatchNorm`` only its conversion is tested
+(keys, values and single-process behaviour), see ``test_torch_sync_batchnorm_conversion``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from odedsl.parallel import SyncBatchNorm, convert_sync_batchnorm
+
+from .ddp_cases import CASES, STEPS, batch, build, loss_fn
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One ``torchrun`` of all cases (process start-up dominates the cost)."""
+    out = tmp_path_factory.mktemp("ddp") / "results.pt"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(ROOT / "tests" / "reliability" / "ddp_worker.py"),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return torch.load(out, weights_only=True)
+
+
+def reference(name: str) -> dict[str, dict[str, torch.Tensor]]:
+    """One process, the whole batch, plain BatchNorm."""
+    model = build(name, sync=False)
+    x, y = batch(name)
+    loss_fn(model(x), y).backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    return {"grads": grads, "state": dict(model.state_dict())}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_ddp_gradients_equal_single_process(ddp_results: dict[str, Any], name: str) -> None:
+    assert ddp_results["world"] == 2
+    got, want = ddp_results[name]["grads"], reference(name)["grads"]
+    assert got.keys() == want.keys() and len(want) > 0
+    for key, g in want.items():
+        torch.testing.assert_close(got[key], g, rtol=1e-9, atol=1e-10, msg=key)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_ddp_training_equals_single_process(ddp_results: dict[str, Any], name: str) -> None:
+    got, want = ddp_results[name]["state"], reference(name)["state"]
+    assert got.keys() == want.keys()
+    start = build(name, sync=False).state_dict()
+    moved = [k for k in want if not torch.equal(want[k], start[k])]
+    assert moved, "training changed nothing"
+    if name == "syncbn":  # running statistics of the residuals' BatchNorm: once per forward
+        assert any("running_mean" in k for k in moved)
+        assert int(want["s1.f.0.bn1.num_batches_tracked"]) == 1 + STEPS
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-9, atol=1e-10, msg=key)
+
+
+def test_torch_sync_batchnorm_refuses_cpu(ddp_results: dict[str, Any]) -> None:
+    """Why odedsl.parallel has its own: torch's needs GPU tensors (torch 2.x)."""
+    assert ddp_results["torch_syncbn"].startswith("ValueError: SyncBatchNorm expected input")
+
+
+def test_torch_sync_batchnorm_conversion() -> None:
+    """What can be tested without a GPU: torch's conversion reaches the BatchNorm of every
+    residual slot, keeps the state dict, and (no process group) trains like BatchNorm in
+    invert mode."""
+    plain = build("syncbn", sync=False)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(plain))
+    _same_conversion(plain, converted, nn.SyncBatchNorm)
+
+
+def test_odedsl_sync_batchnorm_conversion() -> None:
+    plain = build("syncbn", sync=False)
+    converted = convert_sync_batchnorm(copy.deepcopy(plain))
+    _same_conversion(plain, converted, SyncBatchNorm)
+
+
+def _same_conversion(plain: nn.Module, converted: nn.Module, cls: type) -> None:
+    bns = [m for m in converted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) == 2 * 3 + 3 and all(isinstance(m, cls) for m in bns)  # s1: f and g
+    assert plain.state_dict().keys() == converted.state_dict().keys()
+    x, y = batch("syncbn")
+    for model in (plain, converted):
+        loss_fn(model(x), y).backward()
+    for (k, p), q in zip(plain.named_parameters(), converted.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-9, atol=1e-12, msg=k)
+    for (k, a), b in zip(plain.state_dict().items(), converted.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, msg=k)
