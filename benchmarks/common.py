@@ -391,7 +391,7 @@ def cuda_step_bytes(case: Case, x: Tensor) -> int:
 # ----------------------------------------------------------------------------- gradients
 def flat_grads(case: Case, x: Tensor) -> list[Tensor]:
     """Parameter gradients (canonical order, zeros where unused) and the input gradient."""
-    grads = [g if g is not None else torch.zeros(()) for g in case.grads()]
+    grads = [g if g is not None else torch.zeros((), device=x.device) for g in case.grads()]
     return [*grads, x.grad if x.grad is not None else torch.zeros_like(x)]
 
 
