@@ -418,18 +418,25 @@ def transition(ctx: _Ctx, shape: Shape, even: bool) -> tuple[list[str], Shape]:
         if s >= 4 and draw(st.booleans()):
             layers.append(f"{draw(st.sampled_from(['avgpool', 'maxpool']))}(2)")
             s //= 2
-        if target >= c and draw(st.booleans()):
+        how = draw(st.sampled_from(["pad", "conv", "conv", "convt"]))
+        if how == "pad" and target >= c:
             layers.append(f"pad_channels({int_expr(ctx, target)})")
+        elif how == "convt":  # kernel 3, padding 1, stride 1: the size is kept
+            layers.append(f"conv_transpose2d({int_expr(ctx, target)}, 3, padding=1)")
         else:
             stride = draw(st.sampled_from([1, 1, 2])) if s >= 4 else 1
             layers.append(f"conv2d({int_expr(ctx, target)}, kernel=3, padding=1, stride={stride})")
             s = (s - 1) // stride + 1
-        return layers, (target, s, s)
-    if target >= c and draw(st.booleans()):
-        layers.append(f"pad_channels({int_expr(ctx, target)})")
+        out: Shape = (target, s, s)
     else:
-        layers.append(f"linear({int_expr(ctx, target)})")
-    return layers, (target,)
+        if target >= c and draw(st.booleans()):
+            layers.append(f"pad_channels({int_expr(ctx, target)})")
+        else:
+            layers.append(f"linear({int_expr(ctx, target)})")
+        out = (target,)
+    for _ in range(draw(st.integers(0, 2))):  # any registry layer that keeps the shape
+        layers.extend(preserving_layer(ctx, out))
+    return layers, out
 
 
 @st.composite
@@ -490,6 +497,8 @@ def valid_specs(draw: Draw, max_stages: int = 3, user_integrators: bool = True) 
 
     if draw(st.booleans()):
         head: list[str] = []
+        if draw(st.booleans()):
+            head.extend(preserving_layer(ctx, shape))
         if len(shape) == 3:
             if draw(st.booleans()):
                 head.append("adaptive_avgpool2d(1)")

@@ -138,8 +138,10 @@ def test_total_expansion_of_a_network_is_bounded() -> None:
     # each stage: 2¹¹ layers + 2¹² - 1 calls = 6,143 statements; the 17th passes 100,000
     assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E250", 19, 32)]
     assert "more than 100,000 layers in all" in ds[0].message
-    spec = load_spec(text, limits=Limits(max_total_layers=10**6))
-    assert len(spec.network.stages) == 50
+    small = f"network n() {{\n input vector[4]\n{stages}}}\n" + _doubling(6, "relu")
+    limits = Limits(max_total_layers=50 * 191)  # 2⁶ layers + 2⁷ - 1 calls per stage
+    assert len(load_spec(small, limits=limits).network.stages) == 50
+    assert "in all" in diagnostics(small, limits=Limits(max_total_layers=50 * 191 - 1))[0].message
 
 
 def test_total_expansion_limit_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
