@@ -6,7 +6,7 @@ collector, and one :class:`DslError` carries them all.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from odedsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
@@ -39,7 +39,7 @@ def validate(
     limits: Limits,
 ) -> ValidatedSpec:
     diags = Diagnostics()
-    blocks, integrators, networks = _definitions(modules, diags)
+    blocks, integrators, networks, broken = _definitions(modules, diags)
     chosen = _choose_network(modules, networks, network, diags)
     if chosen is None:
         diags.raise_if_errors()
@@ -47,7 +47,7 @@ def validate(
     env = _parameters(chosen, overrides or {}, diags)
     spec = None
     if env is not None:
-        spec = _network(chosen, env, blocks, integrators, limits, diags)
+        spec = _network(chosen, env, blocks, integrators, limits, diags, broken)
     diags.raise_if_errors()
     assert spec is not None
     return ValidatedSpec(spec, integrators, tuple(diags.warnings))
@@ -55,8 +55,11 @@ def validate(
 
 def _definitions(
     modules: list[LoadedModule], diags: Diagnostics
-) -> tuple[dict[str, ast.BlockDecl], dict[str, Integrator], dict[str, ast.NetworkDecl]]:
+) -> tuple[dict[str, ast.BlockDecl], dict[str, Integrator], dict[str, ast.NetworkDecl], set[str]]:
+    """Blocks, integrators (standard and user) and networks by name, and the names of user
+    integrators whose declaration had errors (already reported)."""
     blocks: dict[str, ast.BlockDecl] = {}
+    broken: set[str] = set()
     integrators: dict[str, Integrator] = dict(standard_library())
     user_integrators: dict[str, ast.IntegratorDecl] = {}
     networks: dict[str, ast.NetworkDecl] = {}
@@ -95,7 +98,9 @@ def _definitions(
                 analysed = analyse(i, diags)
                 if analysed is not None:
                     integrators[i.name] = analysed
-    return blocks, integrators, networks
+                else:
+                    broken.add(i.name)
+    return blocks, integrators, networks, broken
 
 
 def _choose_network(
@@ -189,6 +194,7 @@ def _network(
     integrators: Mapping[str, Integrator],
     limits: Limits,
     diags: Diagnostics,
+    broken: Collection[str] = (),
 ) -> NetworkSpec | None:
     inputs = [i for i in net.items if isinstance(i, ast.InputDecl)]
     if not inputs:
@@ -216,6 +222,9 @@ def _network(
             if item.name in stage_names or item.name in ("stem", "head"):
                 diags.error("E120", f"stage name '{item.name}' used twice", item.span)
             stage_names.add(item.name)
+            if _integrator_name(item) in broken:
+                shape = None  # its declaration's errors are reported; "unknown" would be noise
+                continue
             stage = validate_stage(item, env, shape, integrators, blocks, limits, diags, budget)
             shape = stage.shape if stage is not None else None
             if stage is not None:
@@ -248,6 +257,10 @@ def _network(
         parameters=total,
         origin=origin(net.span),
     )
+
+
+def _integrator_name(stage: ast.StageDecl) -> str | None:
+    return next((c.name for c in stage.clauses if c.keyword == "integrator"), None)
 
 
 def _input(

@@ -172,3 +172,11 @@ def test_diagnostic_codes_stay_registered() -> None:
     b = Span(SourceFile("a", "x"), 1, 1, 1, 2)
     assert hash(Diagnostic("E100", "m", a)) == hash(Diagnostic("E100", "m", b))
     assert odedsl.Limits().max_total_layers == 100_000
+
+
+def test_a_broken_integrator_is_not_also_unknown() -> None:
+    """The stage using an integrator whose declaration has errors also reported
+    "unknown integrator" (E200), pointing away from the real problem."""
+    text = NET.replace("residual {", "integrator my residual {").replace("RESIDUAL", "relu")
+    ds = diagnostics(text + "integrator my(x; a = 1/0) { x += a * h * f(x, t) }\n")
+    assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E240", 7, 22)]
