@@ -15,12 +15,11 @@ from torch.func import functional_call
 
 from odedsl.runtime.program import State
 from odedsl.runtime.replay import BufferGuard, mix_seed, seeded
+from odedsl.runtime.tables import SlotKey, StageTables
 from odedsl.runtime.weights import Blend
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
-
-SlotKey = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,8 @@ class LayerCall:
 
     ``touched`` collects the slots evaluated (so a VJP differentiates only their
     parameters); ``guard`` protects their buffers during recomputation; ``scope`` is the
-    update index that keys the random stream (0: the whole step).
+    update index that keys the random stream (0: the whole step). ``tables``: the stage's
+    validated :class:`StageTables` (faster slot lookup, only buffered slots protected).
     """
 
     def __init__(
@@ -46,19 +46,21 @@ class LayerCall:
         scope: int = 0,
         touched: set[SlotKey] | None = None,
         guard: BufferGuard | None = None,
+        tables: StageTables | None = None,
     ) -> None:
         self.stage, self.n, self.ctx, self.scope = stage, n, ctx, scope
-        self.touched, self.guard = touched, guard
+        self.touched, self.guard, self.tables = touched, guard, tables
         self._seen: dict[tuple[str, float], int] = {}
 
     def __call__(self, name: str, x: Tensor, c: float) -> Tensor:
         stage = self.stage
         blend = stage.blend(self.n, c)
-        modules = stage.residual_modules(name)
+        tables = self.tables
+        modules = tables.modules[name] if tables is not None else stage.residual_modules(name)
         for slot, _ in blend:
             if self.touched is not None:
                 self.touched.add((name, slot))
-            if self.guard is not None:
+            if self.guard is not None and (tables is None or (name, slot) in tables.buffered):
                 self.guard.protect(modules[slot])
         if self.ctx.seed is None:
             return _evaluate(modules, blend, x)

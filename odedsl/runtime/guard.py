@@ -52,6 +52,23 @@ class FiniteTracker:
             )
 
 
+class FiniteProbe:
+    """A running sum of the states given to :meth:`add`; non-finite iff one of them held
+    NaN/Inf (or, rarely, finite values whose sum overflowed: callers then check exactly).
+    Two small ops per state instead of :class:`FiniteTracker`'s eight, one sync at the end."""
+
+    def __init__(self) -> None:
+        self._sum: Tensor | None = None
+
+    def add(self, state: Sequence[Tensor]) -> None:
+        for s in state:
+            part = s.detach().sum()
+            self._sum = part if self._sum is None else self._sum + part.to(self._sum.dtype)
+
+    def finite(self) -> bool:
+        return self._sum is None or bool(torch.isfinite(self._sum).item())
+
+
 def forward_check_enabled(flag: bool) -> bool:
     """The opt-in forward NaN check: constructor flag or ``ODEDSL_CHECK_FORWARD=1``."""
     return flag or os.environ.get(CHECK_FORWARD_ENV, "") not in ("", "0")

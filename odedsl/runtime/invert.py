@@ -28,12 +28,19 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
-from odedsl.runtime.guard import FiniteTracker, inverse_tolerance, relative_error, report_drift
+from odedsl.runtime.guard import (
+    FiniteProbe,
+    FiniteTracker,
+    inverse_tolerance,
+    relative_error,
+    report_drift,
+)
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
+    from odedsl.runtime.tables import StageTables
 
 ANCHOR_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
 DEFAULT_ANCHOR_EVERY = 16
@@ -74,7 +81,7 @@ class Invert:
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
-        params = stage.param_list()
+        params = stage.tables().params
         cfg = _Config(
             stage=stage,
             ctx=ctx,
@@ -122,11 +129,12 @@ class _InvertFunction(torch.autograd.Function):
         device = state[0].device.type
         cfg.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         every, anchors = cfg.plan.every, []
+        tables = stage.tables()
         with torch.no_grad():
             for n in range(stage.depth):
                 if every and n and n % every == 0:
                     anchors.extend(state)
-                state = stage.run_layer(n, state, cfg.ctx)
+                state = stage.run_layer(n, state, cfg.ctx, None, tables)
                 if cfg.tracker is not None:
                     cfg.tracker.update(n, state)
         true_input = list(tensors[:k]) if cfg.check_tol is not None else []
@@ -152,31 +160,59 @@ def _walk_back(
     cfg: _Config, saved: tuple[Tensor, ...], grads: tuple[Tensor, ...]
 ) -> tuple[list[Tensor | None], list[Tensor]]:
     stage, k = cfg.stage, cfg.n_state
-    params = stage.param_list()
     state: State = tuple(s.detach() for s in saved[:k])
-    n_anchor = cfg.plan.count
-    anchors = {
-        (j + 1) * cfg.plan.every: tuple(saved[k + j * k : k + (j + 1) * k])  # type: ignore[operator]
-        for j in range(n_anchor)
-    }
+    anchors = _anchors(cfg, saved)
     g = [gr.to(s.dtype) for gr, s in zip(grads, state, strict=True)]
     assert cfg.autocast is not None
-    walk = _Walk(stage, cfg.ctx, params, stage.slot_param_indices(), cfg.autocast)
-    tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
+    walk = _Walk(stage, cfg.ctx, stage.tables(), cfg.autocast)
+    probe = FiniteProbe()
     with BufferGuard() as guard:
         walk.guard = guard
         for n in reversed(range(stage.depth)):
             step = stage.step_at(n)
-            undo = walk.undo_fused if step.updates else walk.undo_recompute
-            state, g = undo(n, step, state, g)
-            tracker.update(n, state)
-            state = anchors.get(n, state)
-    tracker.check()
+            if step.updates:
+                state, g = walk.undo_fused(n, step, state, g)
+            else:
+                probe.add(state)  # an arbitrary inverse may mask a non-finite input
+                state, g = walk.undo_recompute(n, step, state, g)
+            if n in anchors:
+                probe.add(state)
+                state = anchors[n]
+    probe.add(state)
+    if not probe.finite():
+        _locate_non_finite(cfg, saved)
     if cfg.check_tol is not None:
-        true_input = saved[k + n_anchor * k :]
+        true_input = saved[k + cfg.plan.count * k :]
         error = relative_error(state, true_input)
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
     return walk.acc, g
+
+
+def _anchors(cfg: _Config, saved: tuple[Tensor, ...]) -> dict[int, State]:
+    k, every = cfg.n_state, cfg.plan.every
+    return {
+        (j + 1) * every: tuple(saved[k + j * k : k + (j + 1) * k])  # type: ignore[operator]
+        for j in range(cfg.plan.count)
+    }
+
+
+def _locate_non_finite(cfg: _Config, saved: tuple[Tensor, ...]) -> None:
+    """The slow path, run only when the backward produced a non-finite state: reconstruct
+    again (no grad, same seeds and buffers) checking every layer, raise naming the first bad
+    one. Returns quietly if none is found (a finite sum that overflowed)."""
+    stage, k = cfg.stage, cfg.n_state
+    assert cfg.autocast is not None
+    walk = _Walk(stage, cfg.ctx, stage.tables(), cfg.autocast)
+    tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
+    anchors = _anchors(cfg, saved)
+    state: State = tuple(s.detach() for s in saved[:k])
+    with torch.no_grad(), BufferGuard() as guard:
+        walk.guard = guard
+        for n in reversed(range(stage.depth)):
+            state = walk.reconstruct(n, stage.step_at(n), state)
+            tracker.update(n, state)
+            state = anchors.get(n, state)
+    tracker.check()
 
 
 class _Walk:
@@ -188,22 +224,24 @@ class _Walk:
         self,
         stage: OdeStage,
         ctx: RunContext,
-        params: list[torch.nn.Parameter],
-        slot_index: dict[SlotKey, list[int]],
+        tables: StageTables,
         autocast: tuple[str, bool, torch.dtype],
     ) -> None:
-        self.stage, self.ctx, self.params, self.slot_index = stage, ctx, params, slot_index
+        self.stage, self.ctx, self.tables, self.params = stage, ctx, tables, tables.params
         self.autocast = autocast
-        self.acc: list[Tensor | None] = [None] * len(params)
+        self.acc: list[Tensor | None] = [None] * len(self.params)
         self.guard: BufferGuard | None = None
+
+    def _call(self, n: int, scope: int, touched: set[SlotKey] | None) -> LayerCall:
+        return LayerCall(self.stage, n, self.ctx, scope, touched, self.guard, self.tables)
 
     def _amp(self) -> torch.autocast:
         device, enabled, dtype = self.autocast
         return torch.autocast(device, dtype=dtype, enabled=enabled)
 
     def _params_of(self, touched: set[SlotKey]) -> list[int]:
-        found = {i for key in touched for i in self.slot_index[key]}
-        return [i for i in sorted(found) if self.params[i].requires_grad]
+        params = self.params
+        return [i for i in self.tables.indices_of(touched) if params[i].requires_grad]
 
     def _vjp(
         self, outs: list[Tensor], leaves: list[Tensor], touched: set[SlotKey], gouts: list[Tensor]
@@ -228,7 +266,7 @@ class _Walk:
         self, n: int, step: Step, state: State, g: list[Tensor]
     ) -> tuple[State, list[Tensor]]:
         """Undo ``step.updates`` in reverse; one increment evaluation per update."""
-        stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
+        h, t = self.stage.h, self.stage.time_at(n)
         cur, g = list(state), list(g)
         assert step.updates is not None
         for u in reversed(range(len(step.updates))):
@@ -240,7 +278,7 @@ class _Walk:
             others = [i for i in range(len(cur)) if i != up.target]
             leaves = [s.detach().requires_grad_(i != up.target) for i, s in enumerate(cur)]
             touched: set[SlotKey] = set()
-            call = LayerCall(stage, n, self.ctx, u + 1, touched, self.guard)
+            call = self._call(n, u + 1, touched)
             with torch.enable_grad(), self._amp():
                 e = up.increment(tuple(leaves), call, h, t)
             with torch.no_grad():
@@ -260,11 +298,11 @@ class _Walk:
         stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
         assert step.inverse is not None, f"stage {stage.name!r}: step without inverse"
         with torch.no_grad(), self._amp():
-            prev = step.inverse(state, LayerCall(stage, n, self.ctx, 0, None, self.guard), h, t)
+            prev = step.inverse(state, self._call(n, 0, None), h, t)
             prev = keep_dtypes(prev, state)
         leaves = [p.detach().requires_grad_() for p in prev]
         touched: set[SlotKey] = set()
-        call = LayerCall(stage, n, self.ctx, 0, touched, self.guard)
+        call = self._call(n, 0, touched)
         with torch.enable_grad(), self._amp():
             out = keep_dtypes(step.forward(tuple(leaves), call, h, t), prev)
         got = self._vjp(list(out), leaves, touched, g)
@@ -272,3 +310,21 @@ class _Walk:
             gr if gr is not None else torch.zeros_like(p) for gr, p in zip(got, prev, strict=True)
         ]
         return prev, new_g
+
+    def reconstruct(self, n: int, step: Step, state: State) -> State:
+        """Layer ``n``'s input from its output, no VJP (the non-finite locator's walk)."""
+        h, t = self.stage.h, self.stage.time_at(n)
+        with self._amp():
+            if not step.updates:
+                assert step.inverse is not None
+                return keep_dtypes(step.inverse(state, self._call(n, 0, None), h, t), state)
+            cur = list(state)
+            for u in reversed(range(len(step.updates))):
+                up = step.updates[u]
+                if isinstance(up, AffineUpdate):
+                    e = up.increment(tuple(cur), self._call(n, u + 1, None), h, t)
+                    old = cur[up.target]
+                    cur[up.target] = ((old - e) / up.factor).to(old.dtype)
+                else:
+                    cur[up.a], cur[up.b] = cur[up.b], cur[up.a]
+        return tuple(cur)

@@ -27,6 +27,7 @@ from odedsl.runtime.invert import AnchorPlan
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard, draw_base_seed
+from odedsl.runtime.tables import StageTables
 from odedsl.runtime.weights import Blend, WeightSchedule
 
 
@@ -129,34 +130,50 @@ class OdeStage(nn.Module):
 
     def param_list(self) -> list[nn.Parameter]:
         """All residual parameters, in a fixed order (the invert Function's inputs)."""
-        return list(self.parameters())
+        return self.tables().params
 
     def slot_param_indices(self) -> dict[SlotKey, list[int]]:
         """Indices into :meth:`param_list` of each slot's parameters."""
-        index = {id(p): i for i, p in enumerate(self.param_list())}
-        return {
-            (r, j): [index[id(p)] for p in m.parameters()]
-            for r in self.program.residuals
-            for j, m in enumerate(self.residual_modules(r))
-        }
+        return self.tables().slot_index
+
+    def tables(self) -> StageTables:
+        """Parameter and slot tables, cached; rebuilt when the module tree changed."""
+        cached: StageTables | None = self.__dict__.get("_tables")
+        if cached is None or not cached.valid():
+            cached = StageTables(self)
+            self.__dict__["_tables"] = cached
+        return cached
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_tables", None)
+        return state
 
     def run_layer(
-        self, n: int, state: State, ctx: RunContext, guard: BufferGuard | None = None
+        self,
+        n: int,
+        state: State,
+        ctx: RunContext,
+        guard: BufferGuard | None = None,
+        tables: StageTables | None = None,
     ) -> State:
         """Layer ``n`` forward. Stochastic steps with updates run update by update, so the
-        random stream of each update is keyed as the fused backward will key it."""
+        random stream of each update is keyed as the fused backward will key it. ``tables``:
+        :meth:`tables` validated by the caller for this run (``None``: plain lookups)."""
         step, h, t = self.step_at(n), self.h, self.time_at(n)
         if ctx.seed is not None and step.updates:
             new = list(state)
             for u, up in enumerate(step.updates, start=1):
                 if isinstance(up, AffineUpdate):
-                    e = up.increment(tuple(new), LayerCall(self, n, ctx, u, None, guard), h, t)
+                    call = LayerCall(self, n, ctx, u, None, guard, tables)
+                    e = up.increment(tuple(new), call, h, t)
                     new[up.target] = up.factor * new[up.target] + e
                 else:
                     new[up.a], new[up.b] = new[up.b], new[up.a]
             out: State = tuple(new)
         else:
-            out = step.forward(state, LayerCall(self, n, ctx, 0, None, guard), h, t)
+            out = step.forward(state, LayerCall(self, n, ctx, 0, None, guard, tables), h, t)
         return keep_dtypes(out, state)
 
     def run_layers(
@@ -199,7 +216,7 @@ def _eager_run(stage: OdeStage, state: State) -> State:
     ctx = stage.new_context()
     tracker = FiniteTracker(stage.name, "forward state") if stage._checks_forward() else None
     needs_grad = torch.is_grad_enabled() and (
-        any(s.requires_grad for s in state) or any(p.requires_grad for p in stage.parameters())
+        any(s.requires_grad for s in state) or any(p.requires_grad for p in stage.param_list())
     )
     if needs_grad:
         state = stage.backward_mode.run(stage, state, ctx, tracker)
