@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What one stage forward fixes for all later recomputation: the base seed."""
+    """What one stage forward fixes for all later recomputation: the base seed, and the
+    stage's :class:`StageTables` as validated at the start of that forward (if it did)."""
 
     seed: int | None
+    tables: StageTables | None = None
 
 
 class LayerCall:

@@ -19,7 +19,9 @@ has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -81,16 +83,17 @@ class Invert:
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
-        params = stage.tables().params
+        tables = ctx.tables if ctx.tables is not None else stage.tables()
         cfg = _Config(
             stage=stage,
+            tables=tables,
             ctx=ctx,
             n_state=len(state),
             plan=self.plan(stage.program, stage.depth, state[0].dtype),
             tracker=tracker,
             check_tol=inverse_tolerance(stage.check_inverse),
         )
-        return tuple(_InvertFunction.apply(cfg, *state, *params))
+        return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
     def __str__(self) -> str:
         return "invert"
@@ -113,6 +116,7 @@ class _Config:
     """Everything the Function needs besides tensors (one object, not positional args)."""
 
     stage: OdeStage
+    tables: StageTables  # the Function's parameter inputs, fixed for forward and backward
     ctx: RunContext
     n_state: int
     plan: AnchorPlan
@@ -129,7 +133,7 @@ class _InvertFunction(torch.autograd.Function):
         device = state[0].device.type
         cfg.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         every, anchors = cfg.plan.every, []
-        tables = stage.tables()
+        tables = cfg.tables
         with torch.no_grad():
             for n in range(stage.depth):
                 if every and n and n % every == 0:
@@ -164,7 +168,7 @@ def _walk_back(
     anchors = _anchors(cfg, saved)
     g = [gr.to(s.dtype) for gr, s in zip(grads, state, strict=True)]
     assert cfg.autocast is not None
-    walk = _Walk(stage, cfg.ctx, stage.tables(), cfg.autocast)
+    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
     probe = FiniteProbe()
     with BufferGuard() as guard:
         walk.guard = guard
@@ -202,7 +206,7 @@ def _locate_non_finite(cfg: _Config, saved: tuple[Tensor, ...]) -> None:
     one. Returns quietly if none is found (a finite sum that overflowed)."""
     stage, k = cfg.stage, cfg.n_state
     assert cfg.autocast is not None
-    walk = _Walk(stage, cfg.ctx, stage.tables(), cfg.autocast)
+    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
     tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
     anchors = _anchors(cfg, saved)
     state: State = tuple(s.detach() for s in saved[:k])
@@ -213,6 +217,13 @@ def _locate_non_finite(cfg: _Config, saved: tuple[Tensor, ...]) -> None:
             tracker.update(n, state)
             state = anchors.get(n, state)
     tracker.check()
+
+
+def _leaf(s: Tensor, grad: bool) -> Tensor:
+    """``s`` as a leaf of the next VJP: reused when it already is one (with the right flag)."""
+    if s.is_leaf and s.requires_grad == grad:
+        return s
+    return s.detach().requires_grad_(grad)
 
 
 class _Walk:
@@ -229,13 +240,20 @@ class _Walk:
     ) -> None:
         self.stage, self.ctx, self.tables, self.params = stage, ctx, tables, tables.params
         self.autocast = autocast
+        device, enabled, dtype = autocast
+        self._amp_current = torch.is_autocast_enabled(device) == enabled and (
+            not enabled or torch.get_autocast_dtype(device) == dtype
+        )
         self.acc: list[Tensor | None] = [None] * len(self.params)
         self.guard: BufferGuard | None = None
 
     def _call(self, n: int, scope: int, touched: set[SlotKey] | None) -> LayerCall:
         return LayerCall(self.stage, n, self.ctx, scope, touched, self.guard, self.tables)
 
-    def _amp(self) -> torch.autocast:
+    def _amp(self) -> AbstractContextManager[object]:
+        """The forward's autocast state; no context at all when it is already current."""
+        if self._amp_current:
+            return contextlib.nullcontext()
         device, enabled, dtype = self.autocast
         return torch.autocast(device, dtype=dtype, enabled=enabled)
 
@@ -248,7 +266,11 @@ class _Walk:
     ) -> list[Tensor | None]:
         """Grads w.r.t. ``leaves`` (returned) and touched parameters (accumulated)."""
         pidx = self._params_of(touched)
-        pairs = [(o, go.to(o.dtype)) for o, go in zip(outs, gouts, strict=True) if o.requires_grad]
+        pairs = [
+            (o, go if go.dtype == o.dtype else go.to(o.dtype))
+            for o, go in zip(outs, gouts, strict=True)
+            if o.requires_grad
+        ]
         if not pairs:
             return [None] * len(leaves)
         got = torch.autograd.grad(
@@ -275,20 +297,26 @@ class _Walk:
                 cur[up.a], cur[up.b] = cur[up.b], cur[up.a]
                 g[up.a], g[up.b] = g[up.b], g[up.a]
                 continue
-            others = [i for i in range(len(cur)) if i != up.target]
-            leaves = [s.detach().requires_grad_(i != up.target) for i, s in enumerate(cur)]
+            tgt, factor = up.target, up.factor
+            others = [i for i in range(len(cur)) if i != tgt]
+            leaves = [_leaf(s, i != tgt) for i, s in enumerate(cur)]
             touched: set[SlotKey] = set()
             call = self._call(n, u + 1, touched)
             with torch.enable_grad(), self._amp():
                 e = up.increment(tuple(leaves), call, h, t)
             with torch.no_grad():
-                old = ((cur[up.target] - e) / up.factor).to(cur[up.target].dtype)
-            got = self._vjp([e], [leaves[i] for i in others], touched, [g[up.target]])
+                old = cur[tgt] - e if factor == 1.0 else (cur[tgt] - e) / factor
+                if old.dtype != cur[tgt].dtype:
+                    old = old.to(cur[tgt].dtype)
+            got = self._vjp([e], [leaves[i] for i in others], touched, [g[tgt]])
             for i, gr in zip(others, got, strict=True):
                 if gr is not None:
                     g[i] = g[i] + gr
-            g[up.target] = g[up.target] * up.factor
-            cur[up.target] = old
+            if factor != 1.0:
+                g[tgt] = g[tgt] * factor
+            cur[tgt] = old
+            for i in others:
+                cur[i] = leaves[i]
         return tuple(cur), g
 
     def undo_recompute(

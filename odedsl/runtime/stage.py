@@ -160,8 +160,10 @@ class OdeStage(nn.Module):
     ) -> State:
         """Layer ``n`` forward. Stochastic steps with updates run update by update, so the
         random stream of each update is keyed as the fused backward will key it. ``tables``:
-        :meth:`tables` validated by the caller for this run (``None``: plain lookups)."""
+        :meth:`tables` validated by the caller for this run (default: ``ctx.tables``; ``None``:
+        plain lookups)."""
         step, h, t = self.step_at(n), self.h, self.time_at(n)
+        tables = tables if tables is not None else ctx.tables
         if ctx.seed is not None and step.updates:
             new = list(state)
             for u, up in enumerate(step.updates, start=1):
@@ -184,9 +186,10 @@ class OdeStage(nn.Module):
         ctx: RunContext,
         guard: BufferGuard | None = None,
         tracker: FiniteTracker | None = None,
+        tables: StageTables | None = None,
     ) -> State:
         for n in range(start, stop):
-            state = self.run_layer(n, state, ctx, guard)
+            state = self.run_layer(n, state, ctx, guard, tables)
             if tracker is not None:
                 tracker.update(n, state)
         return state
@@ -213,15 +216,16 @@ class OdeStage(nn.Module):
 def _eager_run(stage: OdeStage, state: State) -> State:
     """Modes with recomputation, random replay or checks run eagerly under torch.compile
     (a graph break): their Python-level bookkeeping must not be traced away."""
-    ctx = stage.new_context()
+    tables = stage.tables()
+    ctx = RunContext(stage.new_context().seed, tables)
     tracker = FiniteTracker(stage.name, "forward state") if stage._checks_forward() else None
     needs_grad = torch.is_grad_enabled() and (
-        any(s.requires_grad for s in state) or any(p.requires_grad for p in stage.param_list())
+        any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
     )
     if needs_grad:
         state = stage.backward_mode.run(stage, state, ctx, tracker)
     else:
-        state = stage.run_layers(state, 0, stage.depth, ctx, tracker=tracker)
+        state = stage.run_layers(state, 0, stage.depth, ctx, tracker=tracker, tables=tables)
     if tracker is not None:
         tracker.check()
     return state
