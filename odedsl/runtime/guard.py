@@ -63,7 +63,12 @@ class FiniteProbe:
     def add(self, state: Sequence[Tensor]) -> None:
         for s in state:
             part = s.detach().sum()
-            self._sum = part if self._sum is None else self._sum + part.to(self._sum.dtype)
+            if self._sum is None:
+                self._sum = part
+            else:
+                self._sum = self._sum + (
+                    part if part.dtype == self._sum.dtype else part.to(self._sum.dtype)
+                )
 
     def finite(self) -> bool:
         return self._sum is None or bool(torch.isfinite(self._sum).item())

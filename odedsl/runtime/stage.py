@@ -129,12 +129,13 @@ class OdeStage(nn.Module):
         return self.t0 + n * self.h
 
     def param_list(self) -> list[nn.Parameter]:
-        """All residual parameters, in a fixed order (the invert Function's inputs)."""
-        return self.tables().params
+        """All residual parameters, in a fixed order (the invert Function's inputs); a copy of
+        the cached :meth:`tables` list."""
+        return list(self.tables().params)
 
     def slot_param_indices(self) -> dict[SlotKey, list[int]]:
-        """Indices into :meth:`param_list` of each slot's parameters."""
-        return self.tables().slot_index
+        """Indices into :meth:`param_list` of each slot's parameters (a copy)."""
+        return {k: list(v) for k, v in self.tables().slot_index.items()}
 
     def tables(self) -> StageTables:
         """Parameter and slot tables, cached; rebuilt when the module tree changed."""
