@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from functools import cache
 from importlib import resources
@@ -280,6 +281,16 @@ class _ToAst(Transformer):
             )
             return ast.Number(span, 0)
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
+        if not math.isfinite(value):  # 1e999: no consumer of a literal expects infinity
+            self.problems.append(
+                Diagnostic(
+                    "E205",
+                    f"number {text} is too large (beyond floating point)",
+                    span,
+                    "numbers in a spec stay below 1.8e308",
+                )
+            )
+            return ast.Number(span, 0)
         return ast.Number(span, value)
 
     def string(self, meta, tok):

@@ -8,8 +8,10 @@ marks an end of file or of line), end not before start.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,27 +65,43 @@ def check_error(err: DslError, texts: Mapping[str, str]) -> None:
     str(err)
 
 
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """The garbage collector paused: after thousands of examples a full collection of the
+    test process's heap (hypothesis's, torch's) can take a second by itself, which is not
+    the cost of checking one spec."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def load_checked(path: Path, texts: Mapping[str, str], **overrides: Any) -> Outcome:
     """``load_spec(path)``: anything but a ``DslError`` propagates (and fails the test)."""
-    start = time.process_time()
-    try:
-        spec = load_spec(path, **overrides)
-    except DslError as err:
-        elapsed = time.process_time() - start
-        check_error(err, texts)
-        return Outcome(None, err, elapsed)
-    return Outcome(spec, None, time.process_time() - start)
+    with no_gc():
+        start = time.process_time()
+        try:
+            spec = load_spec(path, **overrides)
+        except DslError as err:
+            elapsed = time.process_time() - start
+            check_error(err, texts)
+            return Outcome(None, err, elapsed)
+        return Outcome(spec, None, time.process_time() - start)
 
 
 def parse_checked(text: str) -> Outcome:
-    start = time.process_time()
-    try:
-        module = parse(text, "fuzz.ode")
-    except DslError as err:
-        elapsed = time.process_time() - start
-        check_error(err, {"fuzz.ode": text})
-        return Outcome(None, err, elapsed)
-    return Outcome(module, None, time.process_time() - start)
+    with no_gc():
+        start = time.process_time()
+        try:
+            module = parse(text, "fuzz.ode")
+        except DslError as err:
+            elapsed = time.process_time() - start
+            check_error(err, {"fuzz.ode": text})
+            return Outcome(None, err, elapsed)
+        return Outcome(module, None, time.process_time() - start)
 
 
 def write_files(root: Path, files: Mapping[str, str | bytes]) -> dict[str, str]:

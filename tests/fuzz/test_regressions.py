@@ -179,4 +179,12 @@ def test_a_broken_integrator_is_not_also_unknown() -> None:
     "unknown integrator" (E200), pointing away from the real problem."""
     text = NET.replace("residual {", "integrator my residual {").replace("RESIDUAL", "relu")
     ds = diagnostics(text + "integrator my(x; a = 1/0) { x += a * h * f(x, t) }\n")
-    assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E240", 7, 22)]
+    assert [(d.code, d.span.line) for d in ds] == [("E240", 7)]  # the declaration's error only
+
+
+def test_float_literal_overflowing_to_infinity_is_refused_where_written() -> None:
+    """`1e999` reached the integrator algebra as inf, whose printer crashed (OverflowError)."""
+    text = NET.replace("residual {", "integrator my residual {").replace("RESIDUAL", "relu")
+    ds = diagnostics(text + "integrator my(x) { x += 1e999 * h * f(x, t) }\n")
+    assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E205", 7, 25)]
+    assert "1e999" in ds[0].message
