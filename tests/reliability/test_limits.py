@@ -127,8 +127,8 @@ def test_width_limit_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kernel_and_spatial_limits() -> None:
-    text = BASE.replace("conv2d(width, kernel=3, padding=1) relu }\n    stage", "conv2d(width, "
-                        "kernel=65, padding=32) relu }\n    stage")  # fmt: skip
+    stem = "stem { conv2d(width, kernel=3, padding=1) relu }"
+    text = BASE.replace(stem, stem.replace("kernel=3, padding=1", "kernel=65, padding=32"))
     assert where(refused(load_spec, text)) == [("E250", 3, 33)]
     big = BASE.replace("image[3, 8, 8]", "image[3, 20000, 8]")
     assert where(refused(load_spec, big)) == [("E250", 2, 20)]
