@@ -6,6 +6,7 @@ every problem is reported as E240 at the offending node.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
@@ -27,6 +28,21 @@ class Scope:
     later: set[str] = field(default_factory=set)  # temporaries assigned further down
 
 
+_MAX_CONSTANT = 1e15
+
+
+def _numbers_only(e: ir.Expr) -> bool:
+    if isinstance(e, ir.Const):
+        return True
+    if isinstance(e, ir.Neg):
+        return _numbers_only(e.a)
+    if isinstance(e, ir.Func):
+        return _numbers_only(e.arg)
+    if isinstance(e, ir.BINARY):
+        return _numbers_only(e.a) and _numbers_only(e.b)
+    return False
+
+
 class ExprLowerer:
     """AST expressions → IR, collecting the residual names and time offsets they use."""
 
@@ -45,6 +61,13 @@ class ExprLowerer:
 
     def expr(self, node: ast.Expr, scope: Scope) -> ir.Expr | None:
         if isinstance(node, ast.Number):
+            if abs(node.value) > _MAX_CONSTANT:  # also keeps float() from overflowing
+                self.error(
+                    "number too large for an integrator coefficient",
+                    node.span,
+                    f"coefficients stay below {_MAX_CONSTANT:g}",
+                )
+                return None
             return ir.Const(float(node.value))
         if isinstance(node, (ast.String, ast.Bool)):
             self.error("integrator expressions are numeric", node.span)
@@ -75,7 +98,29 @@ class ExprLowerer:
         if node.op == "^" and not ir.is_scalar(b):
             self.error("an exponent must be a scalar (numbers, parameters, h, t)", node.span)
             return None
-        return ops[node.op](a, b)
+        if node.op == "/" and _numbers_only(b) and self.checked_constant(b, node.span) is not None:
+            if ir.evaluate(b, {}) == 0:
+                self.error("division by zero", node.span)
+                return None
+        return self.checked_constant(ops[node.op](a, b), node.span)
+
+    def checked_constant(self, e: ir.Expr, span: Span) -> ir.Expr | None:
+        """A subexpression of numbers alone must have a finite, moderate value: `1/0`,
+        `10^10^10` or `exp(1e9)` are errors here, not a crash at run time."""
+        if not _numbers_only(e):
+            return e
+        try:
+            value = ir.evaluate(e, {})
+        except (ArithmeticError, ValueError):
+            value = math.nan
+        if not math.isfinite(value) or abs(value) > _MAX_CONSTANT:
+            self.error(
+                "this coefficient is undefined or too large",
+                span,
+                f"coefficients are finite and below {_MAX_CONSTANT:g}",
+            )
+            return None
+        return e
 
     def name(self, node: ast.Var, scope: Scope) -> ir.Expr | None:
         n = node.name
@@ -127,7 +172,7 @@ class ExprLowerer:
                 node.span,
             )
             return None
-        return None if arg is None else ir.Func(node.func, arg)
+        return None if arg is None else self.checked_constant(ir.Func(node.func, arg), node.span)
 
     def residual(self, node: ast.Call, scope: Scope) -> ir.Expr | None:
         f = node.func

@@ -3,6 +3,8 @@ residual functions, the state's shape and the inverse the algebra derived for it
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Mapping
 
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
@@ -63,7 +65,19 @@ def validate_stage(
     if residuals is None or state_shape is None or shape is None:
         return None
 
-    cls = integrator.classify(int_params, depth=depth)
+    try:
+        cls = integrator.classify(int_params, depth=depth)
+        _dry_run(integrator, int_params, step, depth)
+    except (ArithmeticError, ValueError) as exc:
+        where = clauses["integrator"].span if "integrator" in clauses else decl.span
+        diags.error(
+            "E240",
+            f"stage '{decl.name}': integrator '{integrator.name}' fails on its coefficients "
+            f"with h = {step:g} ({exc})",
+            where,
+            "check divisions and powers in the integrator and its parameter values",
+        )
+        return None
     backward_clause = clauses.get("backward")
     if backward == "invert" and cls.kind == "none":
         diags.error(
@@ -104,6 +118,30 @@ def validate_stage(
         forward_equations=tuple(forward_eqs),
         inverse_equations=tuple(inverse_eqs),
     )
+
+
+def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: int) -> None:
+    """Run the step and its inverse once on a one-element state with zero residuals, at the
+    first and last layer's time: scalar coefficients that divide by zero or overflow for this
+    h and these parameters fail here, located, instead of in the middle of training."""
+    import torch
+
+    program = integrator.program(params)
+
+    def call(name: str, x: torch.Tensor, c: float) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
+    # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
+    # user's terminal to the located diagnostic.
+    with contextlib.redirect_stderr(io.StringIO()):
+        for step in (program.step, program.first):
+            if step is None:
+                continue
+            for t in (0.0, (depth - 1) * h):
+                step.forward(state, call, h, t)
+                if step.inverse is not None:
+                    step.inverse(state, call, h, t)
 
 
 def _int(
