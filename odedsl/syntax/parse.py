@@ -281,7 +281,7 @@ class _ToAst(Transformer):
             )
             return ast.Number(span, 0)
         value: int | float = float(text) if any(c in text for c in ".eE") else int(text)
-        if not math.isfinite(value):  # 1e999: no consumer of a literal expects infinity
+        if isinstance(value, float) and not math.isfinite(value):  # 1e999: never meant
             self.problems.append(
                 Diagnostic(
                     "E205",

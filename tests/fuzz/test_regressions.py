@@ -188,3 +188,10 @@ def test_float_literal_overflowing_to_infinity_is_refused_where_written() -> Non
     ds = diagnostics(text + "integrator my(x) { x += 1e999 * h * f(x, t) }\n")
     assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E205", 7, 25)]
     assert "1e999" in ds[0].message
+
+
+def test_long_integer_literal_in_an_integrator_is_not_a_float_overflow() -> None:
+    """The 1e999 check called math.isfinite on a 300-digit int: OverflowError."""
+    text = NET.replace("residual {", "integrator my residual {").replace("RESIDUAL", "relu")
+    ds = diagnostics(text + "integrator my(x) { x += " + "9" * 300 + " * h * f(x, t) }\n")
+    assert [(d.code, d.span.line) for d in ds] == [("E240", 7)]
