@@ -146,14 +146,18 @@ def check_modes_agree(gen: GeneratedSpec) -> None:
         grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
         results[mode] = (y.detach(), x.grad, grads, model.state_dict())
     ref_y, ref_gx, ref_grads, ref_state = results["store"]
+    # gradients are compared on the scale of the largest: a normalisation of a constant
+    # channel turns rounding noise into gradients of 1e-9 next to others of 1e7
+    scale = max([ref_gx.abs().max().item(), *(g.abs().max().item() for g in ref_grads.values())])
+    grad_tol = {"rtol": 1e-6, "atol": 1e-8 * max(1.0, scale)}
+    tol = {"rtol": 1e-6, "atol": 1e-8}
     for mode in [m for m in modes[1:] if m in results]:
         y, gx, grads, state = results[mode]
-        tol = {"rtol": 1e-6, "atol": 1e-8}
         torch.testing.assert_close(y, ref_y, **tol, msg=f"{mode}: output")
-        torch.testing.assert_close(gx, ref_gx, **tol, msg=f"{mode}: input gradient")
+        torch.testing.assert_close(gx, ref_gx, **grad_tol, msg=f"{mode}: input gradient")
         assert grads.keys() == ref_grads.keys(), mode
         for k, g in ref_grads.items():
-            torch.testing.assert_close(grads[k], g, **tol, msg=f"{mode}: {k}")
+            torch.testing.assert_close(grads[k], g, **grad_tol, msg=f"{mode}: {k}")
         for k, v in ref_state.items():
             torch.testing.assert_close(state[k], v, **tol, msg=f"{mode}: {k}")
 
