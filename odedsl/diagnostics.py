@@ -171,7 +171,7 @@ class Diagnostics:
 
     def __init__(self) -> None:
         self.items: list[Diagnostic] = []
-        self._seen: set[Diagnostic] = set()
+        self._seen: set[tuple[Diagnostic, str | None]] = set()
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
         assert code in CODES, code
@@ -182,9 +182,14 @@ class Diagnostics:
         self._add(Diagnostic(code, message, span, hint, "warning"))
 
     def _add(self, diagnostic: Diagnostic) -> None:
-        """Report once: an error inside a block body called 1,000 times is one error."""
-        if diagnostic not in self._seen:
-            self._seen.add(diagnostic)
+        """Report once: an error inside a block body called 1,000 times is one error.
+
+        Spans compare by position only, so the file is part of the key: the same mistake at
+        the same place of two files is two errors.
+        """
+        key = (diagnostic, diagnostic.span.file if diagnostic.span else None)
+        if key not in self._seen:
+            self._seen.add(key)
             self.items.append(diagnostic)
 
     @property

@@ -195,3 +195,16 @@ def test_long_integer_literal_in_an_integrator_is_not_a_float_overflow() -> None
     text = NET.replace("residual {", "integrator my residual {").replace("RESIDUAL", "relu")
     ds = diagnostics(text + "integrator my(x) { x += " + "9" * 300 + " * h * f(x, t) }\n")
     assert [(d.code, d.span.line) for d in ds] == [("E240", 7)]
+
+
+def test_same_error_at_the_same_place_of_two_files_is_two_errors(tmp_path: Path) -> None:
+    """Deduplication must not merge files: spans compare by position only."""
+    (tmp_path / "a.ode").write_text("block a() { foo }\n")
+    (tmp_path / "b.ode").write_text("block b() { foo }\n")
+    main = 'import "a.ode"\nimport "b.ode"\n' + NET.replace("RESIDUAL", "a b")
+    (tmp_path / "main.ode").write_text(main)
+    err = raised(load_spec, tmp_path / "main.ode")
+    found = sorted(
+        (d.code, Path(d.span.file).name, d.span.line, d.span.column) for d in err.diagnostics
+    )
+    assert found == [("E201", "a.ode", 1, 13), ("E201", "b.ode", 1, 13)]
