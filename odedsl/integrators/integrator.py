@@ -257,10 +257,36 @@ def _equation(s: Stmt, expr: ir.Expr | None = None) -> str:
     return f"{s.target} ← {show(e)}"
 
 
+#: The algebra inlines temporaries into the state updates: a chain where each temporary reads
+#: the previous one twice doubles the expression each time, so its inlined size is bounded.
+MAX_INLINED_NODES = 2_000
+
+
+def _inlined_sizes_bounded(low: Lowered, diags: Diagnostics) -> bool:
+    for stmts in (low.start, low.body):
+        temp_size: dict[str, int] = {}
+        for stmt in stmts:
+            size = sum(
+                temp_size.get(n.name, 1) if isinstance(n, ir.Var) else 1 for n in ir.walk(stmt.expr)
+            )
+            if size > MAX_INLINED_NODES:
+                diags.error(
+                    "E250",
+                    f"'{stmt.target}' grows to {size:,} operations once the temporaries it reads "
+                    f"are inlined (limit {MAX_INLINED_NODES:,})",
+                    stmt.span,
+                    "each temporary here reads the previous one more than once: simplify the chain",
+                )
+                return False
+            if stmt.temp:
+                temp_size[stmt.target] = size
+    return True
+
+
 def analyse(decl: ast.IntegratorDecl, diags: Diagnostics) -> Integrator | None:
     """Check ``decl`` (errors into ``diags``); None when it has errors."""
     low = lower(decl, diags)
-    if low is None:
+    if low is None or not _inlined_sizes_bounded(low, diags):
         return None
     return Integrator(
         low.name,

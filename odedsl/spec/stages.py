@@ -68,7 +68,7 @@ def validate_stage(
     try:
         cls = integrator.classify(int_params, depth=depth)
         _dry_run(integrator, int_params, step, depth)
-    except (ArithmeticError, ValueError) as exc:
+    except (ArithmeticError, ValueError, RecursionError) as exc:
         where = clauses["integrator"].span if "integrator" in clauses else decl.span
         diags.error(
             "E240",
@@ -121,7 +121,7 @@ def validate_stage(
 
 
 def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: int) -> None:
-    """Run the step and its inverse once on a one-element state with zero residuals, at the
+    """Run the step and its inverse once on a one-element state with unit residuals, at the
     first and last layer's time: scalar coefficients that divide by zero or overflow for this
     h and these parameters fail here, located, instead of in the middle of training."""
     import torch
@@ -129,7 +129,7 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
     program = integrator.program(params)
 
     def call(name: str, x: torch.Tensor, c: float) -> torch.Tensor:
-        return torch.zeros_like(x)
+        return torch.ones_like(x)
 
     state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
     # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
@@ -139,9 +139,11 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
             if step is None:
                 continue
             for t in (0.0, (depth - 1) * h):
-                step.forward(state, call, h, t)
+                outs = [step.forward(state, call, h, t)]
                 if step.inverse is not None:
-                    step.inverse(state, call, h, t)
+                    outs.append(step.inverse(state, call, h, t))
+                if not all(torch.isfinite(v).all() for out in outs for v in out):
+                    raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
 
 
 def _int(

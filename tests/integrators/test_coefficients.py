@@ -46,3 +46,32 @@ def test_bad_coefficients_are_located_errors(
 def test_harmless_coefficients_run(expr: str) -> None:
     model = odedsl.compile(SPEC.replace("EXPR", expr))
     assert torch.isfinite(model(torch.randn(3, 2))).all()
+
+
+NET4 = (
+    "network n() { input vector[4] stage s = ode(4) { integrator my residual { linear(4) } } }\n"
+)
+
+
+def _chain(op: str, n: int) -> str:
+    body = " ".join(f"a{i} = a{i - 1} {op} a{i - 1}" for i in range(1, n))
+    return f"integrator my(x) {{ a0 = x + h {body} x += h * f(a{n - 1}, t) }}\n"
+
+
+@pytest.mark.parametrize(("op", "n"), [("+", 16), ("+", 40), ("*", 12)])
+def test_exponential_temporary_chains_are_refused_quickly(op: str, n: int) -> None:
+    import time
+
+    net = NET4
+    start = time.process_time()
+    with pytest.raises(odedsl.DslError) as err:
+        odedsl.load_spec(net + _chain(op, n))
+    assert time.process_time() - start < 2.0
+    assert err.value.diagnostics[0].code == "E250"
+
+
+def test_a_coefficient_that_is_nan_at_this_h_is_refused() -> None:
+    net = NET4
+    with pytest.raises(odedsl.DslError) as err:
+        odedsl.load_spec(net + "integrator my(x) { x += h * f(x, t) / (h - h) }\n")
+    assert "not finite" in err.value.diagnostics[0].message
