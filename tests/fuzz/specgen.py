@@ -218,8 +218,10 @@ def preserving_layer(ctx: _Ctx, shape: Shape, in_block: bool = False) -> list[st
         else:
             first = f"linear({int_expr(ctx, mid)}) as {k}"
         return [first, act, f"transpose({k}{bias})"]
-    # "lin": a channel-preserving conv / linear, optionally bias-free or zero-initialised
-    extra = draw(st.sampled_from(["", ", bias=false", ", init=zeros"]))
+    # "lin": a channel-preserving conv / linear, optionally bias-free. Not zero-initialised: an
+    # exactly constant activation fed through stacked normalisations overflows in plain
+    # autograd too (found at 1 in 3,000), a property of the network, not of odedsl.
+    extra = draw(st.sampled_from(["", ", bias=false"]))
     if image:
         k = draw(st.sampled_from([1, 3]))
         kw = draw(st.booleans())
