@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
 from odedsl.integrators import Integrator
 from odedsl.limits import Limits
+from odedsl.runtime.weights import WeightSchedule
 from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
 from odedsl.spec.model import SequenceSpec, StageSpec
 from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
@@ -17,16 +18,6 @@ from odedsl.syntax import ast
 
 WEIGHTS = ("tied", "untied", "shared", "interpolated")
 BACKWARDS = ("store", "checkpoint", "invert")
-
-
-def slot_count(weights: str, k: int | None, depth: int, offsets: tuple[float, ...]) -> int:
-    """Residual copies per residual function (mirrors ``odedsl.runtime.weights``)."""
-    if weights == "tied":
-        return 1
-    if weights == "untied":
-        return depth + 1 if any(c > 0 for c in offsets) else depth
-    assert k is not None
-    return k
 
 
 def validate_stage(
@@ -95,7 +86,7 @@ def validate_stage(
             "invert re-anchors the reconstruction every few layers to bound the error",
         )
 
-    slots = slot_count(weights, weights_k, depth, integrator.offsets)
+    slots = WeightSchedule(weights, weights_k).slots(depth, integrator.offsets)  # type: ignore[arg-type]
     forward_eqs, inverse_eqs = integrator.equations(int_params)
     return StageSpec(
         name=decl.name,
