@@ -36,20 +36,17 @@ def compile(
 
 
 def _check_backward(backward: str | None) -> str | None:
+    """Validate a backward override with the runtime's own parser; bare `checkpoint` is k=1."""
     from odedsl.diagnostics import Diagnostic, DslError
+    from odedsl.runtime.modes import parse_backward
 
     if backward is None:
         return None
     text = backward.replace(" ", "")
-    if text in ("store", "invert") or (
-        text.startswith("checkpoint(")
-        and text.endswith(")")
-        and text[11:-1].isdigit()
-        and int(text[11:-1]) >= 1
-    ):
-        return text
-    if text == "checkpoint":
-        return "checkpoint(1)"
+    try:
+        return str(parse_backward("checkpoint(1)" if text == "checkpoint" else text))
+    except (TypeError, ValueError):
+        pass
     raise DslError(
         [
             Diagnostic(
