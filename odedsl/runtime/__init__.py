@@ -3,6 +3,7 @@
 Imports only torch and the standard library, so generated standalone code can carry it alone.
 """
 
+from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
 from odedsl.runtime.invert import AnchorPlan, Invert
 from odedsl.runtime.memory import activation_bytes, cuda_activation_bytes
@@ -17,7 +18,7 @@ from odedsl.runtime.program import (
     SwapUpdate,
     Update,
 )
-from odedsl.runtime.stage import OdeStage
+from odedsl.runtime.stage import OdeStage, compile_steps
 from odedsl.runtime.weights import WeightSchedule, expand_state_dict
 
 __all__ = [
@@ -35,11 +36,13 @@ __all__ = [
     "ResidualCall",
     "State",
     "Step",
+    "StepCompiler",
     "Store",
     "SwapUpdate",
     "Update",
     "WeightSchedule",
     "activation_bytes",
+    "compile_steps",
     "cuda_activation_bytes",
     "expand_state_dict",
     "parse_backward",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.program import State
 from odedsl.runtime.replay import BufferGuard, mix_seed, seeded
 from odedsl.runtime.tables import SlotKey, StageTables
@@ -24,11 +25,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What one stage forward fixes for all later recomputation: the base seed, and the
-    stage's :class:`StageTables` as validated at the start of that forward (if it did)."""
+    """What one stage forward fixes for all later recomputation: the base seed, the
+    stage's :class:`StageTables` as validated at the start of that forward (if it did), and
+    the :class:`StepCompiler` its residuals run through (``None``: plain module calls)."""
 
     seed: int | None
     tables: StageTables | None = None
+    compiler: StepCompiler | None = None
 
 
 class LayerCall:
@@ -64,24 +67,50 @@ class LayerCall:
                 self.touched.add((name, slot))
             if self.guard is not None and (tables is None or (name, slot) in tables.buffered):
                 self.guard.protect(modules[slot])
+        compiler = self.ctx.compiler
         if self.ctx.seed is None:
+            if compiler is not None:
+                return _evaluate_compiled(compiler, name, modules, blend, x)
             return _evaluate(modules, blend, x)
         occurrence = self._seen.get((name, c), 0)
         self._seen[(name, c)] = occurrence + 1
         key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))
         with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
+            if compiler is not None:
+                return _evaluate_compiled(compiler, name, modules, blend, x)
             return _evaluate(modules, blend, x)
+
+
+def _blended(modules: nn.ModuleList, blend: Blend) -> tuple[int, dict[str, Tensor]]:
+    """The heaviest slot of a blend and the blended parameters."""
+    heavy = max(blend, key=lambda b: b[1])[0]
+    names = [k for k, _ in modules[heavy].named_parameters()]
+    per_slot = [dict(modules[i].named_parameters()) for i, _ in blend]
+    params = {k: sum(w * p[k] for (_, w), p in zip(blend, per_slot, strict=True)) for k in names}
+    return heavy, params
 
 
 def _evaluate(modules: nn.ModuleList, blend: Blend, x: Tensor) -> Tensor:
     """One slot: call it. A blend: blended parameters, buffers of the heaviest slot."""
     if len(blend) == 1:
         return modules[blend[0][0]](x)
-    heavy = max(blend, key=lambda b: b[1])[0]
-    names = [k for k, _ in modules[heavy].named_parameters()]
-    per_slot = [dict(modules[i].named_parameters()) for i, _ in blend]
-    params = {k: sum(w * p[k] for (_, w), p in zip(blend, per_slot, strict=True)) for k in names}
+    heavy, params = _blended(modules, blend)
     return functional_call(modules[heavy], params, (x,))
+
+
+def _evaluate_compiled(
+    compiler: StepCompiler, name: str, modules: nn.ModuleList, blend: Blend, x: Tensor
+) -> Tensor:
+    """As :func:`_evaluate`, through the residual's one compiled graph (slot 0 its template,
+    the slot's own train/eval flag)."""
+    if len(blend) == 1:
+        module = modules[blend[0][0]]
+        params = dict(module.named_parameters())
+    else:
+        heavy, params = _blended(modules, blend)
+        module = modules[heavy]
+    buffers = dict(module.named_buffers())
+    return compiler.residual(name, modules[0], module.training)(params, buffers, x)
 
 
 def keep_dtypes(new: State, old: State) -> State:

@@ -10,18 +10,22 @@ offsets against layer ``n`` through the weight schedule. ``step.inverse`` receiv
 ``(h, t_n)`` and a call for the same layer, so a reverse-time scheme reads ``f(x_{n+1})`` at
 offset 1 (θ_n for layer-wise untied weights, θ_{n+1} when the forward reads ahead).
 
-Under ``torch.compile`` a store-mode, non-stochastic stage is traced (and its loop unrolled by
-dynamo); every other configuration runs eagerly behind a graph break, never in another mode.
+Under ``torch.compile`` the stage is a graph break in every mode (never another mode): its
+depth loop runs in Python and each residual evaluation runs one compiled graph per residual
+function, reused by all layers, so compile time does not grow with N (see
+:mod:`odedsl.runtime.compiled`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
@@ -67,6 +71,7 @@ class OdeStage(nn.Module):
         self.program = program
         self.depth = depth
         self.h = 1.0 / depth if step is None else float(step)
+        self._step_given = step is not None
         self.t0 = float(t0)
         self.schedule = schedule or WeightSchedule("tied")
         self.stochastic = stochastic
@@ -99,6 +104,45 @@ class OdeStage(nn.Module):
                 "use backward store or checkpoint(k)"
             )
         self._mode = mode
+
+    @property
+    def step_compiler(self) -> StepCompiler | None:
+        """The compiler of residual evaluations set by :func:`~odedsl.runtime.compile_steps`
+        (``None``: plain module calls, except inside ``torch.compile``)."""
+        return self.__dict__.get("_step_compiler")
+
+    @step_compiler.setter
+    def step_compiler(self, compiler: StepCompiler | None) -> None:
+        self.__dict__["_step_compiler"] = compiler
+
+    def _compiler_for_run(self, compiling: bool) -> StepCompiler | None:
+        compiler = self.step_compiler
+        if compiler is None and compiling:
+            compiler = self.__dict__.get("_auto_compiler")
+            if compiler is None:
+                compiler = self.__dict__["_auto_compiler"] = StepCompiler()
+        return compiler
+
+    def set_depth(self, depth: int) -> None:
+        """Run the same weights at another depth N (step 1/N unless the spec fixed the step).
+
+        Only for schedules whose parameters do not depend on N (``tied``, ``shared(k)``,
+        ``interpolated(k)``); compiled residual graphs are kept, so nothing recompiles.
+        """
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"stage {self.name!r}: depth must be a positive integer: {depth!r}")
+        if self.schedule.slots(depth, self.program.offsets) != self.schedule.slots(
+            self.depth, self.program.offsets
+        ):
+            raise ValueError(
+                f"stage {self.name!r}: {self.schedule} weights have one slot per layer, so the "
+                "depth cannot change in place; use odedsl.expand_state_dict to build a deeper "
+                "network"
+            )
+        self.depth = depth
+        if not self._step_given:
+            self.h = 1.0 / depth
+        self._blends.clear()
 
     def anchor_plan(self, dtype: torch.dtype = torch.float32) -> AnchorPlan:
         """Anchors invert mode keeps for a state of ``dtype`` (none in other modes)."""
@@ -148,7 +192,8 @@ class OdeStage(nn.Module):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state = dict(state)
-        state.pop("_tables", None)
+        for key in ("_tables", "_step_compiler", "_auto_compiler"):  # rebuilt on demand
+            state.pop(key, None)
         return state
 
     def run_layer(
@@ -202,9 +247,12 @@ class OdeStage(nn.Module):
     def final_state(self, x: Tensor) -> State:
         """The state after the last layer (before ``program.output``)."""
         state = self.program.init_state(x)
-        if isinstance(self._mode, Store) and not self.stochastic and not self._checks_forward():
-            return self.run_layers(state, 0, self.depth, RunContext(None))  # traceable
-        return _eager_run(self, state)
+        if torch.compiler.is_compiling():  # a constant while Dynamo traces: graph break here
+            return _eager_run(self, state, True)
+        plain = isinstance(self._mode, Store) and not self.stochastic
+        if plain and self.step_compiler is None and not self._checks_forward():
+            return self.run_layers(state, 0, self.depth, RunContext(None))
+        return _eager_run(self, state, False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.program.output(self.final_state(x))
@@ -213,12 +261,20 @@ class OdeStage(nn.Module):
         return forward_check_enabled(self.check_forward)
 
 
-@torch.compiler.disable
-def _eager_run(stage: OdeStage, state: State) -> State:
-    """Modes with recomputation, random replay or checks run eagerly under torch.compile
-    (a graph break): their Python-level bookkeeping must not be traced away."""
+_GRAPH_BREAK = (
+    "an odedsl ODE stage runs its depth loop in Python (one compiled graph per residual "
+    "function, reused by every layer, so compile time does not grow with depth); compile "
+    "without fullgraph=True so that the stage can be a graph break"
+)
+
+
+@torch.compiler.disable(reason=_GRAPH_BREAK)
+def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
+    """The depth loop, in Python in every mode (a graph break under torch.compile: Dynamo would
+    unroll it, and recomputation, random replay and checks must not be traced away); inside
+    torch.compile, residual evaluations run compiled."""
     tables = stage.tables()
-    ctx = RunContext(stage.new_context().seed, tables)
+    ctx = RunContext(stage.new_context().seed, tables, stage._compiler_for_run(compiling))
     tracker = FiniteTracker(stage.name, "forward state") if stage._checks_forward() else None
     needs_grad = torch.is_grad_enabled() and (
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
@@ -230,3 +286,17 @@ def _eager_run(stage: OdeStage, state: State) -> State:
     if tracker is not None:
         tracker.check()
     return state
+
+
+def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn.Module:
+    """Make every ODE stage in ``module`` evaluate its residuals through one compiled graph
+    per residual function (:mod:`odedsl.runtime.compiled`), eagerly too; returns ``module``.
+
+    Without this call a stage does the same, with default options (inductor), whenever it runs
+    inside ``torch.compile``; call it to choose the options (``backend="aot_eager"``,
+    ``mode="max-autotune"``...). ``enabled=False`` removes the setting again.
+    """
+    for stage in module.modules():
+        if isinstance(stage, OdeStage):
+            stage.step_compiler = StepCompiler(**options) if enabled else None
+    return module
