@@ -60,6 +60,10 @@ class StepCompiler:
             template.train(training)
         return found[2]
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles keep the options; compiled functions are made again on use."""
+        return {"options": self.options, "_fns": {}}
+
     def __repr__(self) -> str:
         return f"StepCompiler({self.options}, compiled={sorted(self._fns)})"
 

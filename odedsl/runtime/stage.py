@@ -192,8 +192,7 @@ class OdeStage(nn.Module):
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state = dict(state)
-        for key in ("_tables", "_step_compiler", "_auto_compiler"):  # rebuilt on demand
-            state.pop(key, None)
+        state.pop("_tables", None)  # rebuilt on demand
         return state
 
     def run_layer(

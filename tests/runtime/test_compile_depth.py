@@ -1,0 +1,179 @@
+"""torch.compile whose cost does not grow with depth: one compiled graph per residual function,
+reused by every layer, every weight schedule and any depth N; outputs, gradients and BatchNorm
+statistics equal eager's in every mode."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from odedsl.runtime import OdeStage, WeightSchedule, compile_steps
+
+from .programs import MLP, state_width
+from .util import MODES, make_stage, max_param_error, run
+
+SCHEDULES = (
+    WeightSchedule("tied"),
+    WeightSchedule("untied"),
+    WeightSchedule("shared", 2),
+    WeightSchedule("interpolated", 3),
+)
+
+
+class CountingBackend:
+    """A torch.compile backend that runs graphs as traced and counts how many it was given."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs += 1
+        return gm.forward
+
+
+def network(program: str, depth: int, schedule: WeightSchedule, mode: object, **kw) -> nn.Module:
+    torch.manual_seed(0)
+    stage = make_stage(program, depth, schedule=schedule, backward=mode, **kw)
+    for p in stage.parameters():  # off zero initialisation, so every layer matters
+        p.data.add_(0.3 * torch.randn_like(p))
+    return nn.Sequential(nn.Linear(6, 8), stage, nn.Tanh(), nn.Linear(8, 2)).double()
+
+
+def compiled_run(net: nn.Module, x: torch.Tensor, backend: object = "aot_eager"):
+    """Residuals through ``compile_steps`` with ``backend``, the whole net under
+    ``torch.compile`` with the same backend."""
+    torch._dynamo.reset()
+    module = compile_steps(copy.deepcopy(net), backend=backend)
+    return run(torch.compile(module, backend=backend), x, copy_module=False), module
+
+
+PROGRAMS = ("hamiltonian", "heun", "midpoint")
+FULL = [(p, s, m) for p in PROGRAMS for s in SCHEDULES for m in MODES]
+#: The default run covers every program, schedule and mode at least once; the slow job all.
+QUICK = [(PROGRAMS[i % 3], SCHEDULES[i % 4], MODES[i % 3]) for i in range(12)]
+CASES = [pytest.param(*case, marks=() if case in QUICK else pytest.mark.slow) for case in FULL]
+
+
+@pytest.mark.parametrize(("program", "schedule", "mode"), CASES, ids=str)
+def test_compiled_equals_eager(program: str, schedule: WeightSchedule, mode: object) -> None:
+    net = network(program, 5, schedule, mode)
+    x = torch.randn(10, 6, dtype=torch.float64)
+    eager = run(net, x)
+    compiled, module = compiled_run(net, x)
+    torch.testing.assert_close(compiled.out, eager.out, rtol=1e-12, atol=1e-12)
+    assert max_param_error(compiled, eager) < 1e-10
+    stage: OdeStage = module[1]  # type: ignore[assignment]
+    assert str(stage.backward_mode) == str(net[1].backward_mode)  # never another mode
+    assert stage.step_compiler is not None and stage.step_compiler._fns  # really compiled
+    for key, buf in module.named_buffers():  # BatchNorm statistics updated exactly once
+        torch.testing.assert_close(buf, dict(eager.module.named_buffers())[key], msg=key)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_graph_count_does_not_grow_with_depth(mode: object) -> None:
+    counts = []
+    for depth in (2, 24):
+        torch._dynamo.reset()
+        outer, inner = CountingBackend(), CountingBackend()
+        net = compile_steps(
+            network("hamiltonian", depth, WeightSchedule("untied"), mode), backend=inner
+        )
+        x = torch.randn(10, 6, dtype=torch.float64)
+        compiled = torch.compile(net, backend=outer)
+        for _ in range(2):
+            compiled(x).square().sum().backward()
+        counts.append((outer.graphs, inner.graphs))
+    assert counts[0] == counts[1], counts
+    # per residual f, g: without grad, with grad, and with grad for an input that needs none
+    assert counts[0][1] <= 6, counts
+
+
+def test_depth_change_with_interpolated_weights_does_not_recompile() -> None:
+    torch._dynamo.reset()
+    backend = CountingBackend()
+    net = compile_steps(
+        network("heun", 4, WeightSchedule("interpolated", 3), "invert"), backend=backend
+    )
+    x = torch.randn(10, 6, dtype=torch.float64)
+    compiled = torch.compile(net, backend=backend)
+    compiled(x).sum().backward()
+    before = backend.graphs
+    reference = copy.deepcopy(net)
+    for m in (net, reference):
+        m[1].set_depth(32)
+    assert net[1].depth == 32 and net[1].h == pytest.approx(1 / 32)
+    got = run(compiled, x, copy_module=False)
+    assert backend.graphs == before
+    compile_steps(reference, enabled=False)
+    want = run(reference, x)
+    torch.testing.assert_close(got.out, want.out, rtol=1e-12, atol=1e-12)
+
+
+def test_set_depth_refuses_untied_weights() -> None:
+    stage = make_stage("euler", 4, schedule=WeightSchedule("untied"))
+    with pytest.raises(ValueError, match="one slot per layer"):
+        stage.set_depth(8)
+    with pytest.raises(ValueError, match="positive integer"):
+        make_stage("euler", 4, schedule=WeightSchedule("tied")).set_depth(0)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_dropout_replays_under_compile(mode: object) -> None:
+    """Random residuals replay the same stream in forward and recomputation when compiled."""
+    torch.manual_seed(0)
+    sw = state_width("hamiltonian", 8)
+    stage = make_stage(
+        "hamiltonian", 4, residual=lambda w: MLP(w, dropout=0.3), stochastic=True, backward=mode
+    )
+    assert sw == 4
+    net = nn.Sequential(nn.Linear(6, 8), stage, nn.Linear(8, 2)).double()
+    x = torch.randn(10, 6, dtype=torch.float64)
+    store = run(net, x, mode="store")
+    compiled, _ = compiled_run(net, x)
+    torch.testing.assert_close(compiled.out, store.out, rtol=1e-12, atol=1e-12)
+    assert max_param_error(compiled, store) < 1e-10
+
+
+def test_fullgraph_is_refused_with_a_reason() -> None:
+    torch._dynamo.reset()
+    net = network("euler", 3, WeightSchedule("tied"), "invert")
+    with pytest.raises(Exception, match="compile without fullgraph=True"):
+        torch.compile(net, backend="aot_eager", fullgraph=True)(torch.randn(2, 6).double())
+
+
+def test_compile_steps_survives_copies() -> None:
+    net = compile_steps(network("euler", 3, WeightSchedule("tied"), "invert"), backend="eager")
+    x = torch.randn(4, 6, dtype=torch.float64)
+    net(x)
+    assert net[1].step_compiler._fns
+    for clone in (copy.deepcopy(net), copy.deepcopy(copy.deepcopy(net))):
+        compiler = clone[1].step_compiler
+        assert compiler is not None and compiler.options["backend"] == "eager"
+        assert not compiler._fns  # compiled again on first use, for the copy's own modules
+        torch.testing.assert_close(clone(x), net(x))
+    compile_steps(net, enabled=False)
+    assert net[1].step_compiler is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_inductor_conv_stage_equals_eager(mode: object) -> None:
+    """The default path: plain ``torch.compile`` (inductor) of a convolutional stage."""
+    from .programs import ConvBlock
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    stage = make_stage(
+        "midpoint", 6, width=4, residual=ConvBlock, backward=mode, dtype=torch.float32
+    )
+    net = nn.Sequential(nn.Conv2d(2, 4, 1), stage, nn.Flatten(), nn.Linear(64, 3))
+    x = torch.randn(5, 2, 4, 4)
+    eager = run(net, x)
+    compiled = run(torch.compile(copy.deepcopy(net)), x, copy_module=False)
+    torch.testing.assert_close(compiled.out, eager.out, rtol=1e-4, atol=1e-5)
+    assert max_param_error(compiled, eager) < 1e-3
+    stage = compiled.module._orig_mod[1]
+    assert stage.__dict__["_auto_compiler"]._fns  # residuals compiled, not run eagerly
