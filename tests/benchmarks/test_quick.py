@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import compile as compile_bench
 from benchmarks import modes, peers
 
 
@@ -157,3 +158,13 @@ def test_plots_are_drawn(
     assert peers.plot(peers_run, tmp_path / "peers.png")
     assert (tmp_path / "modes.png").stat().st_size > 10_000
     assert (tmp_path / "peers.png").stat().st_size > 10_000
+
+
+def test_compile_quick_graph_count_is_independent_of_depth(tmp_path: Path) -> None:
+    payload = compile_bench.main(["--quick", "--out", str(tmp_path)], log=_quiet)
+    assert set(payload["summary"]) == set(compile_bench.MODES)
+    for mode, s in payload["summary"].items():
+        assert s["graphs_equal"], (mode, payload["table"])
+    for row in payload["rows"]:
+        assert row["cold"]["recompiled_after_first_step"] == 0, row
+    assert (tmp_path / next(p.name for p in tmp_path.glob("compile-*.json"))).exists()
