@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backward", metavar="MODE", help="store | invert | checkpoint(k) for every stage"
     )
     p.add_argument("--amp", action="store_true", default=None, help="mixed precision (CUDA)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the network (each stage compiles its residuals once, any depth)",
+    )
     p.add_argument("--seed", type=int, help="seed of weights and batch order (0)")
     p.add_argument(
         "--checkpoint-every",
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             backward=args.backward,
             amp=args.amp,
+            compile=args.compile,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
             overrides=overrides,

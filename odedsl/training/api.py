@@ -54,6 +54,7 @@ def train(
     device: str | None = None,
     backward: str | None = None,
     amp: bool | None = None,
+    compile: bool | None = None,
     seed: int | None = None,
     checkpoint_every: int | None = None,
     overrides: dict[str, Value] | None = None,
@@ -76,6 +77,7 @@ def train(
         "device": device,
         "backward": backward,
         "amp": amp,
+        "compile": compile,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
     }

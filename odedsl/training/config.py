@@ -52,6 +52,7 @@ class TrainConfig:
     device: str = "auto"
     backward: str | None = None  # None: each stage's own mode
     amp: bool = False
+    compile: bool = False  # torch.compile the network (stages: one graph per residual)
     seed: int = 0
     checkpoint_every: int = 50  # steps; 0: only at the end of each epoch
 

@@ -112,6 +112,8 @@ class Trainer:
         self.cfg, self.out_dir, self.console = cfg, out_dir, console
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device).train()
+        # the module train steps call; state, checkpoints and evaluation use self.model
+        self.step_model: nn.Module = torch.compile(self.model) if cfg.compile else self.model
         self.train_set, self.test_set = train_set, test_set
         self.n_train = len(train_set)  # type: ignore[arg-type]
         self.steps = steps_per_epoch(self.n_train, cfg.batch_size)
@@ -193,7 +195,7 @@ class Trainer:
     def train_step(self, x: Tensor, y: Tensor) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            out = self.model(x)
+            out = self.step_model(x)
             loss = F.cross_entropy(out.float(), y)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

@@ -171,3 +171,16 @@ def test_diverging_run_exits_1_naming_the_step(
     assert main([*args, "--quiet", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "training loss became" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--compile`` (inductor; stages compile their residuals once) trains like eager."""
+    base = ["train", RESNET, *SMALL, "--epochs", "1", "--data", "synthetic", "--quiet", "--json"]
+    losses = []
+    for extra in ([], ["--compile"]):
+        assert main([*base, *extra, "--out", str(tmp_path / (extra[0] if extra else "eager"))]) == 0
+        losses.append(json.loads(capsys.readouterr().out)["epochs"][0]["loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)
