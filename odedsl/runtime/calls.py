@@ -70,14 +70,14 @@ class LayerCall:
         compiler = self.ctx.compiler
         if self.ctx.seed is None:
             if compiler is not None:
-                return _evaluate_compiled(compiler, name, modules, blend, x)
+                return _evaluate_compiled(compiler, name, modules, blend, x, tables)
             return _evaluate(modules, blend, x)
         occurrence = self._seen.get((name, c), 0)
         self._seen[(name, c)] = occurrence + 1
         key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))
         with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
             if compiler is not None:
-                return _evaluate_compiled(compiler, name, modules, blend, x)
+                return _evaluate_compiled(compiler, name, modules, blend, x, tables)
             return _evaluate(modules, blend, x)
 
 
@@ -99,17 +99,26 @@ def _evaluate(modules: nn.ModuleList, blend: Blend, x: Tensor) -> Tensor:
 
 
 def _evaluate_compiled(
-    compiler: StepCompiler, name: str, modules: nn.ModuleList, blend: Blend, x: Tensor
+    compiler: StepCompiler,
+    name: str,
+    modules: nn.ModuleList,
+    blend: Blend,
+    x: Tensor,
+    tables: StageTables | None,
 ) -> Tensor:
     """As :func:`_evaluate`, through the residual's one compiled graph (slot 0 its template,
-    the slot's own train/eval flag)."""
+    the slot's own train/eval flag); a slot's tensors come from ``tables`` when given."""
     if len(blend) == 1:
-        module = modules[blend[0][0]]
-        params = dict(module.named_parameters())
+        slot = blend[0][0]
+        module = modules[slot]
+        if tables is not None:
+            params, buffers = tables.tensors_of(name, slot)
+        else:
+            params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
     else:
-        heavy, params = _blended(modules, blend)
-        module = modules[heavy]
-    buffers = dict(module.named_buffers())
+        slot, params = _blended(modules, blend)
+        module = modules[slot]
+        buffers = dict(module.named_buffers())
     return compiler.residual(name, modules[0], module.training)(params, buffers, x)
 
 

@@ -18,7 +18,7 @@ from itertools import chain
 from operator import is_
 from typing import TYPE_CHECKING
 
-from torch import nn
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
@@ -47,6 +47,7 @@ class StageTables:
                 if any(True for _ in m.buffers()):
                     self.buffered.add((r, j))
         self._touched: dict[frozenset[SlotKey], list[int]] = {}
+        self._tensors: dict[SlotKey, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
         self._dicts = [d for m in stage.modules() for d in (m._parameters, m._buffers, m._modules)]
         self._lengths = list(map(len, self._dicts))
         self._values = list(chain.from_iterable(map(dict.values, self._dicts)))
@@ -58,6 +59,16 @@ class StageTables:
             return False
         current = chain.from_iterable(map(dict.values, self._dicts))
         return all(map(is_, current, self._values))
+
+    def tensors_of(self, name: str, slot: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The named parameters and buffers of a slot (what a compiled residual takes)."""
+        key = (name, slot)
+        found = self._tensors.get(key)
+        if found is None:
+            module = self.modules[name][slot]
+            found = (dict(module.named_parameters()), dict(module.named_buffers()))
+            self._tensors[key] = found
+        return found
 
     def indices_of(self, touched: set[SlotKey]) -> list[int]:
         """Sorted indices into :attr:`params` of the parameters of ``touched`` slots."""
