@@ -182,5 +182,5 @@ def test_compiled_training_matches_eager(
     losses = []
     for extra in ([], ["--compile"]):
         assert main([*base, *extra, "--out", str(tmp_path / (extra[0] if extra else "eager"))]) == 0
-        losses.append(json.loads(capsys.readouterr().out)["epochs"][0]["loss"])
+        losses.append(json.loads(capsys.readouterr().out)["epochs"][0]["train_loss"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)
