@@ -177,3 +177,21 @@ def test_inductor_conv_stage_equals_eager(mode: object) -> None:
     assert max_param_error(compiled, eager) < 1e-3
     stage = compiled.module._orig_mod[1]
     assert stage.__dict__["_auto_compiler"]._fns  # residuals compiled, not run eagerly
+
+
+@pytest.mark.parametrize("mode", ["store", "invert"])
+def test_autocast_is_respected_when_compiled(mode: str) -> None:
+    """A residual graph compiled outside autocast is not reused inside it: under bfloat16
+    autocast the compiled network equals the eager one bit for bit (``eager`` backend)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 3, backward=mode, dtype=torch.float32)
+    net = compile_steps(nn.Sequential(nn.Linear(6, 8), stage, nn.Linear(8, 2)), backend="eager")
+    eager = compile_steps(copy.deepcopy(net), enabled=False)
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(10, 6)
+    torch.testing.assert_close(compiled(x), eager(x), rtol=0, atol=0)  # float32 graphs first
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = compiled(x), eager(x)
+    assert got.dtype == want.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
