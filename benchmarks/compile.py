@@ -10,7 +10,8 @@ with an **empty inductor cache** (cold), then once more in a fresh process reusi
   median steady compiled step, i.e. what compiling cost;
 * ``graphs``: Dynamo graphs compiled (``torch._dynamo.utils.counters``), which for odedsl does
   not depend on N: one per residual function and grad mode, plus the layers around the stage;
-* ``step``: median compiled and eager training-step times (wall clock, one torch thread).
+* ``step``: median compiled and eager training-step times (wall clock, one torch thread;
+  ``--device cuda`` synchronises around each step).
 
 For reference it also compiles the plain way a stage is usually written, a Python loop over
 per-layer modules (``--unrolled-depths``, default 8 and 64; Dynamo unrolls that loop, so its
@@ -113,14 +114,20 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         net = _wrap(PythonLoopVerlet(depth, residual), residual)
     else:
         net = odedsl_network(depth, mode, residual)
-    x = residual.input(dtype=torch.float32, device="cpu")
-    weight = torch.randn(x.shape[0], 10, generator=torch.Generator().manual_seed(1))
+    device = torch.device(config.get("device", "cpu"))
+    net = net.to(device)
+    x = residual.input(dtype=torch.float32, device=str(device))
+    weight = torch.randn(x.shape[0], 10, generator=torch.Generator().manual_seed(1)).to(device)
 
     def step(module: nn.Module) -> float:
         for p in net.parameters():
             p.grad = None
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         (module(x) * weight).sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     compiled = torch.compile(net, backend=config["backend"])
@@ -169,6 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=8, help="spatial size")
     p.add_argument("--repeat", type=int, default=None, help="timed steps (default 5)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     p.add_argument(
         "--in-process", action="store_true", help="no worker processes (graph counts only)"
@@ -200,7 +208,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         print(json.dumps(measure(json.loads(args.worker))))
         return {}
     residual = Residual("conv", args.width, args.hidden, args.batch, args.size)
-    machine = machine_description("cpu")
+    machine = machine_description(args.device)
     log(f"compile: Hamiltonian stage, {residual.describe()}, backend {args.backend}")
     plan = [(m, n) for m in args.modes for n in args.depths]
     plan += [("python-loop", n) for n in args.unrolled_depths]
@@ -219,6 +227,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
             },
             "repeat": args.repeat,
             "threads": args.threads,
+            "device": args.device,
         }
         if args.in_process:  # graph counts only: times would include earlier configurations
             torch._dynamo.reset()
@@ -254,7 +263,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "table": table,
         "torch": torch.__version__,
     }
-    tag = machine_tag("cpu") + ("-quick" if args.quick else "")
+    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
     write_json(args.out / f"compile-{tag}.json", payload)
     return payload
 
