@@ -246,8 +246,8 @@ class OdeStage(nn.Module):
     def final_state(self, x: Tensor) -> State:
         """The state after the last layer (before ``program.output``)."""
         state = self.program.init_state(x)
-        if torch.compiler.is_compiling():  # a constant while Dynamo traces: graph break here
-            return _eager_run(self, state, True)
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+            return _eager_run(self, state, True)  # Dynamo tracing: a graph break here
         plain = isinstance(self._mode, Store) and not self.stochastic
         if plain and self.step_compiler is None and not self._checks_forward():
             return self.run_layers(state, 0, self.depth, RunContext(None))

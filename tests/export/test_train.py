@@ -71,3 +71,21 @@ def test_ddp_two_processes_with_gloo(folder: Path) -> None:
     assert proc.stdout.count("epoch 0: loss") == 1  # rank 0 reports
     ckpt = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
     odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(450)
+def test_ddp_with_torch_compile(folder: Path) -> None:
+    """``--ddp --compile``: DDP's graph splitting around the stage's graph break, inductor."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args = [*ARGS[:-1], "run_compiled"]
+    proc = run_python(
+        [*launcher[1:], "--nproc_per_node", "2", "train_resnet.py", "--ddp", "--compile", *args],
+        cwd=folder,
+        block_odedsl=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 0: loss") == 1
+    ckpt = torch.load(folder / "run_compiled" / "checkpoint.pt", weights_only=True)
+    odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])

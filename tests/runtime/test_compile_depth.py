@@ -195,3 +195,12 @@ def test_autocast_is_respected_when_compiled(mode: str) -> None:
         got, want = compiled(x), eager(x)
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_torch_export_still_traces_the_forward(mode: object) -> None:
+    """``torch.export`` (inference graphs) traces the stage's forward, not the compiled path."""
+    net = network("hamiltonian", 3, WeightSchedule("untied"), mode).eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    program = torch.export.export(net, (x,))
+    torch.testing.assert_close(program.module()(x), net(x), rtol=1e-12, atol=1e-12)
