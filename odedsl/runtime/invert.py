@@ -26,6 +26,13 @@ float64 store by 5e-4 at N = 1000: the leapfrog adjoint recursion amplifies any 
 difference (here: a different summation order), whatever the mode. Use float64 (or accept
 ~1e-3) for deep two-step stages.
 
+Every backward of an exact kind also estimates how far the reconstructed stage input drifted
+from the true one, from a sketch of the input (a few numbers per sample,
+:mod:`odedsl.runtime.sketch`), and warns once per stage when the drift is catastrophic, so an
+inverse made unreliable by amplified rounding is never silent. ``ODEDSL_CHECK_INVERSE=0`` or
+``check_inverse=False`` switches that off; ``ODEDSL_CHECK_INVERSE=1`` keeps the true input
+and checks exactly instead.
+
 NaN/Inf (always an error naming the stage and layer) costs no per-layer work on fused steps:
 there ``old = (new - e) / factor`` keeps a non-finite value non-finite, so it reaches the
 reconstructed stage input. States entering a non-fused inverse (which might mask it) or
@@ -38,6 +45,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -47,7 +56,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.errors import InversionDriftWarning
 from odedsl.runtime.guard import (
+    CHECK_INVERSE_ENV,
     FiniteProbe,
     FiniteTracker,
     inverse_tolerance,
@@ -56,6 +67,7 @@ from odedsl.runtime.guard import (
 )
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard
+from odedsl.runtime.sketch import PROJECTIONS, estimated_drift, sketch, sketch_tolerance
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
@@ -63,6 +75,7 @@ if TYPE_CHECKING:
 
 ANCHOR_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
 DEFAULT_ANCHOR_EVERY = 16
+EXACT_KINDS = ("exact", "exact-unstable")
 
 
 class AnchorPlan(NamedTuple):
@@ -120,7 +133,8 @@ class Invert:
             n_state=len(state),
             plan=self.plan(stage.program, stage.depth, state[0].dtype),
             tracker=tracker,
-            check_tol=inverse_tolerance(stage.check_inverse),
+            check_tol=(tol := inverse_tolerance(stage.check_inverse)),
+            sketch=tol is None and stage.kind in EXACT_KINDS and _sketch_enabled(stage),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
@@ -153,6 +167,7 @@ class _Config:
     plan: AnchorPlan
     tracker: FiniteTracker | None
     check_tol: float | None
+    sketch: bool = False  # estimate the input's drift from a sketch (exact kinds, no full check)
     autocast: tuple[str, bool, torch.dtype] | None = None
 
 
@@ -173,7 +188,8 @@ class _InvertFunction(torch.autograd.Function):
                 if cfg.tracker is not None:
                     cfg.tracker.update(n, state)
         true_input = list(tensors[:k]) if cfg.check_tol is not None else []
-        ctx.save_for_backward(*state, *anchors, *true_input)
+        sketches = sketch(tensors[:k]) if cfg.sketch else []
+        ctx.save_for_backward(*state, *anchors, *true_input, *sketches)
         ctx.cfg = cfg
         return tuple(state)
 
@@ -216,11 +232,38 @@ def _walk_back(
     probe.add(state)
     if not probe.finite():
         _locate_non_finite(cfg, saved)
+    rest = saved[k + cfg.plan.count * k :]  # the true input or its sketch, if kept
     if cfg.check_tol is not None:
-        true_input = saved[k + cfg.plan.count * k :]
-        error = relative_error(state, true_input)
+        error = relative_error(state, rest)
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
+    elif cfg.sketch:
+        drift = estimated_drift(state, rest)
+        if drift > sketch_tolerance(state[0].dtype):
+            warn_sketched_drift(stage, drift, sketch_tolerance(state[0].dtype))
     return walk.acc, g
+
+
+def _sketch_enabled(stage: OdeStage) -> bool:
+    return stage.check_inverse is not False and os.environ.get(CHECK_INVERSE_ENV, "") != "0"
+
+
+def warn_sketched_drift(stage: OdeStage, drift: float, tol: float) -> None:
+    """Once per stage: the estimated drift of an exact inverse, and what to do about it."""
+    if stage.__dict__.get("_drift_warned"):
+        return
+    stage.__dict__["_drift_warned"] = True
+    message = (
+        f"stage {stage.name!r}: its exact inverse ({stage.kind!r}) reconstructed the stage input "
+        f"with an estimated relative error of {drift:.3g} (sketch of {PROJECTIONS} random "
+        f"projections; tolerance {tol:.3g}), so its invert-mode gradients may differ from "
+        "store's by as much: rounding was amplified (e.g. a normalisation of a nearly constant "
+        "channel) or the weights changed between forward and backward. Use backward "
+        "checkpoint(k) for this stage, or ODEDSL_CHECK_INVERSE=1 to measure exactly and raise. "
+        "Further warnings for this stage are suppressed."
+    )
+    warnings.warn(
+        InversionDriftWarning(message, stage=stage.name, relative_error=drift), stacklevel=2
+    )
 
 
 def _anchors(cfg: _Config, saved: tuple[Tensor, ...]) -> dict[int, State]:

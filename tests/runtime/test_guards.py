@@ -11,12 +11,13 @@ from torch import Tensor, nn
 from odedsl.runtime import (
     InversionDriftError,
     InversionDriftWarning,
+    Invert,
     NumericalFault,
     WeightSchedule,
 )
 
-from .programs import MLP
-from .util import MODES, make_stage, run
+from .programs import MLP, PROGRAMS
+from .util import MODES, grad_error, make_stage, run
 
 
 class Poisonable(MLP):
@@ -102,9 +103,32 @@ def test_exact_drift_raises_when_weights_change_before_backward():
 def test_check_inverse_keeps_the_input():
     """The check costs one saved stage input, and only when on."""
     from odedsl.runtime import activation_bytes
+    from odedsl.runtime.sketch import sketch_bytes
 
     stage = make_stage("hamiltonian", 16, backward="invert", residual=lambda w: nn.Linear(w, w))
     x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
     off = activation_bytes(stage, x)
+    state = x.numel() * x.element_size()
+    assert off == state + sketch_bytes(stage.program.init_state(x))  # output + input sketch
     stage.check_inverse = True
-    assert activation_bytes(stage, x) == 2 * off
+    assert activation_bytes(stage, x) == 2 * state  # output + the input itself
+
+
+def test_amplified_rounding_in_an_exact_inverse_is_never_silent():
+    """Momentum with γ = 1/2 and no anchors doubles rounding every layer: at depth 64 the
+    reconstruction is garbage and the gradients are wrong; without any opt-in check the sketch
+    of the input says so (once), and with the default anchors it stays quiet."""
+    torch.manual_seed(5)
+    stage = make_stage("momentum", 64)
+    stage.program = PROGRAMS["momentum"](0.5)
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    with pytest.warns(InversionDriftWarning, match="estimated relative error") as caught:
+        wrong = run(stage, x, Invert(anchor_tol=1e300))
+    assert grad_error(wrong, store) > 1e-2
+    (w,) = [c.message for c in caught if isinstance(c.message, InversionDriftWarning)]
+    assert w.stage == "body" and w.relative_error > 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        right = run(stage, x, Invert())
+    assert grad_error(right, store) < 1e-6

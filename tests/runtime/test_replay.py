@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from odedsl.runtime import OdeStage, WeightSchedule
+from odedsl.runtime import InversionDriftWarning, OdeStage, WeightSchedule
 
 from .programs import MLP, PROGRAMS, ConvBlock
 from .util import MODES, make_stage, max_param_error, rel, run
@@ -69,11 +69,14 @@ def test_dropout_replays_identically(program):
 
 
 def test_dropout_without_replay_breaks_inversion():
-    """The control: a stage not declared stochastic cannot replay its masks."""
+    """The control: a stage not declared stochastic cannot replay its masks (and the sketch of
+    its input says so: the gradients are not silently wrong)."""
     torch.manual_seed(0)
     stage = dropout_stage("hamiltonian", stochastic=False)
     x = torch.randn(12, 8, dtype=torch.float64)
-    assert max_param_error(run(stage, x, "invert"), run(stage, x, "store")) > 1e-3
+    with pytest.warns(InversionDriftWarning, match="estimated relative error"):
+        inverted = run(stage, x, "invert")
+    assert max_param_error(inverted, run(stage, x, "store")) > 1e-3
 
 
 def test_dropout_approximate_kind_stays_close():

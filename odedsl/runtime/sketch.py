@@ -1,0 +1,82 @@
+"""A check of every exact ``invert`` backward that costs a few numbers per sample.
+
+An exact inverse is exact in exact arithmetic; in floating point it can amplify rounding without
+bound when a residual is ill-conditioned (a normalisation of a nearly constant channel divides
+by ``sqrt(eps)`` every layer), and then the gradients differ from ``store``'s by as much as the
+reconstructed input differs from the true one. Keeping the true input to compare (the opt-in
+``ODEDSL_CHECK_INVERSE``) costs one more state per stage; this keeps a *sketch* instead: for
+each sample of each state tensor, its squared norm and its inner products with
+:data:`PROJECTIONS` fixed Gaussian vectors. For an error ``e`` the mean of ``<r_j, e>²`` over
+the projections estimates ``‖e‖²`` (unbiased, within a factor of about 2 with 8 projections),
+so the reconstructed input's sketch gives the relative drift without the input. Exceeding
+:data:`SKETCH_TOL` (loose: it is there to make catastrophic failures loud, not to police
+rounding) warns once per stage with the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+PROJECTIONS = 8
+#: Relative drift of the reconstructed stage input above which an exact inverse warns.
+SKETCH_TOL = {torch.float64: 1e-6, torch.float32: 1e-2}
+_FALLBACK_TOL = 1e-1  # half precision states
+_SEED = 0x0DE5
+_CACHE: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+_CACHE_LIMIT = 32
+
+
+def _projection(features: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The fixed ``features × PROJECTIONS`` Gaussian matrix (cached per size, dtype, device)."""
+    key = (features, dtype, device)
+    found = _CACHE.get(key)
+    if found is None:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.clear()
+        g = torch.Generator().manual_seed(_SEED)
+        found = torch.randn(features, PROJECTIONS, generator=g, dtype=torch.float64)
+        found = _CACHE[key] = found.to(device=device, dtype=dtype)
+    return found
+
+
+def _rows(s: Tensor) -> Tensor:
+    return s.reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1)
+
+
+def sketch(state: Sequence[Tensor]) -> list[Tensor]:
+    """Per state tensor: ``(samples, PROJECTIONS + 1)`` in its dtype, the projections then the
+    squared norm (rounding them costs a relative drift floor of about the dtype's epsilon, far
+    below :data:`SKETCH_TOL`)."""
+    out = []
+    for s in state:
+        rows = _rows(s.detach())
+        proj = rows @ _projection(rows.shape[1], rows.dtype, rows.device)
+        norm2 = rows.double().square().sum(dim=1, keepdim=True).to(proj.dtype)
+        out.append(torch.cat([proj, norm2], dim=1))
+    return out
+
+
+def sketch_bytes(state: Sequence[Tensor]) -> int:
+    """What :func:`sketch` keeps for ``state``: ``PROJECTIONS + 1`` numbers per sample."""
+    return sum(_rows(s).shape[0] * (PROJECTIONS + 1) * s.element_size() for s in state)
+
+
+def estimated_drift(state: Sequence[Tensor], saved: Sequence[Tensor]) -> float:
+    """Estimated ‖state − original‖ / ‖original‖ from the original's :func:`sketch` (one sync)."""
+    err2 = torch.zeros((), dtype=torch.float64, device=saved[0].device)
+    norm2 = torch.zeros((), dtype=torch.float64, device=saved[0].device)
+    for s, sk in zip(state, saved, strict=True):
+        rows = _rows(s.detach())
+        proj = (rows @ _projection(rows.shape[1], rows.dtype, rows.device)).double()
+        err2 = err2 + (proj - sk[:, :PROJECTIONS].double()).square().mean(dim=1).sum()
+        norm2 = norm2 + sk[:, PROJECTIONS].double().sum()
+    value = float((err2 / norm2.clamp_min(1e-300)).sqrt())
+    return value if math.isfinite(value) else float("inf")
+
+
+def sketch_tolerance(dtype: torch.dtype) -> float:
+    return SKETCH_TOL.get(dtype, _FALLBACK_TOL)
