@@ -16,6 +16,7 @@ EPILOG = f"""examples:
   odedsl train specs/resnet.ode          # digits, {_D.epochs} epochs, ~99% test accuracy
   odedsl train specs/heunnet.ode --set depth=32 --backward invert --epochs 10
   odedsl train specs/resnet.ode --data synthetic --optimizer sgd --lr 0.1 --json
+  odedsl train specs/hamiltonian.ode --set depth=64 --compile   # compile time flat in depth
   odedsl train specs/resnet.ode --out runs/r1 --resume   # continue runs/r1 exactly
 
 defaults: --data digits --epochs {_D.epochs} --batch-size {_D.batch_size} \
