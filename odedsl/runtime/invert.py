@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -56,9 +54,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
-from odedsl.runtime.errors import InversionDriftWarning
 from odedsl.runtime.guard import (
-    CHECK_INVERSE_ENV,
     FiniteProbe,
     FiniteTracker,
     inverse_tolerance,
@@ -67,7 +63,7 @@ from odedsl.runtime.guard import (
 )
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard
-from odedsl.runtime.sketch import PROJECTIONS, estimated_drift, sketch, sketch_tolerance
+from odedsl.runtime.sketch import estimated_drift, sketch, sketch_enabled, warn_if_drifted
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
@@ -134,7 +130,7 @@ class Invert:
             plan=self.plan(stage.program, stage.depth, state[0].dtype),
             tracker=tracker,
             check_tol=(tol := inverse_tolerance(stage.check_inverse)),
-            sketch=tol is None and stage.kind in EXACT_KINDS and _sketch_enabled(stage),
+            sketch=tol is None and stage.kind in EXACT_KINDS and sketch_enabled(stage),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
@@ -238,32 +234,8 @@ def _walk_back(
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
     elif cfg.sketch:
         drift = estimated_drift(state, rest)
-        if drift > sketch_tolerance(state[0].dtype):
-            warn_sketched_drift(stage, drift, sketch_tolerance(state[0].dtype))
+        warn_if_drifted(stage, drift, state[0].dtype)
     return walk.acc, g
-
-
-def _sketch_enabled(stage: OdeStage) -> bool:
-    return stage.check_inverse is not False and os.environ.get(CHECK_INVERSE_ENV, "") != "0"
-
-
-def warn_sketched_drift(stage: OdeStage, drift: float, tol: float) -> None:
-    """Once per stage: the estimated drift of an exact inverse, and what to do about it."""
-    if stage.__dict__.get("_drift_warned"):
-        return
-    stage.__dict__["_drift_warned"] = True
-    message = (
-        f"stage {stage.name!r}: its exact inverse ({stage.kind!r}) reconstructed the stage input "
-        f"with an estimated relative error of {drift:.3g} (sketch of {PROJECTIONS} random "
-        f"projections; tolerance {tol:.3g}), so its invert-mode gradients may differ from "
-        "store's by as much: rounding was amplified (e.g. a normalisation of a nearly constant "
-        "channel) or the weights changed between forward and backward. Use backward "
-        "checkpoint(k) for this stage, or ODEDSL_CHECK_INVERSE=1 to measure exactly and raise. "
-        "Further warnings for this stage are suppressed."
-    )
-    warnings.warn(
-        InversionDriftWarning(message, stage=stage.name, relative_error=drift), stacklevel=2
-    )
 
 
 def _anchors(cfg: _Config, saved: tuple[Tensor, ...]) -> dict[int, State]:

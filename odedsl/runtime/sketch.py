@@ -16,10 +16,19 @@ rounding) warns once per stage with the estimate.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from odedsl.runtime.errors import InversionDriftWarning
+from odedsl.runtime.guard import CHECK_INVERSE_ENV
+
+if TYPE_CHECKING:
+    from odedsl.runtime.stage import OdeStage
 
 PROJECTIONS = 8
 #: Relative drift of the reconstructed stage input above which an exact inverse warns.
@@ -80,3 +89,29 @@ def estimated_drift(state: Sequence[Tensor], saved: Sequence[Tensor]) -> float:
 
 def sketch_tolerance(dtype: torch.dtype) -> float:
     return SKETCH_TOL.get(dtype, _FALLBACK_TOL)
+
+
+def sketch_enabled(stage: OdeStage) -> bool:
+    """On unless ``check_inverse=False`` or ``ODEDSL_CHECK_INVERSE=0``."""
+    return stage.check_inverse is not False and os.environ.get(CHECK_INVERSE_ENV, "") != "0"
+
+
+def warn_if_drifted(stage: OdeStage, drift: float, dtype: torch.dtype) -> None:
+    """Once per stage, when ``drift`` passes :func:`sketch_tolerance`: the estimate, and what to
+    do about it."""
+    tol = sketch_tolerance(dtype)
+    if not drift > tol or stage.__dict__.get("_drift_warned"):
+        return
+    stage.__dict__["_drift_warned"] = True
+    message = (
+        f"stage {stage.name!r}: its exact inverse ({stage.kind!r}) reconstructed the stage input "
+        f"with an estimated relative error of {drift:.3g} (sketch of {PROJECTIONS} random "
+        f"projections; tolerance {tol:.3g}), so its invert-mode gradients may differ from "
+        "store's by as much: rounding was amplified (e.g. a normalisation of a nearly constant "
+        "channel) or the weights changed between forward and backward. Use backward "
+        "checkpoint(k) for this stage, or ODEDSL_CHECK_INVERSE=1 to measure exactly and raise. "
+        "Further warnings for this stage are suppressed."
+    )
+    warnings.warn(
+        InversionDriftWarning(message, stage=stage.name, relative_error=drift), stacklevel=3
+    )
