@@ -59,8 +59,8 @@ run() {
     timeout "$limit" "$@"
     echo "=== $name: exit $?"
   }
-  part cuda-tests 60 python3 -m pytest -q -p no:cacheprovider -k "cuda or compile" \
-    tests/runtime/test_memory.py tests/runtime/test_compile.py
+  part cuda-tests 60 python3 -m pytest -q -p no:cacheprovider -k cuda \
+    tests/runtime/test_memory.py tests/runtime/test_compile_depth.py
   if [ "$dry" = dry ]; then
     part deepest-hamiltonian 60 python3 examples/deepest_hamiltonian.py --quick \
       --out "$work/examples"
@@ -68,14 +68,14 @@ run() {
     part compile 60 python3 -m benchmarks.compile --quick --out "$work/benchmarks"
     part peers 60 python3 -m benchmarks.peers --quick --out "$work/benchmarks"
   else
-    part deepest-hamiltonian 130 python3 examples/deepest_hamiltonian.py --device cuda \
-      --budget 110 --step-budget 10 --out "$work/examples"
-    part modes 100 python3 -m benchmarks.modes --device cuda --depths 10 100 1000 \
+    part deepest-hamiltonian 120 python3 examples/deepest_hamiltonian.py --device cuda \
+      --budget 100 --step-budget 10 --out "$work/examples"
+    part modes 90 python3 -m benchmarks.modes --device cuda --depths 10 100 1000 \
       --integrators hamiltonian midpoint leapfrog euler heun --repeat 5 --budget 15 \
       --out "$work/benchmarks"
-    part compile 90 python3 -m benchmarks.compile --device cuda --depths 8 512 --no-warm \
-      --unrolled-depths 8 --out "$work/benchmarks"
-    part peers 120 python3 -m benchmarks.peers --device cuda --repeat 5 --budget 15 \
+    part compile 150 python3 -m benchmarks.compile --device cuda --depths 8 512 --no-warm \
+      --modes store invert --unrolled-depths --out "$work/benchmarks"
+    part peers 90 python3 -m benchmarks.peers --device cuda --repeat 5 --budget 15 \
       --out "$work/benchmarks"
   fi
   tar czf "$out/gpu_results.tar.gz" -C "$work" .

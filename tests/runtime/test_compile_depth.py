@@ -204,3 +204,23 @@ def test_torch_export_still_traces_the_forward(mode: object) -> None:
     x = torch.randn(4, 6, dtype=torch.float64)
     program = torch.export.export(net, (x,))
     torch.testing.assert_close(program.module()(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run by benchmarks/gpu.sh)")
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_cuda_inductor_stage_equals_eager(mode: object) -> None:
+    """The GPU path: inductor (Triton) residual graphs, every mode, against eager on the GPU."""
+    from .programs import ConvBlock
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    stage = make_stage(
+        "hamiltonian", 8, width=8, residual=ConvBlock, backward=mode, dtype=torch.float32
+    )
+    net = nn.Sequential(nn.Conv2d(2, 8, 1), stage, nn.Flatten(), nn.Linear(128, 3)).cuda()
+    x = torch.randn(5, 2, 4, 4, device="cuda")
+    eager = run(net, x)
+    compiled = run(torch.compile(copy.deepcopy(net)), x, copy_module=False)
+    torch.testing.assert_close(compiled.out, eager.out, rtol=1e-4, atol=1e-5)
+    assert max_param_error(compiled, eager) < 1e-3
+    assert compiled.module._orig_mod[1].__dict__["_auto_compiler"]._fns

@@ -64,7 +64,8 @@ def run(
     xx = x.detach().clone().requires_grad_(True)
     torch.manual_seed(seed)
     out = m(xx)
-    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(123), dtype=out.dtype)
+    g = torch.Generator().manual_seed(123)
+    weight = torch.randn(out.shape, generator=g, dtype=out.dtype).to(out.device)
     (out * weight).sum().backward()
     base = getattr(m, "_orig_mod", m)  # torch.compile wrapper
     grads = {k: p.grad for k, p in base.named_parameters()}
