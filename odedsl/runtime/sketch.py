@@ -5,7 +5,7 @@ bound when a residual is ill-conditioned (a normalisation of a nearly constant c
 by ``sqrt(eps)`` every layer), and then the gradients differ from ``store``'s by as much as the
 reconstructed input differs from the true one. Keeping the true input to compare (the opt-in
 ``ODEDSL_CHECK_INVERSE``) costs one more state per stage; this keeps a *sketch* instead: for
-each sample of each state tensor, its squared norm and its inner products with
+each sample of the state (its tensors side by side), its squared norm and its inner products with
 :data:`PROJECTIONS` fixed Gaussian vectors. For an error ``e`` the mean of ``<r_j, e>²`` over
 the projections estimates ``‖e‖²`` (unbiased, within a factor of about 2 with 8 projections),
 so the reconstructed input's sketch gives the relative drift without the input. Exceeding
@@ -52,38 +52,34 @@ def _projection(features: int, dtype: torch.dtype, device: torch.device) -> Tens
     return found
 
 
-def _rows(s: Tensor) -> Tensor:
-    return s.reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1)
+def _rows(state: Sequence[Tensor]) -> Tensor:
+    """The state as one ``samples × features`` matrix (tensors side by side, detached)."""
+    rows = [s.detach().reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1) for s in state]
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 
 def sketch(state: Sequence[Tensor]) -> list[Tensor]:
-    """Per state tensor: ``(samples, PROJECTIONS + 1)`` in its dtype, the projections then the
-    squared norm (rounding them costs a relative drift floor of about the dtype's epsilon, far
-    below :data:`SKETCH_TOL`)."""
-    out = []
-    for s in state:
-        rows = _rows(s.detach())
-        proj = rows @ _projection(rows.shape[1], rows.dtype, rows.device)
-        norm2 = rows.double().square().sum(dim=1, keepdim=True).to(proj.dtype)
-        out.append(torch.cat([proj, norm2], dim=1))
-    return out
+    """``[(samples, PROJECTIONS + 1)]`` in the state's dtype: the projections then the squared
+    norm of each sample (rounding them costs a relative drift floor of about the dtype's
+    epsilon, far below :data:`SKETCH_TOL`). A list, to save with ``save_for_backward``."""
+    rows = _rows(state)
+    proj = rows @ _projection(rows.shape[1], rows.dtype, rows.device)
+    return [torch.cat([proj, (rows * rows).sum(dim=1, keepdim=True)], dim=1)]
 
 
 def sketch_bytes(state: Sequence[Tensor]) -> int:
     """What :func:`sketch` keeps for ``state``: ``PROJECTIONS + 1`` numbers per sample."""
-    return sum(_rows(s).shape[0] * (PROJECTIONS + 1) * s.element_size() for s in state)
+    rows = state[0].shape[0] if state[0].dim() >= 2 else 1
+    return rows * (PROJECTIONS + 1) * state[0].element_size()
 
 
 def estimated_drift(state: Sequence[Tensor], saved: Sequence[Tensor]) -> float:
     """Estimated ‖state − original‖ / ‖original‖ from the original's :func:`sketch` (one sync)."""
-    err2 = torch.zeros((), dtype=torch.float64, device=saved[0].device)
-    norm2 = torch.zeros((), dtype=torch.float64, device=saved[0].device)
-    for s, sk in zip(state, saved, strict=True):
-        rows = _rows(s.detach())
-        proj = (rows @ _projection(rows.shape[1], rows.dtype, rows.device)).double()
-        err2 = err2 + (proj - sk[:, :PROJECTIONS].double()).square().mean(dim=1).sum()
-        norm2 = norm2 + sk[:, PROJECTIONS].double().sum()
-    value = float((err2 / norm2.clamp_min(1e-300)).sqrt())
+    rows = _rows(state)
+    (sk,) = saved
+    proj = rows @ _projection(rows.shape[1], rows.dtype, rows.device)
+    err2 = (proj.double() - sk[:, :PROJECTIONS].double()).square().mean(dim=1).sum()
+    value = float((err2 / sk[:, PROJECTIONS].double().sum().clamp_min(1e-300)).sqrt())
     return value if math.isfinite(value) else float("inf")
 
 

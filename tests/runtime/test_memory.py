@@ -32,10 +32,9 @@ def test_invert_is_flat_in_depth(program):
     assert deep == shallow
     state = 8 * 4 * 4  # batch 8, width 4, float32
     # the final state (two for midpoint's (prev, x)) and, for exact inverses, a sketch of the
-    # input: PROJECTIONS + 1 numbers per sample and state tensor
-    # euler: x; hamiltonian: (y, z), halves of the width; midpoint: (prev, x), whole widths
-    tensors, states = {"euler": (1, 1), "hamiltonian": (2, 1), "midpoint": (2, 2)}[program]
-    sketch = 0 if program == "euler" else tensors * 8 * (PROJECTIONS + 1) * 4
+    # input: PROJECTIONS + 1 numbers per sample
+    states = 2 if program == "midpoint" else 1
+    sketch = 0 if program == "euler" else 8 * (PROJECTIONS + 1) * 4
     assert shallow == states * state + sketch
 
 
