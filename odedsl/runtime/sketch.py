@@ -54,7 +54,8 @@ def _projection(features: int, dtype: torch.dtype, device: torch.device) -> Tens
 
 def _rows(state: Sequence[Tensor]) -> Tensor:
     """The state as one ``samples × features`` matrix (tensors side by side, detached)."""
-    rows = [s.detach().reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1) for s in state]
+    rows = [s.reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1) for s in state]
+    rows = [r.detach() for r in rows]
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 
 
