@@ -233,7 +233,7 @@ def _walk_back(
         error = relative_error(state, rest)
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
     elif cfg.sketch:
-        drift = estimated_drift(state, rest)
+        drift = estimated_drift(state, rest, saved[:k])
         warn_if_drifted(stage, drift, state[0].dtype)
     return walk.acc, g
 

@@ -74,13 +74,20 @@ def sketch_bytes(state: Sequence[Tensor]) -> int:
     return rows * (PROJECTIONS + 1) * state[0].element_size()
 
 
-def estimated_drift(state: Sequence[Tensor], saved: Sequence[Tensor]) -> float:
-    """Estimated ‖state − original‖ / ‖original‖ from the original's :func:`sketch` (one sync)."""
+def estimated_drift(
+    state: Sequence[Tensor], saved: Sequence[Tensor], output: Sequence[Tensor]
+) -> float:
+    """Estimated ‖state − original‖ / max(‖original‖, ‖output‖) from the original's
+    :func:`sketch` (one sync). The stage output joins the scale because rounding grows with the
+    magnitudes the walk passes through: a stage input of zero (a zero-initialised stem, say)
+    reconstructed to within rounding of a large output is not a drift."""
     rows = _rows(state)
     (sk,) = saved
     proj = rows @ _projection(rows.shape[1], rows.dtype, rows.device)
     err2 = (proj.double() - sk[:, :PROJECTIONS].double()).square().mean(dim=1).sum()
-    value = float((err2 / sk[:, PROJECTIONS].double().sum().clamp_min(1e-300)).sqrt())
+    out = _rows(output).double()
+    scale2 = torch.maximum(sk[:, PROJECTIONS].double().sum(), (out * out).sum())
+    value = float((err2 / scale2.clamp_min(1e-300)).sqrt())
     return value if math.isfinite(value) else float("inf")
 
 

@@ -15,6 +15,7 @@ Default run: 150 validated + 100 compiled + 40 differential examples.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 
 import odedsl
-from odedsl.runtime import InversionDriftError, OdeStage
+from odedsl.runtime import InversionDriftError, InversionDriftWarning, OdeStage
 
 from .harness import CHECK_BUDGET_S, load_checked, write_files
 from .specgen import GeneratedSpec, valid_specs
@@ -69,10 +70,18 @@ def check_runs(gen: GeneratedSpec) -> None:
     assert sum(p.numel() for p in model.parameters()) == spec.network.parameters
     assert tuple(model.input_shape) == gen.input_shape
     x = torch.randn(2, *model.input_shape, requires_grad=True)
-    y = model(x)
-    assert tuple(y.shape) == (2, *gen.output_shape)
-    assert torch.isfinite(y).all()
-    y.square().mean().backward()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = model(x)
+        assert tuple(y.shape) == (2, *gen.output_shape)
+        assert torch.isfinite(y).all()
+        y.square().mean().backward()
+    for w in caught:  # an exact inverse that drifted: a find to pin, so show its spec
+        if isinstance(w.message, InversionDriftWarning):
+            files = "".join(f"\n--- {name} ---\n{text}" for name, text in gen.files.items())
+            warnings.warn(f"fuzz find: {w.message}{files}", UserWarning, stacklevel=2)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     assert x.grad is not None and torch.isfinite(x.grad).all()
     for name, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name

@@ -132,3 +132,21 @@ def test_amplified_rounding_in_an_exact_inverse_is_never_silent():
         warnings.simplefilter("error")
         right = run(stage, x, Invert())
     assert grad_error(right, store) < 1e-6
+
+
+def test_sketch_estimates_the_drift_and_scales_by_the_output_too():
+    """The estimate is within a small factor of the true relative error, and a zero input
+    reconstructed to within rounding of a large output is not a drift."""
+    from odedsl.runtime.sketch import estimated_drift, sketch
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(32, 3, 5, 5, generator=g, dtype=torch.float64),)
+    out = (10 * torch.randn(32, 3, 5, 5, generator=g, dtype=torch.float64),)
+    for size in (1e-9, 1e-3, 1.0):
+        e = size * torch.randn(x[0].shape, generator=g, dtype=torch.float64)
+        true = float(e.norm() / out[0].norm())  # the output is the larger scale here
+        got = estimated_drift((x[0] + e,), sketch(x), out)
+        assert true / 3 < got < true * 3, (size, got, true)
+    zero = (torch.zeros(32, 3, 5, 5, dtype=torch.float64),)
+    rounding = (1e-15 * torch.randn(zero[0].shape, generator=g, dtype=torch.float64),)
+    assert estimated_drift(rounding, sketch(zero), out) < 1e-15
