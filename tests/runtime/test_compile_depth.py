@@ -158,25 +158,36 @@ def test_compile_steps_survives_copies() -> None:
     assert net[1].step_compiler is None
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES, ids=str)
-def test_inductor_conv_stage_equals_eager(mode: object) -> None:
-    """The default path: plain ``torch.compile`` (inductor) of a convolutional stage."""
+def check_inductor_conv_stage(program: str, width: int, mode: object, device: str) -> None:
+    """Plain ``torch.compile`` (inductor) of a convolutional stage on ``device`` equals eager,
+    and its residuals really ran compiled."""
     from .programs import ConvBlock
 
     torch._dynamo.reset()
     torch.manual_seed(0)
     stage = make_stage(
-        "midpoint", 6, width=4, residual=ConvBlock, backward=mode, dtype=torch.float32
+        program,
+        6 if device == "cpu" else 8,
+        width=width,
+        residual=ConvBlock,
+        backward=mode,
+        dtype=torch.float32,
     )
-    net = nn.Sequential(nn.Conv2d(2, 4, 1), stage, nn.Flatten(), nn.Linear(64, 3))
-    x = torch.randn(5, 2, 4, 4)
+    net = nn.Sequential(nn.Conv2d(2, width, 1), stage, nn.Flatten(), nn.Linear(16 * width, 3))
+    net = net.to(device)
+    x = torch.randn(5, 2, 4, 4, device=device)
     eager = run(net, x)
     compiled = run(torch.compile(copy.deepcopy(net)), x, copy_module=False)
     torch.testing.assert_close(compiled.out, eager.out, rtol=1e-4, atol=1e-5)
     assert max_param_error(compiled, eager) < 1e-3
-    stage = compiled.module._orig_mod[1]
-    assert stage.__dict__["_auto_compiler"]._fns  # residuals compiled, not run eagerly
+    assert compiled.module._orig_mod[1].__dict__["_auto_compiler"]._fns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_inductor_conv_stage_equals_eager(mode: object) -> None:
+    """The default path: plain ``torch.compile`` (inductor) of a convolutional stage."""
+    check_inductor_conv_stage("midpoint", 4, mode, "cpu")
 
 
 @pytest.mark.parametrize("mode", ["store", "invert"])
@@ -210,17 +221,4 @@ def test_torch_export_still_traces_the_forward(mode: object) -> None:
 @pytest.mark.parametrize("mode", MODES, ids=str)
 def test_cuda_inductor_stage_equals_eager(mode: object) -> None:
     """The GPU path: inductor (Triton) residual graphs, every mode, against eager on the GPU."""
-    from .programs import ConvBlock
-
-    torch._dynamo.reset()
-    torch.manual_seed(0)
-    stage = make_stage(
-        "hamiltonian", 8, width=8, residual=ConvBlock, backward=mode, dtype=torch.float32
-    )
-    net = nn.Sequential(nn.Conv2d(2, 8, 1), stage, nn.Flatten(), nn.Linear(128, 3)).cuda()
-    x = torch.randn(5, 2, 4, 4, device="cuda")
-    eager = run(net, x)
-    compiled = run(torch.compile(copy.deepcopy(net)), x, copy_module=False)
-    torch.testing.assert_close(compiled.out, eager.out, rtol=1e-4, atol=1e-5)
-    assert max_param_error(compiled, eager) < 1e-3
-    assert compiled.module._orig_mod[1].__dict__["_auto_compiler"]._fns
+    check_inductor_conv_stage("hamiltonian", 8, mode, "cuda")
