@@ -377,6 +377,16 @@ def footer(fig: Any, text: str) -> None:
     fig.text(0.5, 0.005, text, ha="center", va="bottom", fontsize=7.5, color="0.35", wrap=True)
 
 
+def save_figure(
+    fig: Any, path: Path, caption: str, rect: tuple[float, float, float, float] = (0, 0.035, 1, 1)
+) -> None:
+    """Footer with ``caption``, tight layout within ``rect`` (room for the footer), save, close."""
+    footer(fig, caption)
+    fig.tight_layout(rect=rect)
+    fig.savefig(path)
+    pyplot().close(fig)
+
+
 def pyplot() -> Any:
     import matplotlib
 

@@ -170,10 +170,7 @@ def plot(record: dict, path: Any) -> None:
     fig.suptitle(
         "Seed 000 Fig. 4 on the 8×8 digits: training with the memory-free adjoint", fontsize=11
     )
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.035, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

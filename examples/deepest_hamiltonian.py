@@ -140,10 +140,7 @@ def plot(record: dict, path: Any) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Deepest Hamiltonian network that trains (dotted: first that does not fit)")
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.035, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -207,10 +207,7 @@ def plot(record: dict, path: Any) -> None:
         fontsize=10,
     )
     fig.suptitle("Seed 000 Fig. 3c: memory-free adjoint vs depth, ResNet and HeunNet", fontsize=11)
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"], rect=(0, 0.03, 1, 1))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -183,10 +183,7 @@ def plot(record: dict, runs: list[dict], path: Any) -> None:
     fig.suptitle(
         "Seed 000 Prop. 2 / Fig. 2: deep linear ResNet, rescaled gradient flow", fontsize=11
     )
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.025, 1, 0.97))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"], rect=(0, 0.025, 1, 0.97))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -161,10 +161,7 @@ def plot(record: dict, path: Any) -> None:
         "Seed 001: reversible Hamiltonian / midpoint / leapfrog networks, memory and time vs depth",
         fontsize=11,
     )
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.035, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

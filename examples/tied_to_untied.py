@@ -168,10 +168,7 @@ def plot(record: dict, path: Any) -> None:
     )
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(True, axis="y", alpha=0.3)
-    C.footer(fig, record["caption"])
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path)
-    plt.close(fig)
+    C.save_figure(fig, path, record["caption"], rect=(0, 0.04, 1, 1))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
