@@ -12,7 +12,7 @@ from odedsl.export.graphcode import RESERVED, Function, render_graph
 from odedsl.export.safety import Code, Locals, ident, literal, paragraph, quoted, refuse
 from odedsl.integrators import Integrator
 from odedsl.integrators.emit import InitState, Output
-from odedsl.runtime.program import AffineUpdate, IntegratorProgram, Step, SwapUpdate
+from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, Step, SwapUpdate
 
 
 @dataclass
@@ -70,7 +70,7 @@ def step_class(
             inv = render_graph(graph.inverse, f"{prefix}inverse", split(inverse_eqs, start))
             inv.doc = Code(
                 f"Undoes {prefix}forward exactly (derived from its updates): t + h → t."
-                if step.kind in ("exact", "exact-unstable")
+                if step.kind in EXACT_KINDS
                 else f"Approximately undoes {prefix}forward: the scheme run backwards in time."
             )
             functions.append(inv)

@@ -22,7 +22,7 @@ from odedsl.integrators.derive import (
 )
 from odedsl.integrators.lower import Lowered, ParamSpec, Stmt, lower
 from odedsl.integrators.show import number, show
-from odedsl.runtime.program import IntegratorProgram, InverseKind
+from odedsl.runtime.program import EXACT_KINDS, IntegratorProgram, InverseKind
 from odedsl.syntax import ast
 
 ParamValues = Mapping[str, float]
@@ -212,7 +212,7 @@ class Integrator:
             inverse += [f"start: {line}" for line in self._exact_inverse(low.start)]
         if step.kind == "approximate":
             inverse = [_equation(s, ir.reverse_time(s.expr)) for s in low.body]
-        elif step.kind in ("exact", "exact-unstable"):
+        elif step.kind in EXACT_KINDS:
             inverse = self._exact_inverse(low.body) + inverse
         else:
             inverse = []

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
+from odedsl.runtime.program import EXACT_KINDS
 
 CHECK_INVERSE_ENV = "ODEDSL_CHECK_INVERSE"
 CHECK_FORWARD_ENV = "ODEDSL_CHECK_FORWARD"
@@ -109,7 +110,7 @@ def relative_error(got: Sequence[Tensor], true: Sequence[Tensor]) -> float:
 
 def report_drift(stage: str, kind: str, error: float, tol: float, dtype: torch.dtype) -> None:
     """Raise for exact kinds, warn for approximate ones, when ``error`` exceeds the tolerance."""
-    exact = kind in ("exact", "exact-unstable")
+    exact = kind in EXACT_KINDS
     if tol != tol:  # nan: defaults
         tol = EXACT_DRIFT_TOL.get(dtype, 1e-2) if exact else APPROX_DRIFT_TOL
     if not error > tol and error == error:

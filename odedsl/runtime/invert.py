@@ -61,7 +61,7 @@ from odedsl.runtime.guard import (
     relative_error,
     report_drift,
 )
-from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
+from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard
 from odedsl.runtime.sketch import estimated_drift, sketch, sketch_enabled, warn_if_drifted
 
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 
 ANCHOR_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
 DEFAULT_ANCHOR_EVERY = 16
-EXACT_KINDS = ("exact", "exact-unstable")
 
 
 class AnchorPlan(NamedTuple):

@@ -32,6 +32,8 @@ State = tuple[Tensor, ...]
 ResidualCall = Callable[[str, Tensor, float], Tensor]
 StepFn = Callable[[State, ResidualCall, float, float], State]
 InverseKind = Literal["exact", "exact-unstable", "approximate", "none"]
+#: The kinds whose inverse is exact in exact arithmetic (rounding aside).
+EXACT_KINDS: tuple[InverseKind, ...] = ("exact", "exact-unstable")
 
 
 @dataclass(frozen=True)
