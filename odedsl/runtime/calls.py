@@ -34,6 +34,57 @@ class RunContext:
     compiler: StepCompiler | None = None
 
 
+class ResidualMemo:
+    """Residual values a layer's recomputation produced, offered to the next reconstruction.
+
+    Why: an approximate inverse (the reverse-time Euler, Heun and RK4 steps of seed 000,
+    eq. 6 and 9) evaluates the residual at the layer's *output*, which is the input the walk
+    reconstructed for the layer after it, where that layer's recomputation evaluated the
+    residual just before. When both evaluations use the same weights (tied or shared
+    schedules; HeunNet's θ_{n+1} with untied weights), the inverse takes that value instead of
+    evaluating again: one residual evaluation saved per layer, the same arithmetic as a
+    fused exact step. Keys are the residual, the blend (slots and weights) and the input
+    tensor's storage, offset, shape, strides, dtype and version counter, so only the very
+    same values match; each entry holds its input so the storage cannot be freed and reused.
+    Unused for stochastic stages (each layer replays its own random stream).
+    """
+
+    def __init__(self) -> None:
+        self.offered: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
+        self.fresh: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
+        self.hits = 0
+
+    @staticmethod
+    def key(name: str, blend: Blend, x: Tensor) -> tuple[object, ...]:
+        return (
+            name,
+            blend,
+            x.untyped_storage().data_ptr(),
+            x.storage_offset(),
+            x.shape,
+            x.stride(),
+            x.dtype,
+            x._version,
+        )
+
+    def take(self, key: tuple[object, ...]) -> Tensor | None:
+        found = self.offered.get(key)
+        if found is None:
+            return None
+        self.hits += 1
+        return found[1]
+
+    def keep(self, key: tuple[object, ...], x: Tensor, out: Tensor) -> None:
+        """Keep ``out`` if ``x`` is a state the walk hands on (a leaf, not an intermediate
+        like Heun's ``x + h k1``): one value per state and residual, O(1) memory."""
+        if x.grad_fn is None:
+            self.fresh[key] = (x, out.detach())
+
+    def advance(self) -> None:
+        """Offer what the last recomputation kept (and only that) to the next inverse."""
+        self.offered, self.fresh = self.fresh, {}
+
+
 class LayerCall:
     """The :data:`ResidualCall` of layer ``n``: picks (or blends) the slot, replays the RNG.
 
@@ -41,6 +92,8 @@ class LayerCall:
     parameters); ``guard`` protects their buffers during recomputation; ``scope`` is the
     update index that keys the random stream (0: the whole step). ``tables``: the stage's
     validated :class:`StageTables` (faster slot lookup, only buffered slots protected).
+    ``memo``: a :class:`ResidualMemo` to take values from (``keep=False``, an inverse) or to
+    keep them in (``keep=True``, a recomputation); ignored when the stage is stochastic.
     """
 
     def __init__(
@@ -52,9 +105,13 @@ class LayerCall:
         touched: set[SlotKey] | None = None,
         guard: BufferGuard | None = None,
         tables: StageTables | None = None,
+        memo: ResidualMemo | None = None,
+        keep: bool = False,
     ) -> None:
         self.stage, self.n, self.ctx, self.scope = stage, n, ctx, scope
         self.touched, self.guard, self.tables = touched, guard, tables
+        self.memo = memo if ctx.seed is None else None
+        self.keep = keep
         self._seen: dict[tuple[str, float], int] = {}
 
     def __call__(self, name: str, x: Tensor, c: float) -> Tensor:
@@ -69,9 +126,18 @@ class LayerCall:
                 self.guard.protect(modules[slot])
         compiler = self.ctx.compiler
         if self.ctx.seed is None:
+            memo = self.memo
+            if memo is not None:
+                key = memo.key(name, blend, x)
+                if not self.keep and (found := memo.take(key)) is not None:
+                    return found
             if compiler is not None:
-                return _evaluate_compiled(compiler, name, modules, blend, x, tables)
-            return _evaluate(modules, blend, x)
+                out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
+            else:
+                out = _evaluate(modules, blend, x)
+            if memo is not None and self.keep:
+                memo.keep(key, x, out)
+            return out
         occurrence = self._seen.get((name, c), 0)
         self._seen[(name, c)] = occurrence + 1
         key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))

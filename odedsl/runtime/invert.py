@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.calls import LayerCall, ResidualMemo, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.guard import (
     FiniteProbe,
     FiniteTracker,
@@ -291,9 +291,22 @@ class _Walk:
         )
         self.acc: list[Tensor | None] = [None] * len(self.params)
         self.guard: BufferGuard | None = None
+        self.memo = ResidualMemo()
 
-    def _call(self, n: int, scope: int, touched: set[SlotKey] | None) -> LayerCall:
-        return LayerCall(self.stage, n, self.ctx, scope, touched, self.guard, self.tables)
+    def _call(
+        self, n: int, scope: int, touched: set[SlotKey] | None, memo: bool = False
+    ) -> LayerCall:
+        return LayerCall(
+            self.stage,
+            n,
+            self.ctx,
+            scope,
+            touched,
+            self.guard,
+            self.tables,
+            self.memo if memo else None,
+            keep=touched is not None,
+        )
 
     def _amp(self) -> AbstractContextManager[object]:
         """The forward's autocast state; no context at all when it is already current."""
@@ -367,17 +380,22 @@ class _Walk:
     def undo_recompute(
         self, n: int, step: Step, state: State, g: list[Tensor]
     ) -> tuple[State, list[Tensor]]:
-        """Reconstruct the layer input with ``step.inverse``, recompute ``step.forward``."""
+        """Reconstruct the layer input with ``step.inverse``, recompute ``step.forward``.
+
+        The inverse takes residual values the previous recomputation kept when they match
+        (:class:`ResidualMemo`: same weights, same input tensor), and this recomputation keeps
+        its own for the next layer."""
         stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
         assert step.inverse is not None, f"stage {stage.name!r}: step without inverse"
         with torch.no_grad(), self._amp():
-            prev = step.inverse(state, self._call(n, 0, None), h, t)
+            prev = step.inverse(state, self._call(n, 0, None, memo=True), h, t)
             prev = keep_dtypes(prev, state)
         leaves = [p.detach().requires_grad_() for p in prev]
         touched: set[SlotKey] = set()
-        call = self._call(n, 0, touched)
+        call = self._call(n, 0, touched, memo=True)
         with torch.enable_grad(), self._amp():
             out = keep_dtypes(step.forward(tuple(leaves), call, h, t), prev)
+        self.memo.advance()
         got = self._vjp(list(out), leaves, touched, g)
         new_g = [
             gr if gr is not None else torch.zeros_like(p) for gr, p in zip(got, prev, strict=True)
