@@ -4,7 +4,10 @@ Forward runs every layer under ``no_grad`` and saves only the final state. Backw
 layers in reverse. Steps written as exact updates take the *fused* path: each update's
 increment ``e`` is evaluated once with grad, both to undo the update
 (``old = (new - e) / factor``) and for its VJP. Other steps (approximate kinds, a two-step
-scheme's first step) are reconstructed with ``step.inverse`` and recomputed with grad.
+scheme's first step) are reconstructed with ``step.inverse`` and recomputed with grad; the
+inverse takes the residual values the previous layer's recomputation computed at the same
+tensor with the same weights (:class:`~odedsl.runtime.calls.ResidualMemo`: tied and shared
+schedules, HeunNet's θ_{n+1}), so such a step evaluates the residual once per layer fewer.
 All residual parameters are inputs of the Function, so tied weights accumulate.
 
 Re-anchoring (``exact-unstable`` kinds): undoing ``factor * x`` with ``|factor| < 1``
