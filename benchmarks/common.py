@@ -241,9 +241,12 @@ class Case:
 
 
 def loss_weight(like: Tensor, seed: int = 123) -> Tensor:
-    """A fixed random cotangent: the loss is ``(out * weight).sum()``."""
+    """A fixed random cotangent: the loss is ``(out * weight).sum()``. Drawn in float64 and
+    cast, so float32 and float64 runs of one case use the same loss (``randn`` draws
+    different numbers per dtype)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(like.shape, generator=g, dtype=like.dtype).to(like.device)
+    w = torch.randn(like.shape, generator=g, dtype=torch.float64)
+    return w.to(dtype=like.dtype, device=like.device)
 
 
 def train_step(case: Case, x: Tensor, weight: Tensor | None) -> Tensor:

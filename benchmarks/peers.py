@@ -15,6 +15,10 @@ measured in the same run; every method of a group starts from identical weights)
   ``AdditiveCoupling`` in ``InvertibleModuleWrapper``, odedsl ``additive_coupling``;
 * ``hamiltonian``, ``midpoint``, ``leapfrog``: odedsl store (baseline) and invert.
 
+Gradient errors (batch ``--grad-batch``): in float64 against the baseline (what the method
+itself adds), and the float32 step against the baseline's float64 gradient (what a float32
+user gets: rounding plus the method's error; the baseline's own row shows the rounding alone).
+
 Usage (from the repository root; peers: ``pip install --no-deps momentumnet memcnn
 torchdiffeq``, see ``benchmarks/README.md``)::
 
@@ -423,6 +427,14 @@ def run_depth(
             xx = gx.detach().clone().requires_grad_()
             train_step(case, xx, None)
             grads[s.name] = flat_grads(case, xx)
+        # the same step in float32, against the exact (float64) gradient of the baseline:
+        # rounding plus whatever the method adds (issue target: exact modes <= 1e-5 at N=1024)
+        grads32: dict[str, list[Tensor]] = {}
+        for s in specs:
+            case = _built(s, banks[s.group].copy(torch.float32, device))
+            xx = gx.detach().to(torch.float32).requires_grad_()
+            train_step(case, xx, None)
+            grads32[s.name] = flat_grads(case, xx)
         rows = []
         for s, case in zip(specs, cases, strict=True):
             t = median(samples[s.name])
@@ -436,6 +448,7 @@ def run_depth(
                 "time_samples_s": samples[s.name],
                 "saved_bytes": mem,
                 "grad_err_float64": relative_error(grads[s.name], grads[s.baseline]),
+                "grad_err_float32": relative_error(grads32[s.name], grads[s.baseline]),
                 "note": s.note,
             }
             if device.startswith("cuda"):
@@ -461,6 +474,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
         "saved bytes",
         "bytes ×",
         "grad err f64",
+        "f32 vs exact",
         "baseline",
         "note",
     ]
@@ -474,6 +488,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
             fmt_bytes(r["saved_bytes"]),
             "—" if r["saved_ratio"] is None else f"{r['saved_ratio']:.3g}×",
             fmt_err(r["grad_err_float64"]) if r["method"] != r["baseline"] else "(ref)",
+            fmt_err(r["grad_err_float32"]),
             r["baseline"] if r["method"] != r["baseline"] else "—",
             r["note"],
         ]

@@ -48,9 +48,7 @@ def test_harmless_coefficients_run(expr: str) -> None:
     assert torch.isfinite(model(torch.randn(3, 2))).all()
 
 
-NET4 = (
-    "network n() { input vector[4] stage s = ode(4) { integrator my residual { linear(4) } } }\n"
-)
+NET4 = "network n() { input vector[4] stage s = ode(4) { integrator my residual { linear(4) } } }\n"
 
 
 def _chain(op: str, n: int) -> str:
