@@ -26,6 +26,7 @@ import odedsl
 from odedsl.runtime import InversionDriftError, InversionDriftWarning, OdeStage
 
 from .harness import CHECK_BUDGET_S, load_checked, write_files
+from .ill_posed import ill_posed_points
 from .specgen import GeneratedSpec, valid_specs
 
 FAST = settings(
@@ -122,23 +123,25 @@ def check_modes_agree(gen: GeneratedSpec) -> None:
     exactly, so outputs, gradients and running statistics equal ``store``'s; ``invert`` equals
     them too when every stage's inverse is exact (rounding only, float64).
 
-    Not compared in invert mode: specs with zero-padded channels (their exact zeros sit on the
-    kink of relu or on max-pool ties, where a state reconstructed to within rounding, ±1e-17
-    instead of 0, takes the other one-sided derivative), and networks whose reconstruction
-    the runtime's own check finds off by more than 1e-10 (a normalisation of a nearly
-    constant channel amplifies by 1/sqrt(eps) per layer, forward and inverse alike: a
-    16-orders ill-conditioned map, which "exact to rounding" cannot survive). Both are
-    properties of inversion, not bugs.
+    Excused in invert mode: a gradient disagreement when the ``store`` forward put a layer
+    inside a stage on a point where the gradient is undefined or is rounding noise
+    (:func:`ill_posed_points`: a ReLU input on its kink, a max-pool tie, a normalised group of
+    variance below eps — zero-padded channels, a group a ReLU emptied), where a state
+    reconstructed to within rounding (±1e-17 instead of 0) takes the other one-sided derivative
+    or other noise; and networks whose reconstruction the runtime's own check finds off by
+    more than 1e-10 (a normalisation of a nearly constant channel amplifies by 1/sqrt(eps) per
+    layer, forward and inverse alike: a 16-orders ill-conditioned map, which "exact to
+    rounding" cannot survive). Both are properties of inversion, not bugs; any other
+    disagreement, and any disagreement of outputs or running statistics, fails.
     """
     spec = check_validates(gen)
     exact = all(s.inverse in ("exact", "exact-unstable") for s in spec.network.stages)
-    exact = exact and not any("pad_channels" in text for text in gen.files.values())
     modes = ["store", "checkpoint(2)"] + (["invert"] if exact else [])
     results = {}
-    start = None
+    start: dict[str, torch.Tensor] = {}
     for mode in modes:
         model = odedsl.compile(spec, backward=mode, dtype=torch.float64)
-        if start is None:
+        if not start:
             start = {k: v.clone() for k, v in model.state_dict().items()}
         model.load_state_dict(start)
         torch.manual_seed(1)
@@ -163,12 +166,26 @@ def check_modes_agree(gen: GeneratedSpec) -> None:
     for mode in [m for m in modes[1:] if m in results]:
         y, gx, grads, state = results[mode]
         torch.testing.assert_close(y, ref_y, **tol, msg=f"{mode}: output")
-        torch.testing.assert_close(gx, ref_gx, **grad_tol, msg=f"{mode}: input gradient")
-        assert grads.keys() == ref_grads.keys(), mode
-        for k, g in ref_grads.items():
-            torch.testing.assert_close(grads[k], g, **grad_tol, msg=f"{mode}: {k}")
         for k, v in ref_state.items():
             torch.testing.assert_close(state[k], v, **tol, msg=f"{mode}: {k}")
+        assert grads.keys() == ref_grads.keys(), mode
+        try:
+            torch.testing.assert_close(gx, ref_gx, **grad_tol, msg=f"{mode}: input gradient")
+            for k, g in ref_grads.items():
+                torch.testing.assert_close(grads[k], g, **grad_tol, msg=f"{mode}: {k}")
+        except AssertionError:
+            if mode != "invert" or not _ill_posed_in_store(spec, start):
+                raise
+
+
+def _ill_posed_in_store(spec: odedsl.ValidatedSpec, start: dict[str, torch.Tensor]) -> list[str]:
+    """The ill-posed points the differential runs' ``store`` forward met (same weights, input
+    and seed)."""
+    model = odedsl.compile(spec, backward="store", dtype=torch.float64)
+    model.load_state_dict(start)
+    torch.manual_seed(1)
+    x = torch.randn(3, *model.input_shape, dtype=torch.float64)
+    return ill_posed_points(model, lambda: model(x))
 
 
 @settings(FAST, max_examples=40)
