@@ -16,8 +16,9 @@ measured in the same run; every method of a group starts from identical weights)
 * ``hamiltonian``, ``midpoint``, ``leapfrog``: odedsl store (baseline) and invert.
 
 Gradient errors (batch ``--grad-batch``): in float64 against the baseline (what the method
-itself adds), and the float32 step against the baseline's float64 gradient (what a float32
-user gets: rounding plus the method's error; the baseline's own row shows the rounding alone).
+itself adds), the float32 step against the baseline's float64 gradient (what a float32 user
+gets: rounding plus the method's error; the baseline's own row shows the rounding alone), and
+the float32 step against the baseline's float32 step (what the method adds in float32).
 
 Usage (from the repository root; peers: ``pip install --no-deps momentumnet memcnn
 torchdiffeq``, see ``benchmarks/README.md``)::
@@ -449,6 +450,9 @@ def run_depth(
                 "saved_bytes": mem,
                 "grad_err_float64": relative_error(grads[s.name], grads[s.baseline]),
                 "grad_err_float32": relative_error(grads32[s.name], grads[s.baseline]),
+                "grad_err_float32_vs_baseline": relative_error(
+                    grads32[s.name], grads32[s.baseline]
+                ),
                 "note": s.note,
             }
             if device.startswith("cuda"):
@@ -475,6 +479,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
         "bytes ×",
         "grad err f64",
         "f32 vs exact",
+        "f32 vs baseline f32",
         "baseline",
         "note",
     ]
@@ -489,6 +494,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
             "—" if r["saved_ratio"] is None else f"{r['saved_ratio']:.3g}×",
             fmt_err(r["grad_err_float64"]) if r["method"] != r["baseline"] else "(ref)",
             fmt_err(r["grad_err_float32"]),
+            fmt_err(r["grad_err_float32_vs_baseline"]) if r["method"] != r["baseline"] else "(ref)",
             r["baseline"] if r["method"] != r["baseline"] else "—",
             r["note"],
         ]

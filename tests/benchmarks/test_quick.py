@@ -114,6 +114,7 @@ def test_peers_memory_and_gradients(peers_run: dict[str, Any]) -> None:
     for method in [m for m in exact if m.startswith("odedsl") and m.endswith("invert")]:
         for n in (lo, hi):
             assert by[(method, n)]["grad_err_float32"] < 1e-5, (method, n)
+            assert by[(method, n)]["grad_err_float32_vs_baseline"] < 1e-5, (method, n)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchdiffeq") is None, reason="torchdiffeq")
