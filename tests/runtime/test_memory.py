@@ -32,9 +32,9 @@ def test_invert_is_flat_in_depth(program):
     assert deep == shallow
     state = 8 * 4 * 4  # batch 8, width 4, float32
     # the final state (two for midpoint's (prev, x)) and, for exact inverses, a sketch of the
-    # input: PROJECTIONS + 1 numbers per sample
+    # input: PROJECTIONS + 1 float64 numbers, whatever the batch
     states = 2 if program == "midpoint" else 1
-    sketch = 0 if program == "euler" else 8 * (PROJECTIONS + 1) * 4
+    sketch = 0 if program == "euler" else (PROJECTIONS + 1) * 8
     assert shallow == states * state + sketch
 
 
