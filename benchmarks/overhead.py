@@ -15,7 +15,12 @@ Two measurements, all timed round-robin with the process CPU clock, one thread:
    and a minimal hand-written ``autograd.Function`` doing the approximate Euler inversion
    with one ``torch.autograd.grad`` per layer (the floor of any per-layer Python design).
 
-Usage: ``python -m benchmarks.overhead`` (about a minute); prints two tables.
+3. **Two runtime features, on and off** in one process, alternated: the residual memo of
+   approximate kinds (:class:`odedsl.runtime.calls.ResidualMemo`, off = its lookups always
+   miss) with tied weights, and the drift sketch of exact kinds (off = ``check_inverse=False``),
+   each as invert time relative to store.
+
+Usage: ``python -m benchmarks.overhead`` (a few minutes); prints three tables.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import odedsl.runtime.calls as calls_module
 import odedsl.runtime.invert as invert_module
 from benchmarks.common import (
     RESULTS,
@@ -158,6 +164,51 @@ def fixed_overhead(integrator: str, depth: int, rounds: int) -> dict[str, float]
     return {k: v / depth for k, v in _time(fns, rounds).items()}
 
 
+def _stepper(stage: nn.Module, x: Tensor) -> Callable[[], Any]:
+    return lambda: train_step(Case("stage", "g", stage, stage, lambda: []), x, None)
+
+
+def _memo_off(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        real = calls_module.ResidualMemo.take
+        calls_module.ResidualMemo.take = lambda self, key: None  # type: ignore[method-assign]
+        try:
+            return fn()
+        finally:
+            calls_module.ResidualMemo.take = real  # type: ignore[method-assign]
+
+    return run
+
+
+def features_on_off(
+    residual: Residual, depth: int, rounds: int, integrators: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Invert time / store time with each feature on and off (memo: tied approximate kinds;
+    sketch: exact kinds)."""
+    x = residual.input(dtype=torch.float32, device="cpu", seed=1).requires_grad_()
+    out: dict[str, dict[str, float]] = {}
+    for integrator in integrators:
+        approximate = integrator in ("euler", "heun", "rk4")
+        weights = "tied" if approximate else "untied"
+        base = build_stage(integrator, depth, residual, weights=weights, gamma=0.9, seed=0)
+        store, invert = with_mode(base, "store", 1), with_mode(base, "invert", 1)
+        quiet = with_mode(base, "invert", 1)
+        quiet.check_inverse = False
+        fns: dict[str, Callable[[], Any]] = {
+            "store": _stepper(store, x),
+            "on": _stepper(invert, x),
+            "off": _memo_off(_stepper(invert, x)) if approximate else _stepper(quiet, x),
+        }
+        t = _time(fns, rounds)
+        out[integrator] = {
+            "feature": "residual memo" if approximate else "drift sketch",
+            "weights": weights,
+            "on": t["on"] / t["store"],
+            "off": t["off"] / t["store"],
+        }
+    return out
+
+
 def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
     p.add_argument("--width", type=int, default=64)
@@ -166,6 +217,14 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     p.add_argument("--depth", type=int, default=100)
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--integrators", nargs="+", default=["euler", "midpoint", "hamiltonian"])
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=["euler", "heun", "rk4", "hamiltonian"],
+        help="integrators for the on/off table",
+    )
+    p.add_argument("--feature-depth", type=int, default=64)
+    p.add_argument("--feature-rounds", type=int, default=30)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     configure_threads(1)
@@ -202,6 +261,18 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         ]
     log("\nfixed cost per layer (width 4, batch 2: no arithmetic left):")
     log(markdown_table(["integrator", "mode", "per layer", "× store"], rows))
+    features = features_on_off(residual, args.feature_depth, args.feature_rounds, args.features)
+    where = f"{residual.describe()}, N={args.feature_depth}"
+    log(f"\nfeatures on and off, invert time × store ({where}):")
+    log(
+        markdown_table(
+            ["integrator", "weights", "feature", "on", "off"],
+            [
+                [k, v["weights"], v["feature"], f"{v['on']:.2f}×", f"{v['off']:.2f}×"]
+                for k, v in features.items()
+            ],
+        )
+    )
     payload = {
         "benchmark": "overhead",
         "command": "python -m benchmarks.overhead "
@@ -211,6 +282,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "clock": "cpu (minimum over rounds), seconds per layer",
         "arithmetic": a,
         "fixed": fixed,
+        "features": features,
     }
     write_json(args.out / f"overhead-{machine_tag('cpu')}.json", payload)
     return payload

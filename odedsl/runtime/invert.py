@@ -30,7 +30,7 @@ difference (here: a different summation order), whatever the mode. Use float64 (
 ~1e-3) for deep two-step stages.
 
 Every backward of an exact kind also estimates how far the reconstructed stage input drifted
-from the true one, from a sketch of the input (a few numbers per sample,
+from the true one, from a sketch of the input (17 numbers per stage,
 :mod:`odedsl.runtime.sketch`), and warns once per stage when the drift is catastrophic, so an
 inverse made unreliable by amplified rounding is never silent. ``ODEDSL_CHECK_INVERSE=0`` or
 ``check_inverse=False`` switches that off; ``ODEDSL_CHECK_INVERSE=1`` keeps the true input

@@ -151,9 +151,12 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     from benchmarks import overhead
 
     argv = "--width 8 --hidden 8 --batch 8 --depth 10 --rounds 1 --integrators euler".split()
+    argv += "--features euler hamiltonian --feature-depth 4 --feature-rounds 1".split()
     out = overhead.main([*argv, "--out", str(tmp_path)], log=_quiet)
     assert out["arithmetic"]["floor_exact"] > 1.0
     assert set(out["fixed"]["euler"]) >= {"store", "invert", "hand-written Function"}
+    assert out["features"]["euler"]["feature"] == "residual memo"
+    assert out["features"]["hamiltonian"]["feature"] == "drift sketch"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib")
