@@ -15,10 +15,11 @@ Two measurements, all timed round-robin with the process CPU clock, one thread:
    and a minimal hand-written ``autograd.Function`` doing the approximate Euler inversion
    with one ``torch.autograd.grad`` per layer (the floor of any per-layer Python design).
 
-3. **Two runtime features, on and off** in one process, alternated: the residual memo of
-   approximate kinds (:class:`odedsl.runtime.calls.ResidualMemo`, off = its lookups always
-   miss) with tied weights, and the drift sketch of exact kinds (off = ``check_inverse=False``),
-   each as invert time relative to store.
+3. **Two runtime features, on and off** in one process: the residual memo of approximate
+   kinds (:class:`odedsl.runtime.calls.ResidualMemo`, off = its lookups always miss) with tied
+   weights, and the drift sketch of exact kinds (off = ``check_inverse=False``): per round,
+   store, on and off in a random order; the medians of the paired ratios to store, and in how
+   many rounds ``on`` was the faster.
 
 Usage: ``python -m benchmarks.overhead`` (a few minutes); prints three tables.
 """
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -199,14 +202,36 @@ def features_on_off(
             "on": _stepper(invert, x),
             "off": _memo_off(_stepper(invert, x)) if approximate else _stepper(quiet, x),
         }
-        t = _time(fns, rounds)
+        on, off = _paired(fns, rounds)
         out[integrator] = {
             "feature": "residual memo" if approximate else "drift sketch",
             "weights": weights,
-            "on": t["on"] / t["store"],
-            "off": t["off"] / t["store"],
+            "on": statistics.median(on),
+            "off": statistics.median(off),
+            "on_faster_rounds": sum(a < b for a, b in zip(on, off, strict=True)),
+            "rounds": rounds,
         }
     return out
+
+
+def _paired(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[list[float], list[float]]:
+    """Per round, in a fresh random order: ``on`` and ``off`` time over ``store`` time (paired
+    ratios; their medians resist this machine's bursts of noise better than minima)."""
+    rng = random.Random(0)
+    for fn in fns.values():
+        fn()
+    on, off = [], []
+    for _ in range(rounds):
+        order = list(fns)
+        rng.shuffle(order)
+        t = {}
+        for k in order:
+            start = time.process_time()
+            fns[k]()
+            t[k] = time.process_time() - start
+        on.append(t["on"] / t["store"])
+        off.append(t["off"] / t["store"])
+    return on, off
 
 
 def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
@@ -266,9 +291,16 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     log(f"\nfeatures on and off, invert time × store ({where}):")
     log(
         markdown_table(
-            ["integrator", "weights", "feature", "on", "off"],
+            ["integrator", "weights", "feature", "on", "off", "rounds on faster"],
             [
-                [k, v["weights"], v["feature"], f"{v['on']:.2f}×", f"{v['off']:.2f}×"]
+                [
+                    k,
+                    v["weights"],
+                    v["feature"],
+                    f"{v['on']:.2f}×",
+                    f"{v['off']:.2f}×",
+                    f"{v['on_faster_rounds']}/{v['rounds']}",
+                ]
                 for k, v in features.items()
             ],
         )
