@@ -52,7 +52,6 @@ class ResidualMemo:
     def __init__(self) -> None:
         self.offered: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
         self.fresh: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
-        self.hits = 0
 
     @staticmethod
     def key(name: str, blend: Blend, x: Tensor) -> tuple[object, ...]:
@@ -69,10 +68,7 @@ class ResidualMemo:
 
     def take(self, key: tuple[object, ...]) -> Tensor | None:
         found = self.offered.get(key)
-        if found is None:
-            return None
-        self.hits += 1
-        return found[1]
+        return None if found is None else found[1]
 
     def keep(self, key: tuple[object, ...], x: Tensor, out: Tensor) -> None:
         """Keep ``out`` if ``x`` is a state the walk hands on (a leaf, not an intermediate

@@ -77,7 +77,7 @@ def sketch(state: Sequence[Tensor]) -> list[Tensor]:
     """``[(PROJECTIONS + 1,)]`` float64: the projections then the squared norm of the state. A
     list, to save with ``save_for_backward``."""
     rows = _rows(state)
-    norm2 = rows.double().square().sum().reshape(1)
+    norm2 = rows.square().sum(dtype=torch.float64).reshape(1)
     return [torch.cat([_project(rows), norm2])]
 
 
@@ -95,8 +95,8 @@ def estimated_drift(
     reconstructed to within rounding of a large output is not a drift."""
     (sk,) = saved
     err2 = (_project(_rows(state)) - sk[:PROJECTIONS]).square().mean()
-    out = _rows(output).double()
-    scale2 = torch.maximum(sk[PROJECTIONS], (out * out).sum())
+    out2 = _rows(output).square().sum(dtype=torch.float64)
+    scale2 = torch.maximum(sk[PROJECTIONS], out2)
     value = float((err2 / scale2.clamp_min(1e-300)).sqrt())
     return value if math.isfinite(value) else float("inf")
 
