@@ -249,9 +249,8 @@ def print_tables(rows: list[dict[str, Any]], depths: Sequence[int], log: Any) ->
     for integrator in dict.fromkeys(r["integrator"] for r in rows):
         for n in depths:
             s, c, i = (by[(integrator, n, m)] for m in MODES)
-            kind = i["kind"] + (
-                f" ({i['anchors_float32']} anchors)" if i["anchors_float32"] else ""
-            )
+            count = i["anchors_float32"]
+            kind = i["kind"] + (f" ({count} anchor{'s' * (count != 1)})" if count else "")
             body.append(
                 [
                     integrator,
