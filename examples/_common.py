@@ -60,6 +60,15 @@ def setup(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
 
+def device_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
+    """``--device`` as a torch device; a usage error (not a traceback later) when it asks for
+    CUDA and torch sees none."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device visible to torch")
+    return device
+
+
 def machine(threads: int | None = None, device: str = "cpu") -> str:
     """What ran the experiment, for figures and JSON: device, threads, torch."""
     threads = torch.get_num_threads() if threads is None else threads

@@ -161,9 +161,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device visible to torch")
+    device = C.device_of(p, args)
     quick = args.quick
     defaults = {
         "batch": 4 if quick else 128,

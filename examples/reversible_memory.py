@@ -193,9 +193,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device visible to torch")
+    device = C.device_of(p, args)
     args.depths = sorted(args.depths)
     args.steps = args.steps if args.steps is not None else (2 if args.quick else 3)
     if args.store_steps_1000 is None:
