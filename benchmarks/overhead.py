@@ -152,10 +152,7 @@ def fixed_overhead(integrator: str, depth: int, rounds: int) -> dict[str, float]
     x = tiny.input(dtype=torch.float32, device="cpu", seed=0).requires_grad_()
     every = max(1, round(math.sqrt(depth)))
     stages = {m: with_mode(base, m, every) for m in ("store", "checkpoint", "invert")}
-    cases = {m: Case(m, "g", s, s, lambda: []) for m, s in stages.items()}
-    fns: dict[str, Callable[[], Any]] = {
-        m: (lambda c=c: train_step(c, x, None)) for m, c in cases.items()
-    }
+    fns: dict[str, Callable[[], Any]] = {m: _stepper(s, x) for m, s in stages.items()}
     fns["invert, no backward tracker"] = _without_backward_tracker(fns["invert"])
     if integrator == "euler":
         fs = list(base.residual_modules("f"))
