@@ -1,0 +1,342 @@
+"""The figures the READMEs quote are the figures the recorded runs wrote.
+
+Each README table below names the command that made it; that command wrote a JSON file under
+``benchmarks/results/`` or ``examples/results/``. These tests read every number of those
+tables back from the JSON, to the precision the README prints (``1.84`` means [1.835,
+1.845]), so a table cannot drift from its measurements when one of them is rerun without the
+other. Why: a figure in a README that was not measured as stated is the one thing the
+project's numbers must never be.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+EXAMPLES_README = ROOT / "examples" / "README.md"
+
+# a number not glued to a word ("rk4", "3×3" and "√N" are not figures)
+_NUMBER = re.compile(r"(?<![\w.])[-−]?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?(?![\w])")
+_F = r"\d+\.\d+"  # a decimal figure in a sentence
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def numbers(cell: str) -> list[str]:
+    """The numeric tokens of a table cell, in order, as printed."""
+    return _NUMBER.findall(cell.replace("**", ""))
+
+
+def value_of(token: str) -> float:
+    return float(token.replace("−", "-").replace(",", ""))
+
+
+def agrees(token: str, value: float) -> bool:
+    """``token`` is ``value`` rounded to the printed precision (half a unit in the last
+    printed digit, and a hair for binary rounding)."""
+    text = token.replace("−", "-").replace(",", "")
+    mantissa, _, exponent = text.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    unit = 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+    return abs(value_of(token) - value) <= 0.5 * unit * (1 + 1e-9) + 1e-15 * abs(value)
+
+
+def assert_agree(tokens: list[str], values: list[float], where: str) -> None:
+    assert len(tokens) == len(values), f"{where}: printed {tokens}, recorded {values}"
+    for token, value in zip(tokens, values, strict=True):
+        assert agrees(token, value), f"{where}: README says {token}, the JSON says {value:.6g}"
+
+
+def table(path: Path, header: str) -> dict[str, list[str]]:
+    """The markdown table whose header row starts with ``header``: first cell → all cells."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    assert start is not None, f"{path.name}: no table starting {header!r}"
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    assert rows, f"{path.name}: table {header!r} is empty"
+    return rows
+
+
+def prose(path: Path) -> str:
+    """The file's text with line breaks and runs of spaces folded (sentences wrap)."""
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+def load(relative: str) -> dict[str, Any]:
+    return json.loads((ROOT / relative).read_text(encoding="utf-8"))
+
+
+def sizes(cell: str) -> list[tuple[str, int]]:
+    """``"1.6 MiB / 320 KiB"`` → [("1.6", 2**20), ("320", 2**10)]; a unit applies to the
+    numbers before it that have none (``"64 / 128 KiB"``); "—" is no figure."""
+    out: list[tuple[str, int]] = []
+    pending: list[str] = []
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*(KiB|MiB|GiB|B)?", cell):
+        pending.append(number)
+        if unit:
+            out.extend((n, _UNITS[unit]) for n in pending)
+            pending = []
+    assert not pending, f"{cell!r}: a size without a unit"
+    return out
+
+
+# ------------------------------------------------------------------------------ README.md
+MODES_JSON = "benchmarks/results/after-memo/modes-cpu2.json"
+
+
+def test_modes_table_is_the_recorded_run():
+    text = prose(README)
+    record = load(MODES_JSON)
+    assert record["command"] in text, "the README must name the command that made the table"
+    ratio: dict[tuple[str, int, str], float] = {}
+    for r in record["rows"]:
+        mode = "checkpoint" if r["mode"].startswith("checkpoint") else r["mode"]
+        ratio[(r["integrator"], r["depth"], mode)] = r["time_ratio"]
+    rows = table(README, "| integrator | inverse | invert × store")
+    assert set(rows) == set(record["config"]["integrators"])
+    for name, cells in rows.items():
+        assert cells[1] == record["summary"][name]["kind"], name
+        for column, mode in ((2, "invert"), (3, "checkpoint")):
+            assert_agree(
+                numbers(cells[column]),
+                [ratio[(name, d, mode)] for d in record["config"]["depths"]],
+                f"modes table, {name} {mode}",
+            )
+
+
+def _invert_ratios(relative: str) -> dict[str, list[float]]:
+    record = load(relative)
+    depths = [str(d) for d in record["config"]["depths"]]
+    return {k: [v["invert_time_ratio"][d] for d in depths] for k, v in record["summary"].items()}
+
+
+def test_tied_and_conv_sentences_are_the_recorded_runs():
+    text = prose(README)
+    tied = _invert_ratios("benchmarks/results/after-memo-tied/modes-cpu2.json")
+    pair = rf"({_F}) / ({_F})"
+    found = re.search(rf"euler {pair}, heun {pair}, \*\*rk4 {pair}\*\*", text)
+    assert found, "README: the tied-weights sentence moved; update this test"
+    assert_agree(list(found.groups()), tied["euler"] + tied["heun"] + tied["rk4"], "tied")
+
+    conv = _invert_ratios("benchmarks/results/conv/modes-cpu2.json")
+    exact = [conv[k] for k in ("hamiltonian", "additive_coupling", "midpoint")]
+    found = re.search(
+        rf"exact invert is ({_F})–({_F})× at N = 10 and \*\*({_F})–({_F})×\*\* at N = 100 "
+        rf"\(hamiltonian, additive_coupling, midpoint\), heun {pair}, euler {pair}",
+        text,
+    )
+    assert found, "README: the conv sentence moved; update this test"
+    assert_agree(
+        list(found.groups()),
+        [
+            min(r[0] for r in exact),
+            max(r[0] for r in exact),
+            min(r[1] for r in exact),
+            max(r[1] for r in exact),
+            *conv["heun"],
+            *conv["euler"],
+        ],
+        "conv",
+    )
+
+
+PEERS_JSON = "benchmarks/results/peers-cpu2.json"
+PEER_ROWS = {  # README row → (odedsl method, peer method, peer's second method in parentheses)
+    "momentum, γ = 0.9": ("odedsl momentum invert", "momentumnet memory-free", None),
+    "RevNet coupling": ("odedsl additive_coupling invert", "memcnn InvertibleModuleWrapper", None),
+    "Euler ResNet": ("odedsl euler invert", "torchdiffeq odeint_adjoint euler", None),
+    "Heun / midpoint": ("odedsl heun invert", "torchdiffeq odeint_adjoint midpoint", None),
+    "RK4": ("odedsl rk4 invert", "torchdiffeq odeint_adjoint rk4", None),
+    "per-layer recomputation": (None, "checkpoint every layer", "checkpoint every √N layers"),
+}
+
+
+def test_peers_table_is_the_recorded_run():
+    text = prose(README)
+    record = load(PEERS_JSON)
+    assert f"`{record['command']}" in text
+    depths = record["config"]["depths"]
+    deepest = max(depths)
+    by = {(r["method"], r["depth"]): r for r in record["rows"]}
+    rows = table(README, "| work | odedsl invert | peer |")
+    assert set(rows) == set(PEER_ROWS)
+    for name, (ours, peer, peer2) in PEER_ROWS.items():
+        cells = rows[name]
+        where = f"peers table, {name}"
+        methods = [m for m in (ours, peer) if m is not None]
+        if ours is not None:
+            assert_agree(numbers(cells[1]), [by[(ours, d)]["time_ratio"] for d in depths], where)
+        times = [by[(peer, d)]["time_ratio"] for d in depths]
+        if peer2 is not None:
+            times += [by[(peer2, d)]["time_ratio"] for d in depths]
+        assert_agree(numbers(cells[2]), times, where + " (peer)")
+        memory = sizes(cells[3])
+        recorded = [by[(m, deepest)]["saved_bytes"] for m in methods]
+        if peer2 is not None:  # "— / 2 MiB (√N)": only the √N checkpoint's memory is quoted
+            recorded = [by[(peer2, deepest)]["saved_bytes"]]
+        assert_agree(
+            [t for t, _ in memory],
+            [b / unit for b, (_, unit) in zip(recorded, memory, strict=True)],
+            where + " (memory)",
+        )
+        errors = [by[(m, deepest)]["grad_err_float64"] for m in methods]
+        if peer2 is not None:
+            errors = [by[(peer, deepest)]["grad_err_float64"]]
+        assert_agree(numbers(cells[4]), errors, where + " (gradient error)")
+
+
+def test_peers_float32_sentence_is_the_recorded_run():
+    text = prose(README)
+    record = load(PEERS_JSON)
+    deepest = max(record["config"]["depths"])
+    at = {r["method"]: r for r in record["rows"] if r["depth"] == deepest}
+    e = r"(\d+(?:\.\d+)?e-\d+)"
+    found = re.search(
+        rf"hamiltonian {e} against `store`'s {e}; against `store` in float32: {e} hamiltonian, "
+        rf"(\d)–{e} midpoint and coupling, {e} momentum\)",
+        text,
+    )
+    assert found, "README: the float32 peers sentence moved; update this test"
+    vs_exact, vs_store = "grad_err_float32", "grad_err_float32_vs_baseline"
+    low, high = sorted(
+        at[f"odedsl {k} invert"][vs_store] for k in ("midpoint", "additive_coupling")
+    )
+    ham, mid, mom = found.group(3), found.group(5), found.group(6)
+    assert_agree(
+        [found.group(1), found.group(2), ham, found.group(4) + "e" + mid.split("e")[1], mid, mom],
+        [
+            at["odedsl hamiltonian invert"][vs_exact],
+            at["odedsl hamiltonian store"][vs_exact],
+            at["odedsl hamiltonian invert"][vs_store],
+            low,
+            high,
+            at["odedsl momentum invert"][vs_store],
+        ],
+        "float32 peers sentence",
+    )
+    found = re.search(rf"`store` itself is {e} off in float32, invert {e}", text)
+    assert found, "README: the leapfrog float32 sentence moved; update this test"
+    assert_agree(
+        list(found.groups()),
+        [at[f"odedsl leapfrog {m}"][vs_exact] for m in ("store", "invert")],
+        "leapfrog float32",
+    )
+
+
+COMPILE_JSON = "benchmarks/results/compile-cpu2.json"
+COMPILE_ROWS = {
+    "odedsl store": "store",
+    "odedsl checkpoint(√N)": "checkpoint",
+    "odedsl invert": "invert",
+    "Python loop over layers (reference)": "python-loop",
+}
+
+
+def test_compile_table_is_the_recorded_run():
+    record = load(COMPILE_JSON)
+    rows = table(README, "| stage | N | cold compile")
+    assert set(rows) == set(COMPILE_ROWS)
+    for name, mode in COMPILE_ROWS.items():
+        cells = rows[name]
+        runs = [r for r in record["rows"] if r["mode"] == mode]
+        where = f"compile table, {name}"
+        assert_agree(numbers(cells[1]), [r["depth"] for r in runs], where + " (N)")
+        assert_agree(numbers(cells[2]), [r["cold"]["compile_s"] for r in runs], where)
+        assert_agree(numbers(cells[3]), [r["warm"]["compile_s"] for r in runs], where)
+        assert {r["cold"]["graphs"] for r in runs} == {int(cells[4])}, where
+        assert_agree(
+            numbers(cells[5]),
+            [r["cold"]["compiled_step_s"] / r["cold"]["eager_step_s"] for r in runs],
+            where + " (compiled / eager)",
+        )
+
+
+GRADIENT_JSON = "examples/results/gradient_error_vs_depth.json"
+
+
+def test_fig3c_slopes_are_the_recorded_run():
+    slopes = load(GRADIENT_JSON)["slopes"]
+    text = prose(README)
+    found = re.search(
+        r"slope of \*\*(−[\d.]+)\*\* for the ResNet.*?\*\*(−[\d.]+)\*\* for the", text, re.S
+    )
+    assert found, "README: the Fig. 3c slopes sentence moved; update this test"
+    assert_agree(list(found.groups()), [slopes["euler"], slopes["heun"]], "README slopes")
+
+
+# ---------------------------------------------------------------------- examples/README.md
+def _median_range(values: list[float]) -> list[float]:
+    return [statistics.median(values), min(values), max(values)]
+
+
+def test_gradient_error_table_is_the_recorded_run():
+    record = load(GRADIENT_JSON)
+    rows = table(EXAMPLES_README, "| N | ResNet gradient error")
+    assert sorted(int(n) for n in rows) == record["depths"]
+    for n, cells in rows.items():
+        per = {
+            i: [r for r in record["rows"] if r["integrator"] == i and r["depth"] == int(n)]
+            for i in ("euler", "heun")
+        }
+        where = f"examples gradient-error table, N = {n}"
+        for column, integrator in ((1, "euler"), (2, "heun")):
+            errors = [r["grad_error"] for r in per[integrator]]
+            assert_agree(numbers(cells[column]), _median_range(errors), where)
+        for column, integrator in ((3, "euler"), (4, "heun")):
+            recon = statistics.median(r["reconstruction_error"] for r in per[integrator])
+            assert_agree(numbers(cells[column]), [recon], where + " (reconstruction)")
+
+
+MEMORY_JSON = "examples/results/reversible_memory.json"
+
+
+def test_reversible_memory_table_is_the_recorded_run():
+    record = load(MEMORY_JSON)
+    by = {(r["network"], r["depth"], r["backward"]): r for r in record["rows"]}
+    lines = [
+        line
+        for line in EXAMPLES_README.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in record["networks"]
+    ]
+    assert len(lines) == len(record["networks"]) * len(record["depths"])
+    for line in lines:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name, depth = cells[0], int(value_of(cells[1]))
+        store, invert = by[(name, depth, "store")], by[(name, depth, "invert")]
+        where = f"examples reversible-memory table, {name} N = {depth}"
+        assert_agree(
+            numbers(cells[2]) + numbers(cells[3]),
+            [store["activation_bytes"] / 2**20, invert["activation_bytes"] / 2**20],
+            where + " (MiB)",
+        )
+        times = [store["seconds_per_step"], invert["seconds_per_step"]]
+        assert_agree(numbers(cells[4]) + numbers(cells[5]), times, where + " (s/step)")
+        assert_agree(numbers(cells[6])[:1], [times[1] / times[0]], where + " (ratio)")
+
+
+@pytest.mark.parametrize(
+    ("token", "value", "ok"),
+    [
+        ("1.84", 1.8449, True),
+        ("1.84", 1.8451, False),
+        ("8.7e-5", 8.6986e-05, True),
+        ("8.7e-5", 8.76e-05, False),
+        ("−1.03", -1.03407, True),
+        ("1,000", 1000.0, True),
+        ("430", 430.4, True),
+        ("430", 431.0, False),
+    ],
+)
+def test_agrees_reads_the_printed_precision(token, value, ok):
+    assert agrees(token, value) is ok
