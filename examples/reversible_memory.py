@@ -7,7 +7,8 @@ by the exact inverse step during backward) mode:
 * activation memory: bytes of the distinct storages autograd saves during one training forward
   (``odedsl.runtime.activation_bytes``; on CUDA also the allocator's peak, ``--device cuda``);
 * a few training steps on 8×8 digits batches (AdamW), with the median time per step after a
-  warm-up step, and the loss before and after;
+  warm-up step (process CPU time on CPU, as the benchmarks: on a shared machine wall time
+  measures the other jobs too; wall time with synchronisation on CUDA), and the losses;
 * at depths ≤ ``--gradcheck-max-depth``: the relative difference between the invert and the
   store gradient on the same batch and weights (exact inverses: float32 rounding only).
 
@@ -21,7 +22,7 @@ The paper's GPU setting (the deepest Hamiltonian network, batch 128, 32×32 inpu
 ``--device cuda --size 32 --channels 3 --batch 128`` runs it on synthetic 3×32×32 images (CIFAR
 is not available offline); it has not been run here.
 
-    python examples/reversible_memory.py           # ~2 min CPU, 3.6 GB peak
+    python examples/reversible_memory.py           # ~5 min CPU, ~3 GB peak (see the JSON)
     python examples/reversible_memory.py --quick   # seconds: memory at 10/100/1000, 2 steps ≤ 100
 """
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import _common as C
@@ -41,6 +42,16 @@ from odedsl.runtime import activation_bytes, cuda_activation_bytes
 
 NETS = ("hamiltonian", "midpoint", "leapfrog")
 MODES = ("store", "invert")
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident memory so far (Linux and macOS; None elsewhere)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes vs KiB
 
 
 def batches(args: Any, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -67,6 +78,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: torch.device) -> Callable[[], float]:
+    """Process CPU time on CPU (one torch thread: what this process computed, whatever else
+    the machine runs), wall time on CUDA (kernels run off the CPU; :func:`sync` first)."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def measure(
     name: str,
     depth: int,
@@ -90,17 +107,18 @@ def measure(
     row["parameters"] = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr)
     times, losses = [], []
+    now = clock(device)
     for s in range(steps):
         sel = idx[(s * args.batch) % len(idx) :][: args.batch]
         xb, yb = x_all[sel], y_all[sel]
         sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         loss = F.cross_entropy(net(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(now() - t0)
         losses.append(float(loss.detach()))
     timed = times[1:] if len(times) > 1 else times
     row.update(
@@ -151,10 +169,11 @@ def plot(record: dict, path: Any) -> None:
         a.legend(fontsize=8, ncol=2)
     ax.set_ylabel(f"activation memory (MiB), batch {record['batch']}")
     ax.set_title("(a) saved activations: linear in depth (store), flat (invert)", fontsize=10)
-    bx.set_ylabel("seconds per training step (median)")
+    cpu = record.get("device", "cpu") == "cpu"
+    bx.set_ylabel(f"{'CPU' if cpu else 'wall'} seconds per training step (median)")
     bx.set_title(
-        f"(b) time per training step (median of {max(1, record['steps'] - 1)} after a warm-up; "
-        "shared CPU, noisy)",
+        f"(b) time per training step (median of {max(1, record['steps'] - 1)} after a warm-up"
+        + ("; process CPU time)" if cpu else ")"),
         fontsize=10,
     )
     fig.suptitle(
@@ -168,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--networks", nargs="+", default=list(NETS), choices=list(NETS))
     p.add_argument("--depths", type=int, nargs="+", default=[10, 100, 1000])
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 3)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps per run (default 5; quick 2)"
+    )
     p.add_argument(
         "--store-steps-1000",
         type=int,
@@ -195,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     C.setup(args)
     device = C.device_of(p, args)
     args.depths = sorted(args.depths)
-    args.steps = args.steps if args.steps is not None else (2 if args.quick else 3)
+    args.steps = args.steps if args.steps is not None else (2 if args.quick else 5)
     if args.store_steps_1000 is None:
         args.store_steps_1000 = 0 if args.quick else args.steps
     if args.max_train_depth is None:
@@ -265,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         memory_ratios=ratios,
         gradient_gaps=gaps,
         seconds=seconds,
+        peak_rss_bytes=peak_rss_bytes(),
         caption=caption,
     )
     sps = {(r["network"], r["depth"], r["backward"]): r["seconds_per_step"] for r in rows}
@@ -317,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "invert vs store gradient (relative): "
             + ", ".join(f"{g['network']} N={g['depth']}: {g['grad_error']:.2g}" for g in gaps)
         )
-    print(f"{seconds:.0f} s")
+    peak = record["peak_rss_bytes"]
+    print(f"{seconds:.0f} s" + (f", peak resident memory {peak / 2**30:.2f} GiB" if peak else ""))
     out = args.out / ("reversible_memory" + ("_cuda" if device.type == "cuda" else ""))
     C.write_json(out.with_suffix(".json"), record)
     if not args.no_plot:

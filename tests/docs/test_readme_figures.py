@@ -340,3 +340,19 @@ def test_reversible_memory_table_is_the_recorded_run():
 )
 def test_agrees_reads_the_printed_precision(token, value, ok):
     assert agrees(token, value) is ok
+
+
+# --------------------------------------------------------------------- benchmarks/README.md
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "benchmarks/results/after-memo/modes-cpu2.json",
+        "benchmarks/results/after-memo-tied/modes-cpu2.json",
+        "benchmarks/results/conv/modes-cpu2.json",
+    ],
+)
+def test_benchmarks_readme_quotes_the_current_tables_verbatim(relative):
+    """The newest section of benchmarks/README.md pastes each run's table as it printed it
+    (older sections are history: their runs' JSON was overwritten by later ones)."""
+    table_text = load(relative)["table"].strip()
+    assert table_text in (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8"), relative
