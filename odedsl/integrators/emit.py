@@ -226,12 +226,16 @@ def _final_slots(d: Derived, state: Sequence[str]) -> list[ir.Var]:
 # ------------------------------------------------------------------ runtime objects
 @dataclass(frozen=True)
 class GraphStep:
-    """A :data:`~odedsl.runtime.program.StepFn` backed by a GraphModule (picklable)."""
+    """A :data:`~odedsl.runtime.program.StepFn` backed by a GraphModule (picklable).
+
+    Calls the graph's generated ``forward`` directly: these graphs are internal (no hooks can
+    be registered on them), and ``nn.Module.__call__`` plus fx's call wrapper cost a few µs
+    per call, paid several times per layer in a backward walk."""
 
     graph: fx.GraphModule
 
     def __call__(self, state: State, call: ResidualCall, h: float, t: float) -> State:
-        return tuple(self.graph(*state, h, t, call))
+        return tuple(self.graph.forward(*state, h, t, call))
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ class GraphIncrement:
     graph: fx.GraphModule
 
     def __call__(self, state: State, call: ResidualCall, h: float, t: float) -> Tensor:
-        return self.graph(*state, h, t, call)
+        return self.graph.forward(*state, h, t, call)  # direct, as GraphStep
 
 
 @dataclass(frozen=True)

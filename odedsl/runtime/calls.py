@@ -7,6 +7,7 @@ stage and records which slots it touched (so a backward VJP differentiates only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -114,7 +115,7 @@ class LayerCall:
         stage = self.stage
         blend = stage.blend(self.n, c)
         tables = self.tables
-        modules = tables.modules[name] if tables is not None else stage.residual_modules(name)
+        modules = tables.slots[name] if tables is not None else stage.residual_modules(name)
         for slot, _ in blend:
             if self.touched is not None:
                 self.touched.add((name, slot))
@@ -143,7 +144,7 @@ class LayerCall:
             return _evaluate(modules, blend, x)
 
 
-def _blended(modules: nn.ModuleList, blend: Blend) -> tuple[int, dict[str, Tensor]]:
+def _blended(modules: Sequence[nn.Module], blend: Blend) -> tuple[int, dict[str, Tensor]]:
     """The heaviest slot of a blend and the blended parameters."""
     heavy = max(blend, key=lambda b: b[1])[0]
     names = [k for k, _ in modules[heavy].named_parameters()]
@@ -152,7 +153,7 @@ def _blended(modules: nn.ModuleList, blend: Blend) -> tuple[int, dict[str, Tenso
     return heavy, params
 
 
-def _evaluate(modules: nn.ModuleList, blend: Blend, x: Tensor) -> Tensor:
+def _evaluate(modules: Sequence[nn.Module], blend: Blend, x: Tensor) -> Tensor:
     """One slot: call it. A blend: blended parameters, buffers of the heaviest slot."""
     if len(blend) == 1:
         return modules[blend[0][0]](x)
@@ -163,7 +164,7 @@ def _evaluate(modules: nn.ModuleList, blend: Blend, x: Tensor) -> Tensor:
 def _evaluate_compiled(
     compiler: StepCompiler,
     name: str,
-    modules: nn.ModuleList,
+    modules: Sequence[nn.Module],
     blend: Blend,
     x: Tensor,
     tables: StageTables | None,

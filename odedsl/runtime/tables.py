@@ -28,7 +28,8 @@ SlotKey = tuple[str, int]
 
 class StageTables:
     """``params`` (the invert Function's inputs), ``slot_index`` (indices of each slot's
-    parameters), ``modules`` (residual name → its ModuleList), ``buffered`` (slots holding
+    parameters), ``modules`` (residual name → its ModuleList; ``slots``: as a list),
+    ``buffered`` (slots holding
     buffers, the only ones a :class:`~odedsl.runtime.replay.BufferGuard` must protect) and a
     memo of the parameter indices of a set of touched slots."""
 
@@ -39,6 +40,9 @@ class StageTables:
             r: stage.get_submodule(r)  # type: ignore[misc]
             for r in stage.program.residuals
         }
+        # the same slots as plain lists: indexing a ModuleList costs a few µs (index
+        # normalisation), paid on every residual call
+        self.slots: dict[str, list[nn.Module]] = {r: list(m) for r, m in self.modules.items()}
         self.slot_index: dict[SlotKey, list[int]] = {}
         self.buffered: set[SlotKey] = set()
         for r, mods in self.modules.items():
