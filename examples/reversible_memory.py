@@ -22,7 +22,7 @@ The paper's GPU setting (the deepest Hamiltonian network, batch 128, 32×32 inpu
 ``--device cuda --size 32 --channels 3 --batch 128`` runs it on synthetic 3×32×32 images (CIFAR
 is not available offline); it has not been run here.
 
-    python examples/reversible_memory.py           # ~5 min CPU, ~3 GB peak (see the JSON)
+    python examples/reversible_memory.py           # ~3.5 min CPU, 3.3 GiB peak RSS (in the JSON)
     python examples/reversible_memory.py --quick   # seconds: memory at 10/100/1000, 2 steps ≤ 100
 """
 

@@ -228,9 +228,10 @@ def _final_slots(d: Derived, state: Sequence[str]) -> list[ir.Var]:
 class GraphStep:
     """A :data:`~odedsl.runtime.program.StepFn` backed by a GraphModule (picklable).
 
-    Calls the graph's generated ``forward`` directly: these graphs are internal (no hooks can
-    be registered on them), and ``nn.Module.__call__`` plus fx's call wrapper cost a few µs
-    per call, paid several times per layer in a backward walk."""
+    Calls the graph's generated ``forward`` directly: these graphs are internal (odedsl
+    registers no hooks on them; module hooks belong on the residual modules, which are still
+    called normally), and ``nn.Module.__call__`` plus fx's call wrapper cost a few µs per
+    call, paid several times per layer in a backward walk."""
 
     graph: fx.GraphModule
 
