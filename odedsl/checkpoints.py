@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,39 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     )
 
 
+def _refusal_reason(text: str) -> str:
+    """The line of torch's weights_only refusal that says what was refused (torch prefixes
+    it with paragraphs about the ``weights_only`` default)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
+    reason = found.group(1) if found else (text.strip().splitlines() or ["unsupported"])[0]
+    return reason.strip()[:200]
+
+
+def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; every failure a located :class:`CheckpointError`
+    (E110) that says which of three things went wrong: the file cannot be read (missing,
+    truncated, corrupt archive), it is a torch file carrying pickled objects (refused, never
+    run), or it is not a torch file at all (``torch.save`` writes a zip archive)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = _refusal_reason(str(exc))
+        if zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{where} carries pickled objects that weights_only loading refuses ({first})",
+                "only load checkpoints you trust; odedsl writes tensors and plain values only",
+                code="E110",
+            ) from None
+        raise CheckpointError(
+            f"{where} is not a PyTorch checkpoint: not the zip archive torch.save writes, and "
+            f"not a plain weights pickle either ({first})",
+            "pass the file torch.save (or odedsl) wrote; only load files you trust",
+            code="E110",
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {where}: {exc}"[:400], code="E110") from None
+
+
 def read_checkpoint(
     source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu"
 ) -> tuple[dict[str, Tensor], dict[str, StageLayout] | None]:
@@ -161,18 +196,7 @@ def read_checkpoint(
     else:
         path = Path(source)
         where = f"'{path}'"
-        try:
-            data = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as exc:
-            first = (str(exc).strip().splitlines() or ["unsupported content"])[0]
-            raise CheckpointError(
-                f"{where} is not a plain weights file: weights_only loading refuses it (it "
-                f"carries pickled objects, or is not a torch file): {first[:200]}",
-                "only load checkpoints you trust; odedsl writes tensors and plain values only",
-                code="E110",
-            ) from None
-        except (OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise CheckpointError(f"cannot read {where}: {exc}"[:400], code="E110") from None
+        data = load_plain(path, where, map_location)
     layouts = None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
         layouts = {p: StageLayout.from_plain(s) for p, s in data["stages"].items()}

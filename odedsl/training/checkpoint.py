@@ -9,7 +9,6 @@ same folder, fsync, ``os.replace``).
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from odedsl.checkpoints import load_plain
 from odedsl.diagnostics import Diagnostic, DslError
 
 FORMAT = 1
@@ -77,18 +77,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"--resume: no checkpoint at '{path}'",
             "resume needs the --out folder of an earlier run",
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
-        raise _error(
-            "E110",
-            f"'{path}' is not a safe odedsl checkpoint: it carries pickled objects that "
-            f"weights_only loading refuses ({first[:200]})",
-            "only load checkpoints you trust; odedsl writes tensors and plain values only",
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise _error("E110", f"cannot read checkpoint '{path}': {exc}"[:400]) from None
+    data = load_plain(path, f"checkpoint '{path}'")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _error("E110", f"'{path}' is not an odedsl training checkpoint (format {FORMAT})")
     return data

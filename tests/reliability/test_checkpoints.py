@@ -133,7 +133,7 @@ def test_not_a_state_dict(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is not a state dict"):
         load_checkpoint(build("tied"), tmp_path / "x.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         load_checkpoint(build("tied"), tmp_path / "junk.pt")
 
 
@@ -170,6 +170,36 @@ def test_a_raw_pickle_file_is_refused_unexecuted(tmp_path: Path) -> None:
     assert not marker.exists()
     pickle.loads((tmp_path / "raw.pt").read_bytes())
     assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text", r"is not a PyTorch checkpoint: not the zip archive .*\(Unsupported operand"),
+        ("truncated", r"cannot read '.*': .*zip archive"),
+        ("payload", r"carries pickled objects .*\(Unsupported global: GLOBAL "),
+        ("empty", r"cannot read '.*'"),
+    ],
+)
+def test_unreadable_files_say_which_of_three_things_is_wrong(tmp_path: Path, content, message):
+    """Not a torch file, a damaged one, or one carrying pickled objects: each says so (E110),
+    and no payload ever runs."""
+    good = tmp_path / "good.pt"
+    save_checkpoint(build("tied"), good)
+    path = tmp_path / f"{content}.pt"
+    marker = tmp_path / "executed"
+    if content == "text":
+        path.write_text('{"weights": [1, 2, 3]}\n', encoding="utf-8")
+    elif content == "truncated":
+        path.write_bytes(good.read_bytes()[:1000])
+    elif content == "payload":
+        torch.save({"state_dict": {}, "evil": _Payload(marker)}, path)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_checkpoint(build("tied"), path)
+    assert err.value.diagnostics[0].code == "E110"
+    assert not marker.exists()
 
 
 # ------------------------------------------------------------------ conversion
