@@ -27,10 +27,11 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
     """Read a spec file as UTF-8 text, refusing what is missing, huge or binary."""
     try:
         size = path.stat().st_size
-        if not path.is_file():
-            raise IsADirectoryError(str(path))
+        kind = None if path.is_file() else "a directory" if path.is_dir() else "not a regular file"
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
-        raise DslError([Diagnostic("E110", f"cannot read '{path}': no such file", span)]) from None
+        kind = "no such file"
+    if kind is not None:  # a device or a FIFO could block or never end: only regular files
+        raise DslError([Diagnostic("E110", f"cannot read '{path}': {kind}", span)])
     if size > limits.max_spec_bytes:
         # located at the importing statement, or at 1:1 of the file itself (never read)
         where = span or Span.at_start(SourceFile(str(path), ""))

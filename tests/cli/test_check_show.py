@@ -66,6 +66,8 @@ def test_check_errors_are_located_json(tmp_path: Path, capsys: pytest.CaptureFix
     ("args", "needle"),
     [
         (["check", "no/such/file.ode"], "no such file"),
+        (["check", str(ROOT / "specs")], "'" + str(ROOT / "specs") + "': a directory"),
+        (["check", "/dev/null"], "'/dev/null': not a regular file"),
         (["check", RESNET, "--set", "depth"], "expected NAME=VALUE"),
         (["check", RESNET, "--set", "dpth=3"], "did you mean 'depth'"),
         (["check", RESNET, "--set", "depth=many"], "parameter 'depth' is int"),
