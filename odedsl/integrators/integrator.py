@@ -22,7 +22,7 @@ from odedsl.integrators.derive import (
 )
 from odedsl.integrators.lower import Lowered, ParamSpec, Stmt, lower
 from odedsl.integrators.show import number, show
-from odedsl.runtime.program import EXACT_KINDS, IntegratorProgram, InverseKind
+from odedsl.runtime.program import IntegratorProgram, InverseKind
 from odedsl.syntax import ast
 
 ParamValues = Mapping[str, float]
@@ -125,6 +125,9 @@ class Integrator:
             if low.two_step:
                 start = bind(to_ssa(low.start, low.state), values)
                 derived = (classify_two_step(body, False), classify_two_step(start, True))
+            elif low.start:  # a one-step integrator whose first layer is its own step
+                start = bind(to_ssa(low.start, low.state), values)
+                derived = (classify_step(body, low.state), classify_step(start, low.state))
             else:
                 derived = (classify_step(body, low.state), None)
             self._cache[key] = derived
@@ -205,18 +208,19 @@ class Integrator:
         step, first = self._derive(params)
         forward = [f"start: {line}" for line in map(_equation, low.start)]
         forward += [_equation(s) for s in low.body]
-        rotate = f"(prev, {self.declared[0]}) ← ({self.declared[0]}, next)"
-        inverse: list[str] = []
-        if first is not None:
-            forward.append(rotate)
-            inverse += [f"start: {line}" for line in self._exact_inverse(low.start)]
-        if step.kind == "approximate":
-            inverse = [_equation(s, ir.reverse_time(s.expr)) for s in low.body]
-        elif step.kind in EXACT_KINDS:
-            inverse = self._exact_inverse(low.body) + inverse
-        else:
-            inverse = []
+        if self.two_step:
+            forward.append(f"(prev, {self.declared[0]}) ← ({self.declared[0]}, next)")
+        if (first is not None and first.kind == "none") or step.kind == "none":
+            return forward, []
+        inverse = self._inverse(low.body, step)
+        if first is not None:  # the first layer is undone last
+            inverse += [f"start: {line}" for line in self._inverse(low.start, first)]
         return forward, inverse
+
+    def _inverse(self, stmts: tuple[Stmt, ...], derived: Derived) -> list[str]:
+        if derived.kind == "approximate":
+            return [_equation(s, ir.reverse_time(s.expr)) for s in stmts]
+        return self._exact_inverse(stmts)
 
     def _exact_inverse(self, stmts: tuple[Stmt, ...]) -> list[str]:
         lines: list[str] = []

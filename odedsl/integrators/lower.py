@@ -5,8 +5,9 @@ residual calls must have the form ``name(expr, t + c*h)`` with a numeric ``c``. 
 those of DESIGN.md §3: state variables are declared in the parentheses, temporaries are
 assigned once with ``=`` before being read, ``+=``/``-=`` only update state variables,
 two-step integrators assign ``next`` (from ``prev`` and the state) and state their first
-layer in a ``start`` block that reads the state alone. Whitelisted math functions
-(:data:`~odedsl.integrators.ir.MATH_FUNCTIONS`: ``sqrt``, ``exp``) apply to scalars only.
+layer in a ``start`` block that reads the state alone; a one-step integrator may state its
+first layer in a ``start`` block too (updates of its state, like its body). Whitelisted math
+functions (:data:`~odedsl.integrators.ir.MATH_FUNCTIONS`: ``sqrt``, ``exp``) apply to scalars only.
 """
 
 from __future__ import annotations
@@ -97,12 +98,6 @@ class _Lowerer(ExprLowerer):
                     "state the first layer from the state alone, "
                     "e.g. start { next = x + h * f(x, t) }",
                 )
-        elif d.start is not None:
-            self.error(
-                "a start block belongs to two_step integrators",
-                name_span(d.start.span, "start"),
-                "add `two_step` after the parameter list, or remove the block",
-            )
         inits = self.inits(declared)
         x = declared[0] if declared else "x"
         state = ("prev", x) if d.two_step else declared
@@ -111,10 +106,21 @@ class _Lowerer(ExprLowerer):
         body_names = base | {n: ir.Var(n) for n in state}
         body = self.block(d.body, body_names, declared, "body", name_span(d.span, "integrator"))
         start: tuple[Stmt, ...] = ()
-        if d.two_step and d.start is not None:
-            start_names = base | {x: ir.Var(x)}
+        if d.start is not None:  # two-step: reads the state alone; one-step: the whole state
+            start_names = base | {x: ir.Var(x)} if d.two_step else body_names
             start_span = name_span(d.start.span, "start")
             start = self.block(d.start.body, start_names, declared, "start", start_span)
+            targets = {s.target for s in d.start.body}
+            if not d.two_step and not targets & set(declared):
+                hint = (
+                    "`next` is the new value of a two_step integrator: add `two_step` after "
+                    "the parameter list, or update the state variables"
+                    if "next" in targets
+                    else "the first layer updates the state variables, like the body"
+                )
+                self.error(
+                    f"the start block of '{d.name}' never updates its state", start_span, hint
+                )
         if not d.body:
             self.error(f"integrator '{d.name}' has no update statements", d.span)
         elif not d.two_step:

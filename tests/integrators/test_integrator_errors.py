@@ -153,8 +153,15 @@ CASES = [
         "integrator a(x) { start { next = x }  x += h * f(x, t) }",
         1,
         19,
-        "a start block belongs to two_step integrators",
-        "two_step",
+        "the start block of 'a' never updates its state",
+        "add `two_step`",
+    ),
+    (
+        "integrator a(x, v = 0) {\n  start { k = f(x, t) }\n  v += h * f(x, t)\n  x += v\n}",
+        2,
+        3,
+        "the start block of 'a' never updates its state",
+        "updates the state variables",
     ),
     # split channels and initial values
     (

@@ -50,8 +50,12 @@ def midpoint(T: Table, h: float, prev: Tensor, x: Tensor) -> State:  # Y_{j-1} +
     return (x, prev + 2 * h * T["f", 0.0](x))
 
 
-def leapfrog(T: Table, h: float, prev: Tensor, x: Tensor) -> State:
-    return (x, 2 * x - prev - h**2 * T["f", 0.0](x))
+def leapfrog(T: Table, h: float, x: Tensor, d: Tensor) -> State:
+    """Y_{j+1} = 2Y_j - Y_{j-1} - h² f(Y_j) [CMH18], on the state (Y_j, d_j = Y_j - Y_{j-1})
+    the library carries (summed form, for rounding)."""
+    prev = x - d
+    nxt = 2 * x - prev - h**2 * T["f", 0.0](x)
+    return (nxt, nxt - x)
 
 
 def momentum(T: Table, h: float, x: Tensor, v: Tensor, gamma: float = 0.9) -> State:
@@ -222,9 +226,22 @@ def test_equations_read_like_the_papers() -> None:
     assert inv == ["z ← z + h·g(y, t)", "y ← y - h·f(z, t)"]
     fwd, inv = stdlib("momentum").equations()
     assert inv == ["x ← x - v", "v ← (v - (1 - gamma)·f(x, t))/gamma"]
-    fwd, inv = stdlib("leapfrog").equations()
+    fwd, inv = stdlib("midpoint").equations()
     assert fwd[-1] == "(prev, x) ← (x, next)"
-    assert inv[:2] == ["(x, next) ← (prev, x)", "prev ← 2·x - h^2·f(x, t) - next"]
+    assert inv[:2] == ["(x, next) ← (prev, x)", "prev ← next - 2·h·f(x, t)"]
+    fwd, inv = stdlib("leapfrog").equations()
+    assert fwd == [
+        "start: d ← d - h^2/2·f(x, t)",
+        "start: x ← x + d",
+        "d ← d - h^2·f(x, t)",
+        "x ← x + d",
+    ]
+    assert inv == [
+        "x ← x - d",
+        "d ← d + h^2·f(x, t)",
+        "start: x ← x - d",
+        "start: d ← d + h^2/2·f(x, t)",
+    ]
 
 
 @pytest.mark.parametrize("name", ["heun", "momentum", "leapfrog"])
