@@ -20,14 +20,15 @@ Default tolerances: 1e-6 (float64), 1e-3 (float32), 1e-2 (other dtypes); when th
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
-Two-step schemes in float32 (leapfrog ``prev = 2x - next - h² f(x)``): exact, but the
-float32 gradient error against store grows with depth; measured (MLP 8→16→8, batch 16,
-untied) 9e-7, 3e-5, 1.1e-3 relative at N = 10, 100, 1000 (float64: ~1e-12). The
-reconstruction itself is not the cause: the stage input comes back to 2e-8, 1e-7, 4e-7, and
-``anchor_every=8`` (drift 0) leaves the gradient error unchanged. Float32 store differs from
-float64 store by 5e-4 at N = 1000: the leapfrog adjoint recursion amplifies any rounding
-difference (here: a different summation order), whatever the mode. Use float64 (or accept
-~1e-3) for deep two-step stages.
+Rounding in recursions with a double root: the leapfrog network written as the two-step
+``next = 2x - prev - h² f(x)`` grows rounding errors linearly in depth in any mode (its float32
+store and invert gradients differed by 9e-7, 3e-5, 1.1e-3 at N = 10, 100, 1000, and float32
+store itself was 5e-4 off float64 at N = 1000); the reconstruction was not the cause (the stage
+input came back to 4e-7). The standard ``leapfrog`` is therefore written in summed form on
+``(x, d = x - prev)`` (two plain additions per layer, a ``start`` block for the first): float32
+invert against store 3.9e-8, 1.2e-8, 3.7e-9 at the same depths
+(``benchmarks/results/leapfrog-summed``). A user-written two-step scheme of that kind keeps
+the two-step rounding; the drift sketch below does not see it, since it is the forward's.
 
 Every backward of an exact kind also estimates how far the reconstructed stage input drifted
 from the true one, from a sketch of the input (17 numbers per stage,

@@ -151,6 +151,21 @@ def test_tied_and_conv_sentences_are_the_recorded_runs():
     )
 
 
+def test_leapfrog_summed_sentence_is_the_recorded_run():
+    record = load("benchmarks/results/leapfrog-summed/modes-cpu2.json")
+    text = prose(README)
+    assert record["command"].removeprefix("python -m benchmarks.modes ") in text
+    e = r"(\d+(?:\.\d+)?e-\d+)"
+    found = re.search(rf"float32 invert against store {e} / {e} / {e}", text)
+    assert found, "README: the summed-leapfrog sentence moved; update this test"
+    errors = {
+        r["depth"]: r["grad_err_float32"]
+        for r in record["rows"]
+        if r["integrator"] == "leapfrog" and r["mode"] == "invert"
+    }
+    assert_agree(list(found.groups()), [errors[d] for d in (10, 100, 1000)], "leapfrog summed")
+
+
 PEERS_JSON = "benchmarks/results/peers-cpu2.json"
 PEER_ROWS = {  # README row → (odedsl method, peer method, peer's second method in parentheses)
     "momentum, γ = 0.9": ("odedsl momentum invert", "momentumnet memory-free", None),
@@ -349,6 +364,7 @@ def test_agrees_reads_the_printed_precision(token, value, ok):
         "benchmarks/results/after-memo/modes-cpu2.json",
         "benchmarks/results/after-memo-tied/modes-cpu2.json",
         "benchmarks/results/conv/modes-cpu2.json",
+        "benchmarks/results/leapfrog-summed/modes-cpu2.json",
     ],
 )
 def test_benchmarks_readme_quotes_the_current_tables_verbatim(relative):
