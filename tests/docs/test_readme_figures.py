@@ -219,7 +219,7 @@ def test_peers_float32_sentence_is_the_recorded_run():
     e = r"(\d+(?:\.\d+)?e-\d+)"
     found = re.search(
         rf"hamiltonian {e} against `store`'s {e}; against `store` in float32: {e} hamiltonian, "
-        rf"(\d)–{e} midpoint and coupling, {e} momentum\)",
+        rf"(\d)–{e} midpoint and coupling, {e} momentum, {e} leapfrog\)",
         text,
     )
     assert found, "README: the float32 peers sentence moved; update this test"
@@ -227,9 +227,17 @@ def test_peers_float32_sentence_is_the_recorded_run():
     low, high = sorted(
         at[f"odedsl {k} invert"][vs_store] for k in ("midpoint", "additive_coupling")
     )
-    ham, mid, mom = found.group(3), found.group(5), found.group(6)
+    ham, mid, mom, leap = found.group(3), found.group(5), found.group(6), found.group(7)
     assert_agree(
-        [found.group(1), found.group(2), ham, found.group(4) + "e" + mid.split("e")[1], mid, mom],
+        [
+            found.group(1),
+            found.group(2),
+            ham,
+            found.group(4) + "e" + mid.split("e")[1],
+            mid,
+            mom,
+            leap,
+        ],
         [
             at["odedsl hamiltonian invert"][vs_exact],
             at["odedsl hamiltonian store"][vs_exact],
@@ -237,10 +245,11 @@ def test_peers_float32_sentence_is_the_recorded_run():
             low,
             high,
             at["odedsl momentum invert"][vs_store],
+            at["odedsl leapfrog invert"][vs_store],
         ],
         "float32 peers sentence",
     )
-    found = re.search(rf"`store` itself is {e} off in float32, invert {e}", text)
+    found = re.search(rf"`store` itself is {e} off in\s+float32 and invert {e}", text)
     assert found, "README: the leapfrog float32 sentence moved; update this test"
     assert_agree(
         list(found.groups()),
