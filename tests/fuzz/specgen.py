@@ -321,9 +321,13 @@ def make_integrator(ctx: _Ctx) -> UserIntegrator:
         return UserIntegrator(name, text, ("f", "g"), True)
     if family == "affine":
         g = draw(st.sampled_from(["0.9", "0.5", "1.0"]))
+        # a first layer of its own (a start block) half the time: a half kick from rest
+        start = draw(st.booleans())
+        first = "    start {\n        v += h / 2 * f(x, t)\n        x += h * v\n    }\n"
         text = (
             f"integrator {name}(x, v = 0; beta: float = {g}) {{\n"
-            f"    v = beta * v + (1 - beta) * f(x, t)\n    x += h * v\n}}\n"
+            + (first if start else "")
+            + "    v = beta * v + (1 - beta) * f(x, t)\n    x += h * v\n}\n"
         )
         return UserIntegrator(name, text, ("f",), False, ("beta",))
     c = draw(st.sampled_from(["1", "-1"]))
