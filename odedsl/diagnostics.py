@@ -139,6 +139,7 @@ CODES: dict[str, str] = {
     "E260": "name cannot be exported safely",
     "E261": "output path refused",
     "W300": "numerically fragile inverse",
+    "W301": "rounding grows with depth",
 }
 
 

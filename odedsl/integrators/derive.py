@@ -237,3 +237,30 @@ def classify_two_step(stmts: tuple[SsaStmt, ...], start: bool) -> Derived:
         return Derived("none", reason, stmts)
     inc = ir.fold(ir.substitute(s.expr, {prev: ir.ZERO}))
     return _exact(stmts, (Update(0, c, inc, prev, nxt, s.source), Swap(0, 1)))
+
+
+def two_step_double_root(stmts: tuple[SsaStmt, ...], x: str) -> float | None:
+    """The double characteristic root of a two-step body ``next = a*x + c*prev + h*(...)`` at
+    h = 0 when it lies on the unit circle (±1), else None.
+
+    Why: with ρ(ζ) = ζ² − aζ − c, a simple root on the unit circle keeps rounding errors
+    bounded, a double one (a = 2, c = −1: the leapfrog recursion) makes them grow linearly in
+    depth, in the forward pass itself and so in every backward mode. Undecided (None) when x
+    or prev enter other than linearly once h = 0."""
+    (s,) = [s for s in stmts if not s.temp]
+
+    def h_to_zero(n: ir.Expr) -> ir.Expr | None:
+        return ir.ZERO if n == ir.H else None
+
+    try:
+        expanded = poly.expand(ir.transform(s.expr, h_to_zero))
+        by_prev = poly.linear_part(expanded, ir.Var("prev"))
+        by_x = poly.linear_part(by_prev[1], ir.Var(x)) if by_prev else None
+    except ZeroDivisionError:
+        return None
+    if by_prev is None or by_x is None:
+        return None
+    c, a = poly.constant(by_prev[0]), poly.constant(by_x[0])
+    if c is None or a is None or abs(a * a + 4 * c) > ZERO_TOL or abs(abs(a / 2) - 1) > ZERO_TOL:
+        return None
+    return a / 2

@@ -78,6 +78,14 @@ def validate_stage(
             "use `backward checkpoint(k)` to save memory without an inverse",
         )
         return None
+    if cls.forward_rounding is not None:
+        diags.warning(
+            "W301",
+            f"stage '{decl.name}': {cls.forward_rounding}",
+            clauses["integrator"].span if "integrator" in clauses else decl.span,
+            "write it in summed form on (x, d = x - prev), `d += e; x += d` with a `start` "
+            "block for the first layer, as the standard `leapfrog` does; or use float64",
+        )
     for warning in cls.warnings if backward == "invert" else ():
         diags.warning(
             "W300",

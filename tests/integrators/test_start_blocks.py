@@ -132,3 +132,55 @@ def test_leapfrog_float32_keeps_the_accuracy_the_two_step_form_loses() -> None:
             errors[integrator] = rel_error((single(x.float()).double(),), (exact(x),))
     assert errors["leapfrog"] < 1e-5, errors
     assert errors["leapfrog_two_step"] > 100 * errors["leapfrog"], errors
+
+
+WARN_SPEC = """\
+{decl}
+network net(depth: int = 8) {{
+    input vector[4]
+    stage body = ode(depth) {{
+        integrator {name}
+        backward {backward}
+        residual {{ linear(4) tanh }}
+    }}
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "decl", "root"),
+    [
+        (
+            "leapfrog_two_step",
+            TWO_STEP.split("network")[0].replace("{{", "{").replace("}}", "}"),
+            1,
+        ),
+        (
+            "alternating",
+            "integrator alternating(x) two_step {\n  start { next = x }\n"
+            "  next = -2 * x - prev + h * f(x, t)\n}",
+            -1,
+        ),
+        ("leapfrog", "", None),  # the standard one, summed form
+        ("midpoint", "", None),  # roots ±1, simple: bounded rounding
+        (
+            "damped",
+            "integrator damped(x) two_step {\n  start { next = x }\n"
+            "  next = 1.5 * x - 0.5 * prev + h * f(x, t)\n}",
+            None,
+        ),
+    ],
+)
+@pytest.mark.parametrize("backward", ["store", "invert"])
+def test_a_two_step_recursion_with_a_double_root_warns_in_every_mode(
+    name: str, decl: str, root: int | None, backward: str
+) -> None:
+    """W301 at the stage's integrator clause: the forward itself grows rounding linearly."""
+    spec = odedsl.load_spec(WARN_SPEC.format(decl=decl, name=name, backward=backward))
+    found = [w for w in spec.warnings if w.code == "W301"]
+    if root is None:
+        assert not found
+        return
+    (warning,) = found
+    assert f"double root at {root}" in warning.message and "summed form" in (warning.hint or "")
+    assert warning.span is not None and warning.span.line == decl.count("\n") + 5
