@@ -28,10 +28,10 @@ SlotKey = tuple[str, int]
 
 class StageTables:
     """``params`` (the invert Function's inputs), ``slot_index`` (indices of each slot's
-    parameters), ``modules`` (residual name → its ModuleList; ``slots``: as a list),
-    ``buffered`` (slots holding
-    buffers, the only ones a :class:`~odedsl.runtime.replay.BufferGuard` must protect) and a
-    memo of the parameter indices of a set of touched slots."""
+    parameters), ``modules`` (residual name → its ModuleList; ``slots``: the same as lists),
+    ``buffered`` (slots holding buffers, the only ones a
+    :class:`~odedsl.runtime.replay.BufferGuard` must protect) and a memo of the parameter
+    indices of a set of touched slots."""
 
     def __init__(self, stage: OdeStage) -> None:
         self.params: list[nn.Parameter] = list(stage.parameters())
