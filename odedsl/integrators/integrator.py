@@ -125,14 +125,13 @@ class Integrator:
         if key not in self._cache:
             low = self.lowered
             body = bind(to_ssa(low.body, low.state), values)
+            start = bind(to_ssa(low.start, low.state), values) if low.start else None
             if low.two_step:
-                start = bind(to_ssa(low.start, low.state), values)
+                assert start is not None  # lowering requires a start block
                 derived = (classify_two_step(body, False), classify_two_step(start, True))
-            elif low.start:  # a one-step integrator whose first layer is its own step
-                start = bind(to_ssa(low.start, low.state), values)
-                derived = (classify_step(body, low.state), classify_step(start, low.state))
-            else:
-                derived = (classify_step(body, low.state), None)
+            else:  # a start block: the first layer is its own step
+                first = classify_step(start, low.state) if start else None
+                derived = (classify_step(body, low.state), first)
             self._cache[key] = derived
         return self._cache[key]  # type: ignore[return-value]
 
@@ -149,18 +148,15 @@ class Integrator:
         warnings = tuple(f"{d.message} ({d.hint})" for d in located)
         kind: InverseKind = weakest.kind  # type: ignore[assignment]
         return Classification(
-            kind, weakest.reason, warnings, step.growth, located, self._forward_rounding(params)
+            kind, weakest.reason, warnings, step.growth, located, self._forward_rounding(step)
         )
 
-    def _forward_rounding(self, params: ParamValues | None) -> str | None:
+    def _forward_rounding(self, step: Derived) -> str | None:
         """W301's message when the two-step body's characteristic roots at h = 0 are a double
         root on the unit circle (the leapfrog recursion written as two-step)."""
         if not self.two_step:
             return None
-        low = self.lowered
-        root = two_step_double_root(
-            bind(to_ssa(low.body, low.state), self._values(params)), self.declared[0]
-        )
+        root = two_step_double_root(step.stmts, self.declared[0])
         if root is None:
             return None
         return (

@@ -56,16 +56,16 @@ def validate_stage(
     if residuals is None or state_shape is None or shape is None:
         return None
 
+    integrator_span = clauses["integrator"].span if "integrator" in clauses else decl.span
     try:
         cls = integrator.classify(int_params, depth=depth)
         _dry_run(integrator, int_params, step, depth)
     except (ArithmeticError, ValueError, RecursionError) as exc:
-        where = clauses["integrator"].span if "integrator" in clauses else decl.span
         diags.error(
             "E240",
             f"stage '{decl.name}': integrator '{integrator.name}' fails on its coefficients "
             f"with h = {step:g} ({exc})",
-            where,
+            integrator_span,
             "check divisions and powers in the integrator and its parameter values",
         )
         return None
@@ -82,7 +82,7 @@ def validate_stage(
         diags.warning(
             "W301",
             f"stage '{decl.name}': {cls.forward_rounding}",
-            clauses["integrator"].span if "integrator" in clauses else decl.span,
+            integrator_span,
             "write it in summed form on (x, d = x - prev), `d += e; x += d` with a `start` "
             "block for the first layer, as the standard `leapfrog` does; or use float64",
         )
