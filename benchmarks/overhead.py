@@ -68,16 +68,22 @@ class _NoTracker:
         pass
 
 
-def _without_backward_tracker(fn: Callable[[], Any]) -> Callable[[], Any]:
+def _patched(owner: Any, attr: str, value: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` run with ``owner.attr`` replaced by ``value`` (restored after each call)."""
+
     def run() -> Any:
-        real = invert_module.FiniteTracker
-        invert_module.FiniteTracker = _NoTracker  # type: ignore[misc,assignment]
+        real = getattr(owner, attr)
+        setattr(owner, attr, value)
         try:
             return fn()
         finally:
-            invert_module.FiniteTracker = real  # type: ignore[misc]
+            setattr(owner, attr, real)
 
     return run
+
+
+def _without_backward_tracker(fn: Callable[[], Any]) -> Callable[[], Any]:
+    return _patched(invert_module, "FiniteTracker", _NoTracker, fn)
 
 
 def hand_written_invert(fs: Sequence[nn.Module], h: float) -> Callable[[Tensor], Tensor]:
@@ -169,15 +175,7 @@ def _stepper(stage: nn.Module, x: Tensor) -> Callable[[], Any]:
 
 
 def _memo_off(fn: Callable[[], Any]) -> Callable[[], Any]:
-    def run() -> Any:
-        real = calls_module.ResidualMemo.take
-        calls_module.ResidualMemo.take = lambda self, key: None  # type: ignore[method-assign]
-        try:
-            return fn()
-        finally:
-            calls_module.ResidualMemo.take = real  # type: ignore[method-assign]
-
-    return run
+    return _patched(calls_module.ResidualMemo, "take", lambda self, key: None, fn)
 
 
 def features_on_off(

@@ -422,20 +422,21 @@ def run_depth(
             progress=lambda m: log(f"  N={depth}: {m}"),
         )
         gx = residual.input(args.grad_batch, dtype=torch.float64, device=device, seed=args.seed + 1)
-        grads: dict[str, list[Tensor]] = {}
-        for s in specs:
-            case = _built(s, banks[s.group].copy(torch.float64, device))
-            xx = gx.detach().clone().requires_grad_()
-            train_step(case, xx, None)
-            grads[s.name] = flat_grads(case, xx)
+
+        def gradients(dtype: torch.dtype) -> dict[str, list[Tensor]]:
+            """Every method's gradient of one step on ``gx`` with its bank in ``dtype``."""
+            out = {}
+            for s in specs:
+                case = _built(s, banks[s.group].copy(dtype, device))
+                xx = gx.detach().to(dtype).requires_grad_()
+                train_step(case, xx, None)
+                out[s.name] = flat_grads(case, xx)
+            return out
+
+        grads = gradients(torch.float64)
         # the same step in float32, against the exact (float64) gradient of the baseline:
         # rounding plus whatever the method adds (issue target: exact modes <= 1e-5 at N=1024)
-        grads32: dict[str, list[Tensor]] = {}
-        for s in specs:
-            case = _built(s, banks[s.group].copy(torch.float32, device))
-            xx = gx.detach().to(torch.float32).requires_grad_()
-            train_step(case, xx, None)
-            grads32[s.name] = flat_grads(case, xx)
+        grads32 = gradients(torch.float32)
         rows = []
         for s, case in zip(specs, cases, strict=True):
             t = median(samples[s.name])
