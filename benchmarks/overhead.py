@@ -10,8 +10,9 @@ Two measurements, all timed round-robin with the process CPU clock, one thread:
    more).
 2. **Fixed overhead**: the same stages with a residual so small (width 4, batch 2) that the
    arithmetic vanishes, leaving what each layer costs in Python, dispatch and autograd
-   bookkeeping: store, checkpoint(k), invert, invert with the backward NaN tracker switched
-   off (``odedsl.runtime.invert.FiniteTracker`` replaced by a no-op, nothing else changed),
+   bookkeeping: store, checkpoint(k), invert, invert with the backward NaN probe switched
+   off (``odedsl.runtime.invert.FiniteProbe`` replaced by a no-op, nothing else changed: the
+   running sum that non-fused steps and anchors feed, one sync per backward),
    and a minimal hand-written ``autograd.Function`` doing the approximate Euler inversion
    with one ``torch.autograd.grad`` per layer (the floor of any per-layer Python design).
 
@@ -55,17 +56,14 @@ from benchmarks.common import (
 from benchmarks.modes import build_stage, with_mode
 
 
-class _NoTracker:
-    """Stands in for ``FiniteTracker`` in the invert backward: checks nothing."""
+class _NoProbe:
+    """Stands in for ``FiniteProbe`` in the invert backward: sums nothing, always finite."""
 
-    def __init__(self, *_: Any) -> None:
+    def add(self, *_: Any) -> None:
         pass
 
-    def update(self, *_: Any) -> None:
-        pass
-
-    def check(self) -> None:
-        pass
+    def finite(self) -> bool:
+        return True
 
 
 def _patched(owner: Any, attr: str, value: Any, fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -82,8 +80,8 @@ def _patched(owner: Any, attr: str, value: Any, fn: Callable[[], Any]) -> Callab
     return run
 
 
-def _without_backward_tracker(fn: Callable[[], Any]) -> Callable[[], Any]:
-    return _patched(invert_module, "FiniteTracker", _NoTracker, fn)
+def _without_backward_probe(fn: Callable[[], Any]) -> Callable[[], Any]:
+    return _patched(invert_module, "FiniteProbe", _NoProbe, fn)
 
 
 def hand_written_invert(fs: Sequence[nn.Module], h: float) -> Callable[[Tensor], Tensor]:
@@ -159,7 +157,7 @@ def fixed_overhead(integrator: str, depth: int, rounds: int) -> dict[str, float]
     every = max(1, round(math.sqrt(depth)))
     stages = {m: with_mode(base, m, every) for m in ("store", "checkpoint", "invert")}
     fns: dict[str, Callable[[], Any]] = {m: _stepper(s, x) for m, s in stages.items()}
-    fns["invert, no backward tracker"] = _without_backward_tracker(fns["invert"])
+    fns["invert, no backward probe"] = _without_backward_probe(fns["invert"])
     if integrator == "euler":
         fs = list(base.residual_modules("f"))
         hand = hand_written_invert(fs, 1.0 / depth)

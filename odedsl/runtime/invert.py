@@ -19,6 +19,11 @@ machine epsilon), and backward restarts reconstruction from each anchor. Memory 
 Default tolerances: 1e-6 (float64), 1e-3 (float32), 1e-2 (other dtypes); when the step
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
+An anchor keeps the whole state, not only the variables whose update divides: keeping
+momentum's ``v`` alone (half the memory) lets ``x``'s reconstruction error, never reset, feed
+back into ``v`` through ``f`` and be amplified again in every interval. Measured (2026-12-02,
+``benchmarks.peers --groups momentum``, γ = 0.9): the float64 gradient was 5e15 off at
+N = 1024, against 3.9e-11 with whole-state anchors.
 
 Rounding in recursions with a double root: the leapfrog network written as the two-step
 ``next = 2x - prev - h² f(x)`` grows rounding errors linearly in depth in any mode (its float32

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks import compile as compile_bench
 from benchmarks import modes, peers
@@ -157,6 +158,27 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert set(out["fixed"]["euler"]) >= {"store", "invert", "hand-written Function"}
     assert out["features"]["euler"]["feature"] == "residual memo"
     assert out["features"]["hamiltonian"]["feature"] == "drift sketch"
+    assert "invert, no backward probe" in out["fixed"]["euler"]
+
+
+def test_overhead_ablation_reaches_the_backward() -> None:
+    """The "no backward probe" row swaps out what the invert backward really calls (the
+    row once patched a class the backward had stopped using, and measured only noise)."""
+    import odedsl.runtime.invert as invert_module
+    from benchmarks import overhead
+
+    made: list[object] = []
+
+    class Counting(overhead._NoProbe):
+        def __init__(self) -> None:
+            made.append(self)
+
+    tiny = overhead.Residual(width=4, hidden=4, batch=2)
+    base = modes.build_stage("euler", 3, tiny, weights="untied", gamma=0.9, seed=0)
+    stage = modes.with_mode(base, "invert", 1)
+    x = tiny.input(dtype=torch.float32, device="cpu", seed=0).requires_grad_()
+    overhead._patched(invert_module, "FiniteProbe", Counting, overhead._stepper(stage, x))()
+    assert len(made) == 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib")
