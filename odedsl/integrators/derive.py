@@ -111,13 +111,29 @@ def to_ssa(stmts: tuple[Stmt, ...], state: tuple[str, ...]) -> tuple[SsaStmt, ..
 
 
 def bind(stmts: tuple[SsaStmt, ...], values: Mapping[str, float]) -> tuple[SsaStmt, ...]:
-    """Substitute parameter values and fold constants."""
+    """Substitute parameter values and fold constants. Raises ValueError when a residual's
+    input no longer depends on the state (``f(gamma * x, t)`` with ``gamma = 0``)."""
     mapping = {ir.Sym(k): ir.Const(float(v)) for k, v in values.items()}
-    return tuple(replace(s, expr=ir.fold(ir.substitute(s.expr, mapping))) for s in stmts)
+    out = tuple(replace(s, expr=ir.fold(ir.substitute(s.expr, mapping))) for s in stmts)
+    for s in out:
+        for call in ir.calls(s.expr):
+            if poly.constant_input(call.arg):
+                raise ValueError(
+                    f"the input of residual function '{call.name}' in "
+                    f"`{source_text(s.source)}` does not depend on the state with these "
+                    "parameter values"
+                )
+    return out
 
 
 def _affine(rhs: ir.Expr, old: ir.Var) -> tuple[float | None, str]:
-    """The constant factor ``a`` of ``rhs = a*old + e``, or None and why not."""
+    """The constant factor ``a`` of ``rhs = a*old + e``, or None and why not.
+
+    A residual call that reads ``old`` makes the increment read it, even where the normal
+    form cancels the call (``x + f(x, t) - f(x, t)``, ``h * f(x, t) / f(x, t)``): taking
+    ``e`` as ``rhs`` at ``old = 0`` would then call the residual at another point."""
+    if any(isinstance(n, ir.Call) and ir.reads(n.arg, old) for n in ir.walk(rhs)):
+        return None, f"reads {old.name} in its own increment"
     try:
         split = poly.linear_part(poly.expand(rhs), old)
     except ZeroDivisionError:
@@ -159,6 +175,15 @@ def classify_step(stmts: tuple[SsaStmt, ...], state: tuple[str, ...]) -> Derived
     src = source_text(first.source)
     if bad is None:
         inverse = tuple(replace(s, expr=ir.reverse_time(s.expr)) for s in stmts)
+        undefined = _undefined_reverse(inverse)
+        if undefined is not None:
+            s, node = undefined
+            where = "" if s.source is first.source else f" in `{source_text(s.source)}`"
+            reason = (
+                f"`{src}` {why}, so only a reverse-time scheme could invert the step, but with "
+                f"h → -h it would evaluate {show(node, 'dsl')}{where}, which has no real value"
+            )
+            return Derived("none", reason, stmts)
         reason = (
             f"`{src}` {why}: the inverse is the reverse-time scheme (h → -h from t + h, "
             "Sander et al. 2022, eqs. 6 and 9), exact only as h → 0"
@@ -175,6 +200,17 @@ def classify_step(stmts: tuple[SsaStmt, ...], state: tuple[str, ...]) -> Derived
             f"`{source_text(bad.source)}` does not vanish as h → 0"
         )
     return Derived("none", reason, stmts)
+
+
+def _undefined_reverse(inverse: tuple[SsaStmt, ...]) -> tuple[SsaStmt, ir.Expr] | None:
+    """A reverse-time statement with a coefficient that is not real for a step h > 0 (the
+    emitted inverse computes ``(-h)^0.5`` as a complex number), with that coefficient."""
+    env = {"h": 0.01, "t": 0.0}
+    for s in inverse:
+        node = ir.first_undefined(s.expr, env)
+        if node is not None:
+            return s, node
+    return None
 
 
 def _exact(

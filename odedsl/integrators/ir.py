@@ -225,6 +225,51 @@ def _apply(op: type, a: float, b: float) -> float:
     return float(value)
 
 
+def first_undefined(e: Expr, env: Mapping[str, float]) -> Expr | None:
+    """The first scalar subexpression of ``e`` (children before parents) that has no real
+    value at ``env`` (``(-h)^0.5``, ``sqrt(-h)``), or None. One pass over the tree; divisions
+    by zero are left to the caller's numeric checks (they depend on the actual h)."""
+    values: dict[Expr, float | None] = {}  # None: reads a tensor
+
+    def go(node: Expr) -> float | None:
+        if node in values:
+            return values[node]
+        if isinstance(node, Const):
+            value: float | None = node.value
+        elif isinstance(node, Sym):
+            value = float(env[node.name]) if node.name in env else None
+        else:
+            kids = [go(k) for k in children(node)]
+            value = None
+            if isinstance(node, (Var, Call)) or any(k is None for k in kids):
+                value = None
+            else:
+                try:
+                    if isinstance(node, Neg):
+                        value = -kids[0]  # type: ignore[operator]
+                    elif isinstance(node, Func):
+                        value = MATH_FUNCTIONS[node.name](kids[0])  # type: ignore[arg-type]
+                    else:
+                        value = _apply(type(node), kids[0], kids[1])  # type: ignore[arg-type]
+                except ZeroDivisionError:
+                    value = None
+                except (ValueError, OverflowError):
+                    raise _Undefined(node) from None
+        values[node] = value
+        return value
+
+    try:
+        go(e)
+    except _Undefined as bad:
+        return bad.node
+    return None
+
+
+class _Undefined(Exception):
+    def __init__(self, node: Expr) -> None:
+        self.node = node
+
+
 # ------------------------------------------------------------------ light simplification
 def fold(e: Expr) -> Expr:
     """Fold constants and neutral elements and pull negations outwards.

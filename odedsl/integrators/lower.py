@@ -298,6 +298,6 @@ class _Lowerer(ExprLowerer):
                 names[target] = ir.Var(target)
             if e is not None:
                 out.append(Stmt(target, s.op, e, temp, s.span))
-        if two_step and nexts == 0 and stmts:
+        if two_step and nexts == 0 and (stmts or where == "start"):
             self.error(f"the {where} block of a two-step integrator must assign `next`", where_span)
         return tuple(out)

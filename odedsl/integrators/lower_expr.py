@@ -195,10 +195,11 @@ class ExprLowerer:
             return None
         arg = self.expr(node.args[0], scope)
         when = self.expr(node.args[1], Scope(scope.names, "time"))
-        if arg is not None and ir.is_scalar(arg):
+        if arg is not None and (ir.is_scalar(arg) or poly.constant_input(arg)):
             self.error(
                 f"the input of residual function '{f}' must be computed from the state",
                 node.args[0].span,
+                None if ir.is_scalar(arg) else "this input simplifies to a constant",
             )
             return None
         if arg is None or when is None:

@@ -164,3 +164,12 @@ def linear_part(p: Poly, var: ir.Var) -> tuple[Poly, Poly] | None:
         else:
             return None
     return coeff, rest
+
+
+def constant_input(arg: ir.Expr) -> bool:
+    """True when a residual call's argument reads no state once simplified (``0 * x``,
+    ``x - x``): residual functions take tensors."""
+    try:
+        return ir.is_scalar(to_expr(expand(arg)))
+    except ZeroDivisionError:
+        return False

@@ -66,7 +66,8 @@ def validate_stage(
             f"stage '{decl.name}': integrator '{integrator.name}' fails on its coefficients "
             f"with h = {step:g} ({exc})",
             integrator_span,
-            "check divisions and powers in the integrator and its parameter values",
+            "check divisions, powers and residual inputs in the integrator, and its "
+            "parameter values",
         )
         return None
     backward_clause = clauses.get("backward")
@@ -141,7 +142,10 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
                 outs = [step.forward(state, call, h, t)]
                 if step.inverse is not None:
                     outs.append(step.inverse(state, call, h, t))
-                if not all(torch.isfinite(v).all() for out in outs for v in out):
+                values = [v for out in outs for v in out]
+                if any(v.is_complex() for v in values):  # a Python float ** 0.5 of a negative
+                    raise ArithmeticError(f"a coefficient is not real at t = {t:g}")
+                if not all(torch.isfinite(v).all() for v in values):
                     raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
 
 

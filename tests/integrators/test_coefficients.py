@@ -30,6 +30,7 @@ integrator my(x; gamma: float = 1) { x += h * EXPR * f(x, t) }
         ("(1/h)^1000", "E240", "fails on its coefficients with h = 0.005"),
         ("1/gamma", "E240", "fails on its coefficients"),
         ("t^(-1)", "E240", "fails on its coefficients"),
+        ("(t - 0.5)^0.5", "E240", "a coefficient is not real at t = 0"),
     ],
 )
 def test_bad_coefficients_are_located_errors(
@@ -73,3 +74,17 @@ def test_a_coefficient_that_is_nan_at_this_h_is_refused() -> None:
     with pytest.raises(odedsl.DslError) as err:
         odedsl.load_spec(net + "integrator my(x) { x += h * f(x, t) / (h - h) }\n")
     assert "not finite" in err.value.diagnostics[0].message
+
+
+def test_a_parameter_that_zeroes_a_residual_input_is_a_located_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``f(gamma * x, t)`` with gamma = 0 would call the residual with the number 0."""
+    spec = SPEC.replace("h * EXPR * f(x, t)", "h * f(gamma * x, t)")
+    assert torch.isfinite(odedsl.compile(spec, g=1.0)(torch.randn(3, 2))).all()
+    with pytest.raises(odedsl.DslError) as err:
+        odedsl.load_spec(spec)
+    (d,) = [d for d in err.value.diagnostics if d.severity == "error"]
+    assert d.code == "E240" and "does not depend on the state" in d.message
+    assert d.span is not None and d.span.line == 3
+    assert "Traceback" not in capfd.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from odedsl.diagnostics import Diagnostics, DslError
 from odedsl.integrators import analyse
@@ -39,6 +40,27 @@ CASES = [
     ),
     ("integrator a(x) { x += h * f(x, f(x, t)) }", 1, 33, "cannot call the residual", None),
     ("integrator a(x) { x += f(h, t) }", 1, 26, "must be computed from the state", None),
+    (
+        "integrator a(x) { x += h * f(0 * x, t) }",
+        1,
+        30,
+        "must be computed from the state",
+        "simplifies to a constant",
+    ),
+    (
+        "integrator a(x) { x += h * f(x - x + 1, t) }",
+        1,
+        30,
+        "must be computed from the state",
+        "simplifies to a constant",
+    ),
+    (
+        "integrator a(x) two_step {\n    start { }\n    next = prev + h * f(x, t)\n}",
+        2,
+        5,
+        "start block of a two-step integrator must assign `next`",
+        None,
+    ),
     (
         "integrator a(x; gamma: float = 1) { x += gamma(x, t) }",
         1,
@@ -223,8 +245,55 @@ def test_errors_do_not_cascade_and_render_with_a_caret() -> None:
 
 
 def test_math_functions_are_allowed_on_scalars() -> None:
-    ok = user_integrator("integrator a(x) { x += sqrt(h) * exp(-t) * f(x, t) }")
+    ok = user_integrator("integrator a(x) { x += sqrt(2) * h * exp(-t) * f(x, t) }")
     assert ok.classify().kind == "approximate"
+
+
+@pytest.mark.parametrize("coefficient", ["sqrt(h)", "h^0.5", "h^1.5"])
+def test_a_reverse_time_scheme_that_is_not_real_is_no_inverse(coefficient) -> None:
+    """h → -h turns h^0.5 into (-h)^0.5: the emitted inverse would compute a complex number
+    (and torch would drop its imaginary part), so there is no reverse-time inverse; the
+    forward step itself is fine."""
+    integ = user_integrator(f"integrator a(x) {{ x += {coefficient} * f(x, t) }}")
+    cls = integ.classify()
+    assert cls.kind == "none"
+    assert "with h → -h it would evaluate" in cls.reason and "no real value" in cls.reason
+    assert integ.program().step.inverse is None
+    assert user_integrator("integrator a(x) { x += h^2 * f(x, t) }").classify().kind == (
+        "approximate"
+    )
+
+
+@pytest.mark.parametrize(
+    "update",
+    ["x = x + f(x, t) - f(x, t) + h * g(x, t)", "x += h * f(x, t) / f(x, t) * g(x, t)"],
+)
+def test_a_cancelling_residual_call_still_reads_its_input(update) -> None:
+    """The normal form cancels f(x) − f(x) and f(x) / f(x), but the step still evaluates f
+    at x: the update reads its own target (approximate, reverse-time inverse), and the
+    emitted steps call every residual with a tensor computed from the state, never 0."""
+    integ = user_integrator(f"integrator a(x) {{ {update} }}")
+    assert integ.classify().kind == "approximate"
+    program = integ.program()
+    seen: list[object] = []
+
+    def call(name: str, x, c: float):
+        seen.append(x)
+        return torch.tanh(x) + 2.0
+
+    x = torch.randn(3, 4, dtype=torch.float64)
+    (out,) = program.step.forward((x,), call, 0.1, 0.0)
+    assert program.step.inverse is not None
+    program.step.inverse((out,), call, 0.1, 0.0)
+    assert seen and all(isinstance(v, torch.Tensor) and v.shape == x.shape for v in seen)
+    assert torch.allclose(out, x + 0.1 * (torch.tanh(x) + 2.0))
+
+
+def test_a_parameter_that_zeroes_a_residual_input_is_an_error() -> None:
+    integ = user_integrator("integrator a(x; g: float = 1) { x += h * f(g * x, t) }")
+    assert integ.classify().kind == "approximate"
+    with pytest.raises(ValueError, match=r"input of residual function 'f' .* does not depend"):
+        integ.classify({"g": 0})
 
 
 @pytest.mark.parametrize(
