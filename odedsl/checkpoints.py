@@ -137,6 +137,12 @@ def stage_layouts(source: nn.Module | Any, **params: Any) -> dict[str, StageLayo
 # ---------------------------------------------------------------------------- files
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s weights and its stages' layouts (loadable with ``weights_only``)."""
+    if Path(path).is_dir():
+        raise CheckpointError(
+            f"cannot write a checkpoint to '{path}': it is a folder",
+            "name a file, e.g. model.pt",
+            code="E110",
+        )
     torch.save(
         {
             "format": FORMAT,
@@ -162,6 +168,8 @@ def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
     (E110) that says which of three things went wrong: the file cannot be read (missing,
     truncated, corrupt archive), it is a torch file carrying pickled objects (refused, never
     run), or it is not a torch file at all (``torch.save`` writes a zip archive)."""
+    if path.exists() and not path.is_file():  # a folder, a device (/dev/zero), a FIFO
+        raise CheckpointError(f"{where} is not a regular file", code="E110")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -180,6 +188,13 @@ def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"cannot read {where}: {exc}"[:400], code="E110") from None
+    except Exception as exc:  # torch's weights-only unpickler on bytes that are no pickle
+        raise CheckpointError(
+            f"{where} is not a PyTorch checkpoint (its bytes are not a pickle torch can read: "
+            f"{type(exc).__name__} {exc})"[:400],
+            "pass the file torch.save (or odedsl) wrote",
+            code="E110",
+        ) from None
 
 
 def read_checkpoint(
@@ -199,8 +214,16 @@ def read_checkpoint(
         data = load_plain(path, where, map_location)
     layouts = None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
-        layouts = {p: StageLayout.from_plain(s) for p, s in data["stages"].items()}
-        data = data["state_dict"]
+        try:
+            layouts = {str(p): StageLayout.from_plain(s) for p, s in data["stages"].items()}
+            data = data["state_dict"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{where} is an odedsl weights file whose stage layouts are damaged "
+                f"({type(exc).__name__}: {exc})"[:400],
+                "odedsl.save_checkpoint writes these files; load one it wrote, unedited",
+                code="E110",
+            ) from None
     elif isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]  # an odedsl training checkpoint
     if not isinstance(data, Mapping) or not all(

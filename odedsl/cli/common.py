@@ -15,6 +15,24 @@ from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
+MAX_SEED = 2**32 - 1  # numpy's range; the batch order mixes the seed into a 64-bit integer
+
+
+def int_in(low: int, high: int) -> Any:
+    """An argparse ``type`` for an integer in ``[low, high]``: a usage error (exit 2) outside
+    it, instead of an overflow deep inside torch (``--seed 2**64``, ``--threads 10**23``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
 
 
 def parse_set(items: Sequence[str] | None) -> dict[str, Value]:

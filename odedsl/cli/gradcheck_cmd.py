@@ -9,8 +9,17 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    MAX_SEED,
+    add_spec_arguments,
+    int_in,
+    parse_set,
+    print_json,
+)
 from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.limits import Limits
 
 EPILOG = """examples:
   odedsl gradcheck specs/heunnet.ode --set depth=8
@@ -40,10 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backward", metavar="MODE", help="store | invert | checkpoint(k)")
     p.add_argument("--integrator", metavar="NAME", help="swap every stage's integrator")
     p.add_argument("--init", choices=("spec", "random", "smooth"), default="random")
-    p.add_argument("--batch", type=int, default=4, help="batch size of the random input (4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch", type=int_in(1, 65_536), default=4, help="batch size of the random input (4)"
+    )
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--eval", action="store_true", help="eval mode (BatchNorm running stats)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1)")
+    p.add_argument(
+        "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list, one row per stage")
     p.set_defaults(run=run)
 
@@ -61,9 +74,36 @@ def _bad(option: str, text: str) -> DslError:
     )
 
 
+#: Depths one ``--depth-list``/``--depths`` may name: each is a full gradient check.
+MAX_LIST = 64
+
+
 def parse_int_list(text: str, option: str) -> list[int]:
-    """``4,8,16`` → [4, 8, 16]; ``4,8,...,64`` continues the progression (×2) up to 64."""
+    """``4,8,16`` → [4, 8, 16]; ``4,8,...,64`` continues the progression (×2) up to 64.
+
+    At most :data:`MAX_LIST` values, each within the depth limit (``Limits.from_env``),
+    checked before anything runs (an arithmetic 2,3,...,10^12 is refused, not expanded)."""
+    values = _expand(text, option)
+    limit = Limits.from_env().max_depth
+    too_deep = [v for v in values if v > limit]
+    if too_deep:
+        raise DslError(
+            [
+                Diagnostic(
+                    "E250",
+                    f"{option}: depth {too_deep[0]} exceeds the limit of {limit}",
+                    None,
+                    "raise it with ODEDSL_MAX_DEPTH if you mean it",
+                )
+            ]
+        )
+    return values
+
+
+def _expand(text: str, option: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
+    if len([p for p in parts if p != "..."]) > MAX_LIST:
+        raise _too_many(option)
     if "..." in parts:
         i = parts.index("...")
         if i < 2 or i != len(parts) - 2:
@@ -77,10 +117,27 @@ def parse_int_list(text: str, option: str) -> list[int]:
             if nxt > last or nxt <= out[-1]:
                 break
             out.append(nxt)
+            if len(out) > MAX_LIST:
+                raise _too_many(option)
         if out[-1] != last:
             out.append(last)
+        if len(out) > MAX_LIST:
+            raise _too_many(option)
         return out
     return _ints(parts, option, text)
+
+
+def _too_many(option: str) -> DslError:
+    return DslError(
+        [
+            Diagnostic(
+                "E130",
+                f"{option}: more than {MAX_LIST} depths",
+                None,
+                "each depth is a full run; use a geometric progression, e.g. 4,8,...,4096",
+            )
+        ]
+    )
 
 
 def _ints(parts: list[str], option: str, text: str) -> list[int]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from odedsl.cli.common import EXIT_OK, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import EXIT_OK, MAX_SEED, add_spec_arguments, int_in, parse_set, print_json
 from odedsl.diagnostics import Diagnostic, DslError
 
 DEFAULT_DEPTHS = "4,8,16,32,64,128"
@@ -53,9 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--integrators", metavar="A,B", help="e.g. euler,heun: one line set each")
     p.add_argument("--init", choices=("spec", "random", "smooth"), default="smooth")
-    p.add_argument("--batch", type=int, default=4, help="batch size of the random input (4)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1)")
+    p.add_argument(
+        "--batch", type=int_in(1, 65_536), default=4, help="batch size of the random input (4)"
+    )
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    p.add_argument(
+        "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
+    )
     p.add_argument("--json", action="store_true", help="also print the points as JSON")
     p.set_defaults(run=run)
 

@@ -7,7 +7,15 @@ import sys
 
 from rich.console import Console
 
-from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    MAX_SEED,
+    add_spec_arguments,
+    int_in,
+    parse_set,
+    print_json,
+)
 from odedsl.training.config import DEFAULT_LR, OPTIMIZERS, TrainConfig
 
 _D = TrainConfig()
@@ -40,8 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_spec_arguments(p)
     p.add_argument("--data", help="digits | synthetic | DIR (an image folder; needs torchvision)")
-    p.add_argument("--epochs", type=int, help=f"passes over the training set ({_D.epochs})")
-    p.add_argument("--batch-size", type=int, help=f"samples per step ({_D.batch_size})")
+    p.add_argument(
+        "--epochs", type=int_in(1, 1_000_000), help=f"passes over the training set ({_D.epochs})"
+    )
+    p.add_argument(
+        "--batch-size", type=int_in(2, 2**31 - 1), help=f"samples per step ({_D.batch_size})"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate (adamw 0.01, sgd 0.1)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({_D.optimizer})")
     p.add_argument("--weight-decay", type=float, help=f"on weights, not biases ({_D.weight_decay})")
@@ -56,14 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="torch.compile the network (each stage compiles its residuals once, any depth)",
     )
-    p.add_argument("--seed", type=int, help="seed of weights and batch order (0)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), help="seed of weights and batch order (0)")
     p.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=int_in(0, 2**31 - 1),
         metavar="K",
         help=f"steps between checkpoints ({_D.checkpoint_every}; 0: epochs only)",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: 1)")
+    p.add_argument(
+        "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<network>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -142,7 +142,18 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
     if pure.suffix != ".ode":
         diags.error("E111", f"import path {raw!r} does not name a .ode file", imp.span)
         return None
-    target = (here / pure).resolve()
+    try:
+        target = (here / pure).resolve()
+        is_file = target.is_relative_to(root) and target.is_file()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long for the system
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        diags.error(
+            "E110",
+            f"imported file {raw!r} cannot be opened: {reason}",
+            imp.span,
+            "check the file name and any symbolic links on the way to it",
+        )
+        return None
     if not target.is_relative_to(root):
         diags.error(
             "E111",
@@ -151,7 +162,7 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
             f"imports are confined to {root.name}/ and its subfolders",
         )
         return None
-    if not target.is_file():
+    if not is_file:
         diags.error("E110", f"imported file {raw!r} not found", imp.span)
         return None
     return target

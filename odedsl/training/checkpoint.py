@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, NonNegativeInt, TypeAdapter, ValidationError
 from torch import Tensor
+from typing_extensions import NotRequired, TypedDict
 
 from odedsl.checkpoints import load_plain
 from odedsl.diagnostics import Diagnostic, DslError
@@ -65,6 +67,62 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 
+class _Plain(TypedDict):
+    __pydantic_config__ = ConfigDict(arbitrary_types_allowed=True, strict=True)  # type: ignore[misc]
+
+
+class _Optimizer(_Plain):
+    state: dict[Any, Any]
+    param_groups: list[dict[str, Any]]
+
+
+class _Rng(_Plain):
+    torch: Tensor
+    cuda: NotRequired[list[Tensor]]
+
+
+class _Config(_Plain):
+    """The options a resumed run takes from its checkpoint (``TrainConfig.resumable``)."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")  # type: ignore[misc]
+
+    data: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    weight_decay: float
+    momentum: float
+    backward: str | None
+    amp: bool
+    seed: int
+
+
+class _Checkpoint(_Plain):
+    """What ``Trainer.state`` writes; checked before any of it is used, so a damaged or
+    hand-edited checkpoint is a one-line error, not a KeyError deep in the resume."""
+
+    format: int
+    model: dict[str, Tensor]
+    optimizer: _Optimizer
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    epoch: NonNegativeInt
+    step_in_epoch: NonNegativeInt
+    global_step: NonNegativeInt
+    sums: dict[str, float]
+    history: list[dict[str, Any]]
+    step_losses: Tensor
+    elapsed: float
+    rng: _Rng
+    config: _Config
+    overrides: NotRequired[dict[str, Any]]
+    network: NotRequired[str]
+
+
+_CHECKPOINT = TypeAdapter(_Checkpoint)
+
+
 def _error(code: str, message: str, hint: str | None = None) -> DslError:
     return DslError([Diagnostic(code, message, None, hint)])
 
@@ -80,6 +138,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     data = load_plain(path, f"checkpoint '{path}'")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise _error("E110", f"'{path}' is not an odedsl training checkpoint (format {FORMAT})")
+    try:
+        _CHECKPOINT.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise _error(
+            "E110",
+            f"checkpoint '{path}' is damaged: {where}: {first['msg']}",
+            "odedsl train writes checkpoint.pt itself; resume from a file it wrote, unedited",
+        ) from None
     return data
 
 

@@ -66,12 +66,16 @@ class TrainConfig:
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
         checks = (
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch-size", self.batch_size >= 2, "at least 2 (BatchNorm needs two samples)"),
+            ("epochs", 1 <= self.epochs <= 1_000_000, "between 1 and 1000000"),
+            (
+                "batch-size",
+                2 <= self.batch_size < 2**31,
+                "at least 2 (BatchNorm needs two samples) and below 2^31",
+            ),
             ("lr", 0 < self.lr < float("inf"), "a positive number"),
             ("weight-decay", self.weight_decay >= 0, "0 or more"),
-            ("checkpoint-every", self.checkpoint_every >= 0, "0 or more steps"),
-            ("seed", self.seed >= 0, "0 or more"),
+            ("checkpoint-every", 0 <= self.checkpoint_every < 2**31, "0 or more steps"),
+            ("seed", 0 <= self.seed < 2**32, "between 0 and 2^32 - 1"),
         )
         for name, ok, want in checks:
             if not ok:

@@ -25,6 +25,7 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.training.checkpoint import (
     CHECKPOINT,
     FORMAT,
@@ -161,7 +162,25 @@ class Trainer:
             atomic_save(self.state(), self.out_dir / CHECKPOINT)
 
     def restore(self, ckpt: dict[str, Any], source: str) -> None:
+        """Continue from ``ckpt`` (its structure checked by ``load_checkpoint``); what torch
+        still refuses (an optimizer state of another shape) is a one-line error."""
         check_state_dict(ckpt["model"], self.model.state_dict(), source)
+        try:
+            self._restore(ckpt)
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E220",
+                        f"{source} does not fit this run: {exc}"[:400],
+                        None,
+                        "was it written for another spec, optimizer or weights rule? "
+                        "resume with the options of the run that wrote it",
+                    )
+                ]
+            ) from None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -83,6 +83,10 @@ def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["gradcheck", "SPEC", "--depth-list", "4,,8"], "positive integers"),
         (["gradcheck", "SPEC", "--set", "depth=x"], "depth"),
         (["gradcheck", "SPEC", "--backward", "sideways"], "unknown backward mode"),
+        (["gradcheck", "SPEC", "--depth-list", "2,3,...,1000000000000"], "more than 64 depths"),
+        (["plot", "SPEC", "--depths", "1,2,...,1000000000"], "depth 131072 exceeds the limit"),
+        (["gradcheck", "SPEC", "--seed", str(2**64)], "--seed: 18446744073709551616 is not"),
+        (["plot", "SPEC", "--batch", "0"], "--batch: 0 is not between 1 and"),
     ],
 )
 def test_bad_input_exits_2(
@@ -90,7 +94,11 @@ def test_bad_input_exits_2(
 ) -> None:
     args = [str(SPECS / "resnet.ode") if a == "SPEC" else a for a in args]
     args = [str(tmp_path / a) if a.startswith("fig.") else a for a in args]
-    assert main(args) == 2
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -100,6 +108,8 @@ def test_depth_lists() -> None:
     assert parse_int_list("2,4,...,10", "--depths") == [2, 4, 8, 10]
     assert parse_int_list("3,5,...,9", "--depths") == [3, 5, 7, 9]
     assert parse_int_list("16", "--depths") == [16]
-    for bad in ("", "...", "4,...,8", "4,8,...", "-1,2", "a"):
+    assert len(parse_int_list("1,2,3,...,64", "--depths")) == 64
+    assert parse_int_list("1,2,...,65536", "--depths")[-1] == 65536  # geometric: 17 values
+    for bad in ("", "...", "4,...,8", "4,8,...", "-1,2", "a", "1,2,3,...,65", ",".join("7" * 65)):
         with pytest.raises(DslError):
             parse_int_list(bad, "--depths")

@@ -128,7 +128,9 @@ FIXED = """network fixed(classes: int = 10) {
         ([RESNET, "--set", "depth"], "expected NAME=VALUE"),
         ([RESNET, "--set", "depht=3"], "did you mean 'depth'"),
         ([RESNET, "--data", "cifar11"], "neither a data set name nor a directory"),
-        ([RESNET, "--epochs", "0"], "--epochs 0"),
+        ([RESNET, "--epochs", "0"], "--epochs: 0 is not between 1 and"),
+        ([RESNET, "--seed", str(2**64)], "--seed: 18446744073709551616 is not between"),
+        ([RESNET, "--threads", "9" * 23], "--threads: 9999"),
         ([RESNET, "--backward", "sideways"], "unknown backward mode"),
         ([RESNET, "--resume", "--out", "nowhere"], "no checkpoint"),
         ([RESNET, "--device", "tpu"], "--device"),
@@ -145,7 +147,67 @@ def test_bad_input_exits_2_with_a_message(
     args = [str(tmp_path) if a == "TMPDIR" else a for a in args]
     if "nowhere" in args:
         args = [a if a != "nowhere" else str(tmp_path / "nowhere") for a in args]
-    assert main(["train", *args, "--quiet", "--out", str(tmp_path / "o")]) == 2
+    try:
+        code = main(["train", *args, "--quiet", "--out", str(tmp_path / "o")])
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def _damage(ckpt: dict, how: str) -> object:
+    if how == "no config":
+        del ckpt["config"]
+    elif how == "extra option":
+        ckpt["config"]["bogus"] = 1
+    elif how == "epochs a string":
+        ckpt["config"]["epochs"] = "abc"
+    elif how == "empty optimizer":
+        ckpt["optimizer"] = {}
+    elif how == "losses a list":
+        ckpt["step_losses"] = [0.5]
+    elif how == "no rng":
+        ckpt["rng"] = {}
+    elif how == "negative epoch":
+        ckpt["epoch"] = -1
+    elif how == "another optimizer":
+        ckpt["optimizer"]["param_groups"].append(dict(ckpt["optimizer"]["param_groups"][0]))
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("text", "is not a PyTorch checkpoint"),
+        ("one byte", "is not a PyTorch checkpoint"),
+        ("no config", "is damaged: config: Field required"),
+        ("extra option", "is damaged: config.bogus: Extra inputs are not permitted"),
+        ("epochs a string", "is damaged: config.epochs: Input should be a valid integer"),
+        ("empty optimizer", "is damaged: optimizer.state: Field required"),
+        ("losses a list", "is damaged: step_losses"),
+        ("no rng", "is damaged: rng.torch: Field required"),
+        ("negative epoch", "is damaged: epoch: Input should be greater than or equal to 0"),
+        ("another optimizer", "does not fit this run: loaded state dict has a different number"),
+    ],
+)
+def test_a_damaged_checkpoint_exits_2_naming_what_is_wrong(
+    how: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every field of a training checkpoint is checked before the resume uses it: no
+    KeyError, TypeError or AttributeError from deep inside the resume."""
+    out = tmp_path / "run"
+    common = ["train", RESNET, *SMALL, "--epochs", "1", "--quiet", "--data", "synthetic"]
+    assert main([*common, "--out", str(out), "--checkpoint-every", "5"]) == 0
+    path = out / "checkpoint.pt"
+    if how == "text":
+        path.write_text("hello world\n")
+    elif how == "one byte":
+        path.write_bytes(b"a")
+    else:
+        torch.save(_damage(torch.load(path, weights_only=True), how), path)
+    capsys.readouterr()
+    assert main([*common, "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 

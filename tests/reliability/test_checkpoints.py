@@ -179,6 +179,8 @@ def test_a_raw_pickle_file_is_refused_unexecuted(tmp_path: Path) -> None:
         ("truncated", r"cannot read '.*': .*zip archive"),
         ("payload", r"carries pickled objects .*\(Unsupported global: GLOBAL "),
         ("empty", r"cannot read '.*'"),
+        ("words", r"is not a PyTorch checkpoint \(its bytes are not a pickle .*KeyError"),
+        ("one byte", r"is not a PyTorch checkpoint \(its bytes are not a pickle .*IndexError"),
     ],
 )
 def test_unreadable_files_say_which_of_three_things_is_wrong(tmp_path: Path, content, message):
@@ -194,12 +196,43 @@ def test_unreadable_files_say_which_of_three_things_is_wrong(tmp_path: Path, con
         path.write_bytes(good.read_bytes()[:1000])
     elif content == "payload":
         torch.save({"state_dict": {}, "evil": _Payload(marker)}, path)
+    elif content == "words":  # torch's weights-only unpickler fails with a KeyError here
+        path.write_text("hello world\n", encoding="utf-8")
+    elif content == "one byte":  # ... and with an IndexError here
+        path.write_bytes(b"a")
     else:
         path.write_bytes(b"")
     with pytest.raises(CheckpointError, match=message) as err:
         load_checkpoint(build("tied"), path)
     assert err.value.diagnostics[0].code == "E110"
     assert not marker.exists()
+
+
+def test_paths_that_are_not_files_are_refused_unread(tmp_path: Path) -> None:
+    """A folder or a device (``/dev/zero`` would be read without end) is never opened."""
+    model = build("tied")
+    for path in (tmp_path, Path("/dev/zero")):
+        if path.exists():
+            with pytest.raises(CheckpointError, match="is not a regular file"):
+                load_checkpoint(model, path)
+    with pytest.raises(CheckpointError, match="it is a folder"):
+        save_checkpoint(model, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ({}, "KeyError: 'stages'"),
+        ({"stages": [1]}, "AttributeError"),
+        ({"stages": {"body": {}}, "state_dict": {}}, "KeyError: 'integrator'"),
+        ({"stages": {"body": {"integrator": "euler", "depth": "x"}}}, "ValueError"),
+    ],
+)
+def test_damaged_layouts_of_a_weights_file_are_located(damage: dict, fragment: str) -> None:
+    data = {"format": "odedsl-weights", **damage}
+    with pytest.raises(CheckpointError, match="stage layouts are damaged") as err:
+        load_checkpoint(build("tied"), data)
+    assert fragment in err.value.diagnostics[0].message
 
 
 # ------------------------------------------------------------------ conversion

@@ -316,6 +316,19 @@ def test_imports_confined_and_cycles(tmp_path: Path) -> None:
     assert d.span.file.endswith("b.ode")
 
 
+def test_imports_that_cannot_be_opened(tmp_path: Path) -> None:
+    """A symlink loop and a file name longer than the system allows: located, no traceback."""
+    (tmp_path / "loop.ode").symlink_to("loop.ode")
+    main = tmp_path / "main.ode"
+    for path, fragment in [("loop.ode", "loop"), ("a" * 300 + ".ode", "too long")]:
+        main.write_text(f'import "{path}"\n' + BASE)
+        with pytest.raises(DslError) as err:
+            load_spec(main)
+        d = err.value.diagnostics[0]
+        assert (d.code, d.span.line, d.span.column) == ("E110", 1, 1), (path, d)
+        assert "cannot be opened" in d.message and fragment in d.message.lower()
+
+
 def test_deep_import_chain(tmp_path: Path) -> None:
     for i in range(20):
         (tmp_path / f"f{i}.ode").write_text(f'import "f{i + 1}.ode"\n')
