@@ -16,6 +16,7 @@ from odedsl.diagnostics import Diagnostic, DslError
 @dataclass(frozen=True)
 class Limits:
     max_spec_bytes: int = 1_000_000  # one spec file
+    max_tokens: int = 10_000  # tokens of a spec and its imports together (parse time)
     max_nesting: int = 64  # expression / block nesting in the syntax tree
     max_import_depth: int = 16  # length of an import chain
     max_imports: int = 256  # files loaded for one spec

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, SourceFile, Span
 from odedsl.limits import Limits
 from odedsl.syntax import ast
-from odedsl.syntax.parse import parse
+from odedsl.syntax.parse import count_tokens, parse, recursion_cap
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,24 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
             ]
         )
     try:
-        return path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
+        # located at the bad byte in the file (shown decoded with replacement characters)
+        text = data.decode("utf-8", "replace")
+        before = data[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        where = Span(SourceFile(str(path), text), line, col, line, col + 1)
         raise DslError(
-            [Diagnostic("E110", f"'{path}' is not UTF-8 text (byte {exc.start})", span)]
+            [
+                Diagnostic(
+                    "E110",
+                    f"'{path}' is not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x})",
+                    where,
+                    "save the file as UTF-8",
+                )
+            ]
         ) from None
     except OSError as exc:
         raise DslError(
@@ -60,8 +74,12 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
 def load_with_imports(
     text: str, filename: str, path: Path | None, root: Path, limits: Limits
 ) -> list[LoadedModule]:
-    """Parse ``text`` and, transitively, its imports; the main module comes first."""
-    main = parse(text, filename, limits=limits)
+    """Parse ``text`` and, transitively, its imports; the main module comes first. The token
+    budget (``Limits.max_tokens``) is shared by all of them, which bounds the parse time of a
+    spec whatever it imports."""
+    main = parse(text, filename, limits=limits)  # the size first, then the tokens
+    nesting = min(limits.max_nesting, recursion_cap())
+    budget = [limits.max_tokens - count_tokens(text, filename, limits.max_tokens, nesting)]
     loaded: list[LoadedModule] = [LoadedModule(path, main)]
     seen: dict[Path, ast.Module] = {}
     if path is not None:
@@ -97,9 +115,10 @@ def load_with_imports(
                 diags.error("E113", f"more than {limits.max_imports} files imported", imp.span)
                 continue
             try:
-                child = parse(
-                    read_spec_file(target, limits, imp.span), _display(target, root), limits=limits
-                )
+                child_text = read_spec_file(target, limits, imp.span)
+                name = _display(target, root)
+                budget[0] -= count_tokens(child_text, name, budget[0], nesting, limits.max_tokens)
+                child = parse(child_text, name, limits=limits)
             except DslError as err:
                 diags.items.extend(err.diagnostics)
                 continue

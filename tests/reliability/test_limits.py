@@ -173,6 +173,7 @@ def test_exponential_block_expansion(no_build: None, monkeypatch: pytest.MonkeyP
     assert where(refused(load_spec, small, limits=Limits(max_block_expansion=126))) == [
         ("E250", 4, 18)
     ]
+    assert load_spec(small, limits=Limits(max_block_expansion=127)).network  # the limit holds
     monkeypatch.setenv("ODEDSL_MAX_BLOCK_EXPANSION", "100")
     assert where(refused(load_spec, small)) == [("E250", 4, 18)]
 
@@ -296,6 +297,62 @@ def test_spec_size_limit_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert load_spec(path, limits=Limits(max_spec_bytes=len(BASE))).network.name == "net"
 
 
+# ------------------------------------------------------------------ tokens and brackets
+MB_SPECS = {
+    "a flat sum": VECTOR.replace("RESIDUAL", "linear(" + "+".join(["1"] * 499_950) + ")"),
+    "200,000 layers": VECTOR.replace("RESIDUAL", "linear(4)" + " relu" * 199_980),
+    "nested parentheses": VECTOR.replace(
+        "RESIDUAL", "linear(" + "(" * 499_950 + "4" + ")" * 499_950 + ")"
+    ),
+    "a long name": VECTOR.replace("net()", "n" * 900_000 + "()"),
+}
+
+
+@pytest.mark.parametrize("name", list(MB_SPECS))
+def test_a_megabyte_of_tokens_is_refused_before_the_parser(name: str) -> None:
+    """Each of these 1 MB specs took 9 to 13 s of CPU in the parser (20–45 µs a token) and
+    nested parentheses, which add no tree level, were accepted; the token scan refuses them
+    in milliseconds, located."""
+    text = MB_SPECS[name]
+    assert len(text) < 1_000_000
+    ds = refused(load_spec, text, heap_mb=16)
+    (d,) = ds
+    assert d.code == "E101" and d.span.line == (1 if name == "a long name" else 4)
+    expected = {
+        "a flat sum": "more than 10,000 tokens",
+        "200,000 layers": "more than 10,000 tokens",
+        "nested parentheses": "nesting deeper than 64 levels of brackets",
+        "a long name": "a name of 900,000 characters",
+    }[name]
+    assert expected in d.message
+
+
+def test_the_token_budget_is_shared_by_imports(tmp_path: Path) -> None:
+    """Four imported files of 3,000 tokens each pass one by one, not together: the parse time
+    of a spec is bounded whatever it imports (256 files of 1 MB once took 40 minutes)."""
+    relus = " relu" * 2990
+    files = {f"b{i}.ode": f"block b{i}() {{ {relus} }}\n" for i in range(4)}
+    files["main.ode"] = "".join(f'import "b{i}.ode"\n' for i in range(4)) + VECTOR.replace(
+        "RESIDUAL", "linear(4)"
+    )
+    _write(tmp_path, files)
+    ds = refused(load_spec, tmp_path / "main.ode", heap_mb=64)
+    assert [(d.code, d.span.file) for d in ds] == [("E101", f"{tmp_path.name}/b3.ode")]
+    assert "more than 10,000 tokens in this spec and its imports" in ds[0].message
+    assert load_spec(tmp_path / "main.ode", limits=Limits(max_tokens=20_000)).network
+
+
+def test_a_spec_just_under_the_budget_checks_in_about_a_second() -> None:
+    """The slowest accepted kind measured: 9,950 layers in a row, 0.9 s here (parse, tree,
+    validation); asserted with room for a slower machine."""
+    text = VECTOR.replace("RESIDUAL", "linear(4)").replace(
+        "    }\n}", "    }\n    head { linear(3)" + " relu" * 9_950 + " }\n}"
+    )
+    start = time.process_time()
+    assert load_spec(text).network
+    assert time.process_time() - start < 3.0
+
+
 # ------------------------------------------------------------------ numbers and powers
 def test_number_of_a_million_digits() -> None:
     text = BASE.replace("depth: int = 4", "depth: int = " + "7" * 10**6)
@@ -340,7 +397,8 @@ def test_nesting_limit_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_nesting_beyond_the_recursion_limit_is_still_an_error() -> None:
     """Raising max_nesting past what Python's recursion allows crashed with RecursionError."""
     text = BASE.replace("depth: int = 4", "depth: int = " + "2^" * 5000 + "1")
-    ds = refused(load_spec, text, limits=Limits(max_nesting=10**6), heap_mb=16)  # the tree
+    limits = Limits(max_nesting=10**6, max_tokens=10**6)
+    ds = refused(load_spec, text, limits=limits, heap_mb=16)  # the tree
     assert [d.code for d in ds] == ["E101"] and ds[0].span.line == 1
     assert "recursion limit" in (ds[0].hint or "")
 

@@ -344,6 +344,16 @@ def test_missing_and_binary_files(tmp_path: Path) -> None:
     with pytest.raises(DslError) as err:
         load_spec(tmp_path / "nope.ode")
     assert err.value.diagnostics[0].code == "E110"
+    latin = tmp_path / "latin.ode"
+    latin.write_bytes(b"network n() {\n    input vector[4] \xaa\n}\n")
+    with pytest.raises(DslError) as err:
+        load_spec(latin)
+    d = err.value.diagnostics[0]
+    assert (d.code, d.span.line, d.span.column) == ("E110", 2, 21)
+    assert "byte 34: 0xaa" in d.message and "^" in err.value.render()
+    bom = tmp_path / "bom.ode"
+    bom.write_bytes(b"\xef\xbb\xbf" + BASE.encode())  # as some editors save UTF-8
+    assert load_spec(bom).network.stages
     binary = tmp_path / "bin.ode"
     binary.write_bytes(b"\xff\xfe\x00network")
     with pytest.raises(DslError) as err:
