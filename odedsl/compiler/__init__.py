@@ -31,6 +31,10 @@ def compile(
     stage's mode (``"store"``, ``"invert"``, ``"checkpoint(4)"``); ``dtype`` casts parameters.
     The module's ``input_shape`` is the input shape without the batch dimension.
     """
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float64, got {dtype!r}")
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be an odedsl.Limits, got {limits!r}")
     spec = load_spec(source, network=network, limits=limits, **params)
     return build_graph_module(spec, backward=_check_backward(backward), dtype=dtype)
 
@@ -42,6 +46,8 @@ def _check_backward(backward: str | None) -> str | None:
 
     if backward is None:
         return None
+    if not isinstance(backward, str):
+        raise TypeError(f"backward must be a string such as 'invert', got {backward!r}")
     text = backward.replace(" ", "")
     try:
         return str(parse_backward("checkpoint(1)" if text == "checkpoint" else text))

@@ -18,6 +18,7 @@ function, reused by all layers, so compile time does not grow with N (see
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -131,6 +132,11 @@ class OdeStage(nn.Module):
         """
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"stage {self.name!r}: depth must be a positive integer: {depth!r}")
+        if depth > max_depth():
+            raise ValueError(
+                f"stage {self.name!r}: depth {depth} exceeds the limit of {max_depth()} "
+                "(raise it with ODEDSL_MAX_DEPTH)"
+            )
         if self.schedule.slots(depth, self.program.offsets) != self.schedule.slots(
             self.depth, self.program.offsets
         ):
@@ -295,7 +301,20 @@ def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn
     inside ``torch.compile``; call it to choose the options (``backend="aot_eager"``,
     ``mode="max-autotune"``...). ``enabled=False`` removes the setting again.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"compile_steps takes an nn.Module, got {type(module).__name__}")
     for stage in module.modules():
         if isinstance(stage, OdeStage):
             stage.step_compiler = StepCompiler(**options) if enabled else None
     return module
+
+
+#: ``odedsl.Limits.max_depth``'s default; the runtime carries no front end (standalone export),
+#: so it reads the same environment variable itself.
+DEFAULT_MAX_DEPTH = 100_000
+
+
+def max_depth() -> int:
+    """The largest depth ``set_depth`` accepts: ``ODEDSL_MAX_DEPTH`` or the default."""
+    raw = os.environ.get("ODEDSL_MAX_DEPTH", "")
+    return int(raw) if raw.strip().isdigit() else DEFAULT_MAX_DEPTH

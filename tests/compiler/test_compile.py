@@ -123,6 +123,20 @@ def test_bad_backward_override_is_a_dsl_error() -> None:
         odedsl.compile(spec(), backward="sideways")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backward": 1}, "backward must be a string"),
+        ({"dtype": "float64"}, r"dtype must be a torch\.dtype"),
+        ({"limits": "x"}, r"limits must be an odedsl\.Limits"),
+    ],
+)
+def test_arguments_of_the_wrong_type_say_so(kwargs: dict, message: str) -> None:
+    """Not an AttributeError or "Invalid device string" from deep inside."""
+    with pytest.raises(TypeError, match=message):
+        odedsl.compile(spec(), **kwargs)
+
+
 def test_state_dict_round_trip() -> None:
     a = odedsl.compile(spec("heun"))
     b = odedsl.compile(spec("heun"))
