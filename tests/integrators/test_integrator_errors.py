@@ -362,3 +362,11 @@ def test_parameter_values_are_checked() -> None:
     with pytest.raises(DslError, match="must be an int"):
         needs.classify({"k": 1.5})
     assert needs.classify({"k": 2}).kind == "approximate"
+
+
+def test_growth_of_an_exact_step_reads_the_modulus_of_each_factor() -> None:
+    """Factors 1/2 and -2: the inverse divides v by 1/2 (errors ×2) whatever the sign of the
+    other factor; a negative factor of modulus above 1 is no reason to call it stable."""
+    integ = user_integrator("integrator m(x, v = 0) { v = 0.5 * v + f(x, t)  x = -2 * x + h * v }")
+    cls = integ.classify()
+    assert cls.kind == "exact-unstable" and "×2/layer" in cls.reason

@@ -120,6 +120,22 @@ def test_set_depth_refuses_untied_weights() -> None:
         make_stage("euler", 4, schedule=WeightSchedule("tied")).set_depth(0)
 
 
+def test_set_depth_keeps_to_the_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A depth of 10^12 would loop for days: refused like a spec's, with the same variable."""
+    from odedsl import Limits
+    from odedsl.runtime.stage import DEFAULT_MAX_DEPTH
+
+    assert Limits().max_depth == DEFAULT_MAX_DEPTH
+    stage = make_stage("euler", 4, schedule=WeightSchedule("tied"))
+    with pytest.raises(ValueError, match="depth 1000000000000 exceeds the limit of 100000"):
+        stage.set_depth(10**12)
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "200000")
+    stage.set_depth(150_000)
+    assert stage.depth == 150_000
+    with pytest.raises(TypeError, match=r"compile_steps takes an nn\.Module, got int"):
+        compile_steps(3)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("mode", MODES, ids=str)
 def test_dropout_replays_under_compile(mode: object) -> None:
     """Random residuals replay the same stream in forward and recomputation when compiled."""
@@ -222,3 +238,9 @@ def test_torch_export_still_traces_the_forward(mode: object) -> None:
 def test_cuda_inductor_stage_equals_eager(mode: object) -> None:
     """The GPU path: inductor (Triton) residual graphs, every mode, against eager on the GPU."""
     check_inductor_conv_stage("hamiltonian", 8, mode, "cuda")
+
+
+def test_set_depth_keeps_a_step_the_spec_fixed() -> None:
+    stage = make_stage("euler", 4, schedule=WeightSchedule("tied"), step=0.1)
+    stage.set_depth(8)
+    assert stage.depth == 8 and stage.h == 0.1

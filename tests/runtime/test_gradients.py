@@ -143,3 +143,17 @@ def test_anchor_every_gradients_and_memory(program):
     assert base == state + sketched
     stage.backward_mode = Invert(anchor_every=5)
     assert activation_bytes(stage, x) == base + (23 // 5) * state
+
+
+def test_anchor_growth_counts_only_dividing_updates():
+    """A step with factors 1/2 and 4 still doubles v's rounding each layer: the factor 4 of
+    another variable must not cancel it (growth is per update, at least 1)."""
+    from dataclasses import replace
+
+    from odedsl.runtime.program import AffineUpdate
+
+    prog = PROGRAMS["momentum"](0.5)
+    first, second = prog.step.updates
+    mixed = (first, AffineUpdate(second.target, 4.0, second.increment))
+    prog = replace(prog, step=replace(prog.step, updates=mixed))
+    assert Invert().plan(prog, 1000, torch.float64).every == 32

@@ -150,3 +150,19 @@ def test_sketch_estimates_the_drift_and_scales_by_the_output_too():
     zero = (torch.zeros(32, 3, 5, 5, dtype=torch.float64),)
     rounding = (1e-15 * torch.randn(zero[0].shape, generator=g, dtype=torch.float64),)
     assert estimated_drift(rounding, sketch(zero), out) < 1e-15
+
+
+def test_the_exact_check_default_tolerances():
+    """``ODEDSL_CHECK_INVERSE=1`` without a tolerance: 1e-8 in float64, 1e-3 in float32; a NaN
+    error never passes; approximate kinds warn instead of raising."""
+    from odedsl.runtime.errors import InversionDriftError
+    from odedsl.runtime.guard import report_drift
+
+    nan = float("nan")
+    report_drift("s", "exact", 1e-9, nan, torch.float64)
+    report_drift("s", "exact", 1e-4, nan, torch.float32)
+    for error, dtype in ((1e-6, torch.float64), (1e-2, torch.float32), (nan, torch.float64)):
+        with pytest.raises(InversionDriftError):
+            report_drift("s", "exact", error, nan, dtype)
+    with pytest.warns(InversionDriftWarning):
+        report_drift("s", "approximate", 1.0, nan, torch.float64)

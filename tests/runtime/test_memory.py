@@ -82,3 +82,37 @@ def test_cuda_variant_refuses_without_cuda():
         return
     with pytest.raises(RuntimeError, match="CUDA"):
         cuda_activation_bytes(lambda: None)
+
+
+@pytest.mark.parametrize("backward", ["invert", "checkpoint(4)"])
+def test_memory_free_modes_hold_when_only_parameters_need_grad(backward):
+    """A stage fed a data batch (no requires_grad, the usual first stage) still runs its mode:
+    only its parameters need gradients, and it must not fall back to storing every layer."""
+
+    def nbytes(depth: int) -> int:
+        stage = make_stage(
+            "hamiltonian",
+            depth,
+            width=4,
+            backward=backward,
+            dtype=torch.float32,
+            schedule=WeightSchedule("tied"),
+        )
+        return activation_bytes(stage, torch.randn(8, 4))
+
+    if backward == "invert":
+        assert nbytes(10) == nbytes(200)
+    else:
+        assert nbytes(200) < 0.1 * make_stage_store_bytes(200)
+
+
+def make_stage_store_bytes(depth: int) -> int:
+    stage = make_stage(
+        "hamiltonian",
+        depth,
+        width=4,
+        backward="store",
+        dtype=torch.float32,
+        schedule=WeightSchedule("tied"),
+    )
+    return activation_bytes(stage, torch.randn(8, 4))

@@ -170,3 +170,41 @@ def test_leaf_input_and_frozen_parameters(mode):
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-10, atol=1e-12)
     with torch.no_grad():  # nothing requires grad: every mode takes the plain loop
         assert not stage(x).requires_grad
+
+
+def test_a_stochastic_stage_leaves_the_callers_random_stream_alone():
+    """Residual draws run in forked, seeded streams: after a forward the global stream has
+    moved by exactly the one base seed the stage draws, whatever the dropout did."""
+    stage = make_stage(
+        "hamiltonian",
+        4,
+        residual=lambda w: nn.Sequential(nn.Linear(w, w), nn.Dropout(0.5)),
+        stochastic=True,
+    )
+    x = torch.randn(3, 8, dtype=torch.float64)
+    torch.manual_seed(1)
+    stage(x)
+    after = torch.rand(5)
+    torch.manual_seed(1)
+    torch.randint(0, 2**62, (), dtype=torch.int64)  # the base seed a forward draws
+    assert torch.equal(after, torch.rand(5))
+
+
+def test_two_residual_calls_at_the_same_time_draw_different_masks():
+    """RK4's k2 and k3 both evaluate f at t + h/2 with the same weights: their dropout masks
+    must differ (as in plain autograd), in every mode alike."""
+    from odedsl.integrators.library import standard_library
+
+    masks: list[torch.Tensor] = []
+
+    class Drop(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.dropout(torch.ones_like(x), 0.5, True)
+            masks.append(out.detach().clone())
+            return out
+
+    program = standard_library()["rk4"].program({})
+    stage = OdeStage("s", program, {"f": Drop}, 1, schedule=WeightSchedule("tied"), stochastic=True)
+    stage(torch.zeros(64, 16))
+    assert len(masks) == 4
+    assert not torch.equal(masks[1], masks[2])

@@ -118,3 +118,18 @@ def test_nan_hidden_by_an_anchor_is_found():
         out.sum().backward()
     stage.f[40].poison = False
     stage(x).sum().backward()  # finite again: no error
+
+
+def test_the_locator_restarts_from_every_anchor():
+    """Below many anchors the slow NaN locator must restart from them as the backward does:
+    without, momentum γ = 1/2 at depth 1400 amplified rounding to overflow and the error named
+    layer 321 for a NaN at layer 5 (mutation audit, 2026-12-02)."""
+    torch.manual_seed(0)
+    stage = make_stage("momentum", 1400, width=4, backward="invert", residual=Poisonable)
+    stage.program = PROGRAMS["momentum"](0.5)
+    assert stage.anchor_plan(torch.float64).count > 40
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    out = stage(x)
+    stage.f[5].poison = True
+    with pytest.raises(NumericalFault, match=r"layer 5\b"):
+        out.sum().backward()
