@@ -33,6 +33,11 @@ def load_spec(
         if not params and network is None:
             return source
         raise TypeError("overrides need the spec's source text or path, not a validated spec")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"load_spec takes a path, a spec's text or a validated spec, "
+            f"got {type(source).__name__}"
+        )
     limits = limits or Limits.from_env()
     if isinstance(source, os.PathLike) or looks_like_path(source):
         path = Path(source)

@@ -129,6 +129,8 @@ def parse(
 ) -> ast.Module:
     """Parse one file's text into an :class:`ast.Module`; raise :class:`DslError` if malformed.
     ``budget``: the tokens this file may hold (default ``limits.max_tokens``)."""
+    if not isinstance(text, str):
+        raise TypeError(f"parse takes a spec's text (str), got {type(text).__name__}")
     limits = limits or Limits.from_env()
     if text.startswith("\ufeff"):  # a byte-order mark, as some editors save UTF-8
         text = text[1:]

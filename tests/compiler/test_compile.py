@@ -137,6 +137,14 @@ def test_arguments_of_the_wrong_type_say_so(kwargs: dict, message: str) -> None:
         odedsl.compile(spec(), **kwargs)
 
 
+@pytest.mark.parametrize("source", [None, 3, b"network n() {}"])
+def test_a_source_that_is_no_text_says_so(source: object) -> None:
+    with pytest.raises(TypeError, match="takes a path, a spec's text"):
+        odedsl.compile(source)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"parse takes a spec's text \(str\)"):
+        odedsl.parse(source)  # type: ignore[arg-type]
+
+
 def test_state_dict_round_trip() -> None:
     a = odedsl.compile(spec("heun"))
     b = odedsl.compile(spec("heun"))
