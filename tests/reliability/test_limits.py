@@ -328,18 +328,19 @@ def test_a_megabyte_of_tokens_is_refused_before_the_parser(name: str) -> None:
 
 
 def test_the_token_budget_is_shared_by_imports(tmp_path: Path) -> None:
-    """Four imported files of 3,000 tokens each pass one by one, not together: the parse time
-    of a spec is bounded whatever it imports (256 files of 1 MB once took 40 minutes)."""
-    relus = " relu" * 2990
+    """Four imported files of 600 tokens each pass one by one under a budget of 2,000, not
+    together: the parse time of a spec is bounded whatever it imports (256 files of 1 MB once
+    took 40 minutes)."""
+    relus = " relu" * 590
     files = {f"b{i}.ode": f"block b{i}() {{ {relus} }}\n" for i in range(4)}
     files["main.ode"] = "".join(f'import "b{i}.ode"\n' for i in range(4)) + VECTOR.replace(
         "RESIDUAL", "linear(4)"
     )
     _write(tmp_path, files)
-    ds = refused(load_spec, tmp_path / "main.ode", heap_mb=64)
+    ds = refused(load_spec, tmp_path / "main.ode", limits=Limits(max_tokens=2_000), heap_mb=64)
     assert [(d.code, d.span.file) for d in ds] == [("E101", f"{tmp_path.name}/b3.ode")]
-    assert "more than 10,000 tokens in this spec and its imports" in ds[0].message
-    assert load_spec(tmp_path / "main.ode", limits=Limits(max_tokens=20_000)).network
+    assert "more than 2,000 tokens in this spec and its imports" in ds[0].message
+    assert load_spec(tmp_path / "main.ode", limits=Limits(max_tokens=4_000)).network
 
 
 def test_a_spec_just_under_the_budget_checks_in_about_a_second() -> None:
