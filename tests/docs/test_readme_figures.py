@@ -381,3 +381,60 @@ def test_benchmarks_readme_quotes_the_current_tables_verbatim(relative):
     (older sections are history: their runs' JSON was overwritten by later ones)."""
     table_text = load(relative)["table"].strip()
     assert table_text in (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8"), relative
+
+
+def test_overhead_sentences_are_the_recorded_runs():
+    """The Time paragraph's fixed-cost and memo figures, read back from the overhead runs."""
+    text = prose(README)
+    runs = {
+        r: load(f"benchmarks/results/{r}/overhead-cpu2.json")
+        for r in ("after-probe", "after-probe-2")
+    }
+
+    def ratio(run: str, integrator: str, mode: str) -> float:
+        fixed = runs[run]["fixed"][integrator]
+        return fixed[mode] / fixed["store"]
+
+    first = re.search(
+        rf"at width 4, where no arithmetic is left: ({_F})× store for the bare Function, "
+        rf"({_F})× for odedsl's Euler invert, `--out benchmarks/results/after-probe`, of which "
+        rf"the backward NaN probe of its non-fused steps is ({_F})×; `after-probe-2`: ({_F})× "
+        rf"against ({_F})×",
+        text,
+    )
+    assert first, "the fixed-cost sentence moved"
+    assert_agree(
+        list(first.groups()),
+        [
+            ratio("after-probe", "euler", "hand-written Function"),
+            ratio("after-probe", "euler", "invert"),
+            ratio("after-probe", "euler", "invert")
+            - ratio("after-probe", "euler", "invert, no backward probe"),
+            ratio("after-probe-2", "euler", "hand-written Function"),
+            ratio("after-probe-2", "euler", "invert"),
+        ],
+        "README fixed cost",
+    )
+    memo = re.search(
+        rf"the latest run \(`after-probe`\): ({_F}) / ({_F})× \(30/30\), ({_F}) / ({_F})× "
+        rf"\(30/30\), ({_F}) / ({_F})× \(29/30\)",
+        text,
+    )
+    assert memo, "the memo sentence moved"
+    features = runs["after-probe"]["features"]
+    assert_agree(
+        list(memo.groups()),
+        [features[i][k] for i in ("euler", "heun", "rk4") for k in ("on", "off")],
+        "README memo",
+    )
+    sketch = [runs[r]["features"]["hamiltonian"] for r in ("after-probe", "after-probe-2")]
+    found = re.search(
+        rf"({_F}) / ({_F})× and ({_F}) / ({_F})× in the two latest, faster in only (\d+) and "
+        rf"(\d+) of 30",
+        text,
+    )
+    assert found, "the sketch sentence moved"
+    assert_agree(
+        list(found.groups()[:4]), [v for s in sketch for v in (s["on"], s["off"])], "sketch"
+    )
+    assert [int(g) for g in found.groups()[4:]] == [s["on_faster_rounds"] for s in sketch]
