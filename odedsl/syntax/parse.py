@@ -120,15 +120,9 @@ def count_tokens(
     return count
 
 
-def parse(
-    text: str,
-    filename: str | None = None,
-    *,
-    limits: Limits | None = None,
-    budget: int | None = None,
-) -> ast.Module:
+def parse(text: str, filename: str | None = None, *, limits: Limits | None = None) -> ast.Module:
     """Parse one file's text into an :class:`ast.Module`; raise :class:`DslError` if malformed.
-    ``budget``: the tokens this file may hold (default ``limits.max_tokens``)."""
+    The file alone may hold ``limits.max_tokens``; the import loader shares them out."""
     if not isinstance(text, str):
         raise TypeError(f"parse takes a spec's text (str), got {type(text).__name__}")
     limits = limits or Limits.from_env()
@@ -147,12 +141,7 @@ def parse(
                 )
             ]
         )
-    count_tokens(
-        text,
-        source.name,
-        limits.max_tokens if budget is None else budget,
-        min(limits.max_nesting, recursion_cap()),
-    )
+    count_tokens(text, source.name, limits.max_tokens, min(limits.max_nesting, recursion_cap()))
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as exc:
