@@ -156,6 +156,14 @@ def test_bad_input_exits_2_with_a_message(
     assert message in err and "Traceback" not in err
 
 
+def test_the_checkpoint_schema_names_every_resumed_option() -> None:
+    """The schema forbids unknown options, so it must list exactly what ``resumable`` saves."""
+    from odedsl.training.checkpoint import _Config
+    from odedsl.training.config import RESUME_KEYS, TrainConfig
+
+    assert set(_Config.__annotations__) == set(RESUME_KEYS) == set(TrainConfig().resumable())
+
+
 def _damage(ckpt: dict, how: str) -> object:
     if how == "no config":
         del ckpt["config"]
