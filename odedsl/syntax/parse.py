@@ -126,8 +126,6 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
     if not isinstance(text, str):
         raise TypeError(f"parse takes a spec's text (str), got {type(text).__name__}")
     limits = limits or Limits.from_env()
-    if text.startswith("\ufeff"):  # a byte-order mark, as some editors save UTF-8
-        text = text[1:]
     source = SourceFile(filename or "<string>", text)
     if _utf8_size_over(text, limits.max_spec_bytes):
         raise DslError(
@@ -142,8 +140,11 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
             ]
         )
     count_tokens(text, source.name, limits.max_tokens, min(limits.max_nesting, recursion_cap()))
+    # a byte-order mark, as some editors save UTF-8, lexed as a space: positions and the
+    # diagnostics' source text stay those of the file
+    lexed = " " + text[1:] if text.startswith("\ufeff") else text
     try:
-        tree = _parser().parse(text)
+        tree = _parser().parse(lexed)
     except UnexpectedInput as exc:
         raise DslError([_syntax_diagnostic(exc, source)]) from None
     _check_nesting(tree, source, limits.max_nesting, recursion_cap())

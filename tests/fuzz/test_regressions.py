@@ -208,3 +208,17 @@ def test_same_error_at_the_same_place_of_two_files_is_two_errors(tmp_path: Path)
         (d.code, Path(d.span.file).name, d.span.line, d.span.column) for d in err.diagnostics
     )
     assert found == [("E201", "a.ode", 1, 13), ("E201", "b.ode", 1, 13)]
+
+
+@pytest.mark.parametrize("bom", ["\ufeff", "\ufeff\ufeff"])
+def test_a_byte_order_mark_keeps_the_file_text_and_its_positions(bom: str) -> None:
+    """Found by the at-scale mutation fuzz (2026-12-02, 6 failures): a leading byte-order
+    mark, once accepted, was stripped from the text the diagnostics quote, so every error in
+    such a file pointed into a text that was not the file's. It is now lexed as a space."""
+    broken = bom + NET.replace("RESIDUAL", "linear(4,,)")
+    ds = diagnostics(broken)  # check_error: every span points into this very text
+    if bom == "\ufeff":
+        assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E100", 4, 29)]
+        assert load_spec(bom + NET.replace("RESIDUAL", "linear(4)")).network.name == "net"
+    else:  # a second mark is a character out of place, at line 1, column 2
+        assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E100", 1, 2)]
