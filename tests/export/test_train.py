@@ -38,7 +38,43 @@ def test_one_epoch_on_synthetic_data_then_resume(folder: Path) -> None:
     proc = run_python(["train_resnet.py", *resumed], cwd=folder, block_odedsl=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 1: loss" in proc.stdout and "epoch 0:" not in proc.stdout
-    assert torch.load(folder / "run" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    ckpt = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 1
+    # more epochs on resume: the cosine now ends at the new last step (it used to climb back
+    # up past the old one)
+    assert ckpt["schedule"]["T_max"] == ckpt["schedule"]["last_epoch"] == 4  # 2 epochs × 2
+    assert ckpt["schedule"]["_last_lr"][0] < 1e-6
+
+    other = [*resumed, "--optimizer", "adamw"]  # an SGD checkpoint under another optimizer
+    proc = run_python(["train_resnet.py", *other], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "not a checkpoint of this network and options" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--samples", "0"], "--samples: 0 is not between 2 and"),
+        (["--epochs", "-1"], "--epochs: -1 is not between 1 and"),
+        (["--lr", "nan"], "--lr: nan must be a finite number"),
+        (["--backward", "checkpoint(0)"], "--backward 'checkpoint(0)'"),
+        (["--device", "bogus"], "--device 'bogus'"),
+        (["--ddp"], "--ddp runs under torchrun"),
+        (["--resume", "missing.pt"], "no such checkpoint file"),
+        (["--resume", "train_resnet.py"], "cannot be read"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(folder: Path, args: list[str], message: str) -> None:
+    """The generated script is a command line too: a usage error, never a traceback."""
+    proc = run_python(["train_resnet.py", *ARGS, *args], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")
+def test_cuda_without_a_gpu_is_a_usage_error(folder: Path) -> None:
+    proc = run_python(["train_resnet.py", *ARGS, "--device", "cuda"], cwd=folder)
+    assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
 
 
 def test_help_shows_examples(folder: Path) -> None:
