@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -29,9 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.draw is not None:
+        _check_draw_target(args.draw)
     spec = load_from_args(args)
     if args.draw:
         _draw(spec.network, args.draw)
+        if not args.json:
+            print(f"drew {args.draw}", file=sys.stderr)
     if args.json:
         print_json(spec.network.summary())
         return EXIT_OK
@@ -40,6 +46,25 @@ def run(args: argparse.Namespace) -> int:
         console = Console(highlight=False, soft_wrap=True, width=160)
     render(spec.network, console, layers=args.layers)
     return EXIT_OK
+
+
+def _check_draw_target(target: str) -> None:
+    """``--draw`` names a .png, .pdf or .svg file that is not a folder (matplotlib would
+    otherwise append .png to a name without one, writing somewhere else, silently)."""
+    from odedsl.diagnostics import Diagnostic, DslError
+
+    path = Path(target)
+    if path.suffix.lower() not in (".png", ".pdf", ".svg") or path.is_dir():
+        raise DslError(
+            [
+                Diagnostic(
+                    "E130",
+                    f"--draw {target!r}: expected a .png, .pdf or .svg file",
+                    None,
+                    "e.g. --draw arch.png",
+                )
+            ]
+        )
 
 
 def _draw(net: NetworkSpec, target: str) -> None:

@@ -113,3 +113,15 @@ def test_show_draws_the_architecture(tmp_path: Path) -> None:
     assert main(["show", str(ROOT / "specs" / "hamiltonian.ode"), "--draw", str(target)]) == 0
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+@pytest.mark.parametrize("name", ["net", "net.txt", "", "FOLDER"])
+def test_show_draw_refuses_what_it_would_not_write_as_named(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """matplotlib appends .png to a name without a known suffix, so `--draw DIR` wrote
+    `DIR.png` next to it, silently; such names are now usage errors, and nothing is written."""
+    target = str(tmp_path) if name == "FOLDER" else str(tmp_path / name) if name else ""
+    assert main(["show", str(ROOT / "specs" / "hamiltonian.ode"), "--draw", target]) == 2
+    assert "expected a .png, .pdf or .svg file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not Path(str(tmp_path) + ".png").exists()
