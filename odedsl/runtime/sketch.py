@@ -61,7 +61,10 @@ def _gaussian(rows: int, dtype: torch.dtype, device: torch.device, salt: int) ->
 
 def _rows(state: Sequence[Tensor]) -> Tensor:
     """The state as one ``samples × features`` matrix (tensors side by side, detached)."""
-    rows = [s.reshape(s.shape[0], -1) if s.dim() >= 2 else s.reshape(1, -1) for s in state]
+    rows = [  # the feature count spelled out: -1 is ambiguous for an empty batch
+        s.reshape(s.shape[0], math.prod(s.shape[1:])) if s.dim() >= 2 else s.reshape(1, -1)
+        for s in state
+    ]
     rows = [r.detach() for r in rows]
     return rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
 

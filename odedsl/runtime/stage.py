@@ -142,8 +142,8 @@ class OdeStage(nn.Module):
         ):
             raise ValueError(
                 f"stage {self.name!r}: {self.schedule} weights have one slot per layer, so the "
-                "depth cannot change in place; use odedsl.expand_state_dict to build a deeper "
-                "network"
+                "depth cannot change in place; use odedsl.runtime.expand_state_dict to build a "
+                "deeper network"
             )
         self.depth = depth
         if not self._step_given:

@@ -116,3 +116,13 @@ def make_stage_store_bytes(depth: int) -> int:
         schedule=WeightSchedule("tied"),
     )
     return activation_bytes(stage, torch.randn(8, 4))
+
+
+@pytest.mark.parametrize("backward", ["invert", "store", "checkpoint(2)"])
+def test_an_empty_batch_runs_in_every_mode(backward):
+    """A batch of 0 samples (the tail of a data set, a filtered batch): the drift sketch's
+    reshape was ambiguous for it and invert raised."""
+    stage = make_stage("hamiltonian", 4, backward=backward)
+    x = torch.randn(0, 8, dtype=torch.float64, requires_grad=True)
+    stage(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, 8)
