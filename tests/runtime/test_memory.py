@@ -103,10 +103,10 @@ def test_memory_free_modes_hold_when_only_parameters_need_grad(backward):
     if backward == "invert":
         assert nbytes(10) == nbytes(200)
     else:
-        assert nbytes(200) < 0.1 * make_stage_store_bytes(200)
+        assert nbytes(200) < 0.1 * _store_bytes(200)
 
 
-def make_stage_store_bytes(depth: int) -> int:
+def _store_bytes(depth: int) -> int:
     stage = make_stage(
         "hamiltonian",
         depth,
