@@ -38,6 +38,8 @@ def load_spec(
             f"load_spec takes a path, a spec's text or a validated spec, "
             f"got {type(source).__name__}"
         )
+    if network is not None and not isinstance(network, str):
+        raise TypeError(f"network must be the name of a network (str), got {network!r}")
     limits = limits or Limits.from_env()
     if isinstance(source, os.PathLike) or looks_like_path(source):
         path = Path(source)

@@ -107,6 +107,12 @@ def train(
         explicit = {**saved, **explicit}
         overrides = {**ckpt.get("overrides", {}), **overrides}
     cfg = TrainConfig(**explicit)
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise bad_option(
+            f"--out '{out_dir}' is a file, not a folder",
+            "name a folder for the run's model, log and checkpoints",
+            "E130",
+        )
     if not resume and out_dir is not None and (out_dir / CHECKPOINT).exists():
         raise bad_option(
             f"--out '{out_dir}' already holds a run (checkpoint.pt)",

@@ -220,6 +220,15 @@ def test_a_damaged_checkpoint_exits_2_naming_what_is_wrong(
     assert message in err and "Traceback" not in err
 
 
+def test_an_out_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It ended in torch's FileExistsError with exit status 1."""
+    (tmp_path / "afile").write_text("")
+    args = ["train", RESNET, *SMALL, "--epochs", "1", "--quiet", "--out", str(tmp_path / "afile")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")
 def test_cuda_without_a_gpu_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", RESNET, "--device", "cuda", "--quiet"]) == 2

@@ -129,6 +129,7 @@ def test_bad_backward_override_is_a_dsl_error() -> None:
         ({"backward": 1}, "backward must be a string"),
         ({"dtype": "float64"}, r"dtype must be a torch\.dtype"),
         ({"limits": "x"}, r"limits must be an odedsl\.Limits"),
+        ({"network": 1}, r"network must be the name of a network \(str\)"),
     ],
 )
 def test_arguments_of_the_wrong_type_say_so(kwargs: dict, message: str) -> None:
