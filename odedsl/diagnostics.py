@@ -61,6 +61,14 @@ class Span:
     def at_start(cls, source: SourceFile) -> Span:
         return cls(source, 1, 1, 1, 2)
 
+    @classmethod
+    def at_offset(cls, source: SourceFile, offset: int) -> Span:
+        """The character at ``offset`` in ``source.text`` (lines split at ``\n`` alone)."""
+        text = source.text
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        return cls(source, line, column, line, column + 1)
+
 
 @dataclass(frozen=True)
 class Diagnostic:

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, SourceFile, Span
 from odedsl.limits import Limits
 from odedsl.syntax import ast
-from odedsl.syntax.parse import count_tokens, parse, recursion_cap
+from odedsl.syntax.parse import parse_counted
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,8 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
     except UnicodeDecodeError as exc:
         # located at the bad byte in the file (shown decoded with replacement characters)
         text = data.decode("utf-8", "replace")
-        before = data[: exc.start].decode("utf-8", "replace")
-        line = before.count("\n") + 1
-        col = len(before) - (before.rfind("\n") + 1) + 1
-        where = Span(SourceFile(str(path), text), line, col, line, col + 1)
+        offset = len(data[: exc.start].decode("utf-8"))  # the valid text before the byte
+        where = Span.at_offset(SourceFile(str(path), text), offset)
         raise DslError(
             [
                 Diagnostic(
@@ -77,9 +75,8 @@ def load_with_imports(
     """Parse ``text`` and, transitively, its imports; the main module comes first. The token
     budget (``Limits.max_tokens``) is shared by all of them, which bounds the parse time of a
     spec whatever it imports."""
-    main = parse(text, filename, limits=limits)  # the size first, then the tokens
-    nesting = min(limits.max_nesting, recursion_cap())
-    budget = [limits.max_tokens - count_tokens(text, filename, limits.max_tokens, nesting)]
+    main, tokens = parse_counted(text, filename, limits=limits)
+    budget = [limits.max_tokens - tokens]
     loaded: list[LoadedModule] = [LoadedModule(path, main)]
     seen: dict[Path, ast.Module] = {}
     if path is not None:
@@ -117,8 +114,8 @@ def load_with_imports(
             try:
                 child_text = read_spec_file(target, limits, imp.span)
                 name = _display(target, root)
-                budget[0] -= count_tokens(child_text, name, budget[0], nesting, limits.max_tokens)
-                child = parse(child_text, name, limits=limits)
+                child, tokens = parse_counted(child_text, name, limits=limits, budget=budget[0])
+                budget[0] -= tokens
             except DslError as err:
                 diags.items.extend(err.diagnostics)
                 continue

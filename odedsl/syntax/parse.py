@@ -107,12 +107,8 @@ def count_tokens(
         elif len(tok) > MAX_NAME_CHARS and (tok[0].isalpha() or tok[0] == "_"):
             problem = (f"a name of {len(tok):,} characters", f"names have at most {MAX_NAME_CHARS}")
         if problem is not None:
-            source = SourceFile(filename, text)
-            line = text.count("\n", 0, m.start()) + 1
-            col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
-            raise DslError(
-                [Diagnostic("E101", problem[0], Span(source, line, col, line, col + 1), problem[1])]
-            )
+            where = Span.at_offset(SourceFile(filename, text), m.start())
+            raise DslError([Diagnostic("E101", problem[0], where, problem[1])])
         if tok in _OPEN:
             depth += 1
         elif tok in _CLOSE:
@@ -122,7 +118,19 @@ def count_tokens(
 
 def parse(text: str, filename: str | None = None, *, limits: Limits | None = None) -> ast.Module:
     """Parse one file's text into an :class:`ast.Module`; raise :class:`DslError` if malformed.
-    The file alone may hold ``limits.max_tokens``; the import loader shares them out."""
+    The file alone may hold ``limits.max_tokens``."""
+    return parse_counted(text, filename, limits=limits)[0]
+
+
+def parse_counted(
+    text: str,
+    filename: str | None = None,
+    *,
+    limits: Limits | None = None,
+    budget: int | None = None,
+) -> tuple[ast.Module, int]:
+    """:func:`parse`, and the tokens the file holds: the import loader shares
+    ``limits.max_tokens`` among a spec's files, giving each what the others left (``budget``)."""
     if not isinstance(text, str):
         raise TypeError(f"parse takes a spec's text (str), got {type(text).__name__}")
     limits = limits or Limits.from_env()
@@ -139,7 +147,14 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
                 )
             ]
         )
-    count_tokens(text, source.name, limits.max_tokens, min(limits.max_nesting, recursion_cap()))
+    nesting = min(limits.max_nesting, recursion_cap())
+    tokens = count_tokens(
+        text,
+        source.name,
+        limits.max_tokens if budget is None else budget,
+        nesting,
+        limits.max_tokens,
+    )
     # a byte-order mark, as some editors save UTF-8, lexed as a space: positions and the
     # diagnostics' source text stay those of the file
     lexed = " " + text[1:] if text.startswith("\ufeff") else text
@@ -152,7 +167,7 @@ def parse(text: str, filename: str | None = None, *, limits: Limits | None = Non
     module = transformer.transform(tree)
     if transformer.problems:
         raise DslError(transformer.problems)
-    return module
+    return module, tokens
 
 
 def _utf8_size_over(text: str, limit: int) -> bool:
