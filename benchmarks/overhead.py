@@ -115,22 +115,30 @@ def hand_written_invert(fs: Sequence[nn.Module], h: float) -> Callable[[Tensor],
     return lambda x: Invert.apply(x, *params)
 
 
-def _time(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Minimum CPU time over rounds (the least disturbed estimate), each round in a fresh
-    random order: in a fixed order an ablation timed right after the run it ablates (same
-    stage, warm caches) came out 4–5 % faster even where the ablated code never ran."""
+def _rounds(fns: dict[str, Callable[[], Any]], rounds: int) -> list[dict[str, float]]:
+    """CPU time of each function, per round, each round in a fresh random order: in a fixed
+    order an ablation timed right after the run it ablates (same stage, warm caches) came out
+    4–5 % faster even where the ablated code never ran."""
+    rng = random.Random(0)
     for fn in fns.values():
         fn()
-    best = {k: math.inf for k in fns}
-    rng = random.Random(0)
+    out = []
     for _ in range(rounds):
         order = list(fns)
         rng.shuffle(order)
+        times = {}
         for k in order:
-            t = time.process_time()
+            start = time.process_time()
             fns[k]()
-            best[k] = min(best[k], time.process_time() - t)
-    return best
+            times[k] = time.process_time() - start
+        out.append(times)
+    return out
+
+
+def _time(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Minimum CPU time over rounds (the least disturbed estimate)."""
+    per_round = _rounds(fns, rounds)
+    return {k: min(t[k] for t in per_round) for k in fns}
 
 
 def arithmetic(residual: Residual, depth: int, rounds: int) -> dict[str, float]:
@@ -215,21 +223,8 @@ def features_on_off(
 def _paired(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[list[float], list[float]]:
     """Per round, in a fresh random order: ``on`` and ``off`` time over ``store`` time (paired
     ratios; their medians resist this machine's bursts of noise better than minima)."""
-    rng = random.Random(0)
-    for fn in fns.values():
-        fn()
-    on, off = [], []
-    for _ in range(rounds):
-        order = list(fns)
-        rng.shuffle(order)
-        t = {}
-        for k in order:
-            start = time.process_time()
-            fns[k]()
-            t[k] = time.process_time() - start
-        on.append(t["on"] / t["store"])
-        off.append(t["off"] / t["store"])
-    return on, off
+    per_round = _rounds(fns, rounds)
+    return [t["on"] / t["store"] for t in per_round], [t["off"] / t["store"] for t in per_round]
 
 
 def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
