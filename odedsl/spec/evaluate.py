@@ -74,7 +74,10 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value], *, symbols: bool = False)
             return env[expr.name]
         if symbols:
             return Symbol(expr.name, expr.span)
-        raise _fail("E200", f"unknown name '{expr.name}'", expr.span, did_you_mean(expr.name, env))
+        hint = did_you_mean(expr.name, env) or (
+            "declare it as a parameter of the network or block, before any default that uses it"
+        )
+        raise _fail("E200", f"unknown name '{expr.name}'", expr.span, hint)
     if isinstance(expr, ast.UnaryOp):
         value = _number(evaluate(expr.operand, env), expr.operand.span)
         return -value if expr.op == "-" else value
@@ -90,7 +93,12 @@ def evaluate(expr: ast.Expr, env: Mapping[str, Value], *, symbols: bool = False)
 def _number(value: Value | Symbol, span: Span) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         shown = value.name if isinstance(value, Symbol) else repr(value)
-        raise _fail("E204", f"expected a number, got {shown}", span)
+        raise _fail(
+            "E204",
+            f"expected a number, got {shown}",
+            span,
+            "arithmetic and functions take numbers; true, false and strings cannot be operands",
+        )
     return value
 
 
@@ -104,7 +112,13 @@ def _binop(expr: ast.BinOp, a: int | float, b: int | float) -> int | float:
         return a * b
     if op in ("/", "//", "%"):
         if b == 0:
-            raise _fail("E206", "division by zero", expr.span)
+            raise _fail(
+                "E206",
+                "division by zero",
+                expr.span,
+                f"the right operand of '{op}' is 0 with these parameter values; "
+                "keep it nonzero, e.g. max(1, n)",
+            )
         if op == "/":
             return a / b
         return a // b if op == "//" else a % b
@@ -112,10 +126,20 @@ def _binop(expr: ast.BinOp, a: int | float, b: int | float) -> int | float:
     if abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log10(abs(a)) > 15):
         raise _fail("E205", "power too large", expr.span, "sizes and rates stay below 1e15")
     if a == 0 and b < 0:
-        raise _fail("E206", "zero to a negative power", expr.span)
+        raise _fail(
+            "E206",
+            "zero to a negative power",
+            expr.span,
+            "the base is 0 with these parameter values: use a nonzero base or an exponent ≥ 0",
+        )
     result = a**b
     if isinstance(result, complex):
-        raise _fail("E206", "negative number to a fractional power", expr.span)
+        raise _fail(
+            "E206",
+            "negative number to a fractional power",
+            expr.span,
+            "use a whole exponent, or a base ≥ 0, e.g. abs(x) ^ 0.5",
+        )
     return result
 
 
@@ -132,12 +156,21 @@ def _call(expr: ast.Call, env: Mapping[str, Value]) -> Value:
         )
     arity, fn = FUNCTIONS[expr.func]
     if len(expr.args) != arity:
+        example = f"{expr.func}(a, b)" if arity == 2 else f"{expr.func}(x)"
         raise _fail(
-            "E204", f"{expr.func}() takes {arity} argument(s), got {len(expr.args)}", expr.span
+            "E204",
+            f"{expr.func}() takes {arity} argument(s), got {len(expr.args)}",
+            expr.span,
+            f"write {example}",
         )
     args = [_number(evaluate(a, env), a.span) for a in expr.args]
     if expr.func == "sqrt" and args[0] < 0:
-        raise _fail("E206", "square root of a negative number", expr.span)
+        raise _fail(
+            "E206",
+            "square root of a negative number",
+            expr.span,
+            "the argument is below 0 with these parameter values: e.g. sqrt(abs(x))",
+        )
     return _checked(fn(*args), expr.span)
 
 
@@ -147,24 +180,47 @@ def coerce(value: Value | Symbol, type_name: str, span: Span) -> Value:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise _fail("E204", f"expected an int, got {_show(value)}", span)
+            raise _fail(
+                "E204", f"expected an int, got {_show(value)}", span, _type_hint("int", value)
+            )
         return value
     if type_name == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail("E204", f"expected a float, got {_show(value)}", span)
+            raise _fail(
+                "E204", f"expected a float, got {_show(value)}", span, _type_hint("float", value)
+            )
         return float(value)
     if type_name == "bool":
         if not isinstance(value, bool):
-            raise _fail("E204", f"expected a bool, got {_show(value)}", span)
+            raise _fail(
+                "E204", f"expected a bool, got {_show(value)}", span, _type_hint("bool", value)
+            )
         return value
     if type_name == "str":
         if not isinstance(value, str):
-            raise _fail("E204", f"expected a string, got {_show(value)}", span)
+            raise _fail(
+                "E204", f"expected a string, got {_show(value)}", span, _type_hint("str", value)
+            )
         return value
     raise _fail("E204", f"unknown type '{type_name}'", span, did_you_mean(type_name, TYPES))
 
 
 TYPES = ("int", "float", "bool", "str")
+
+
+def _type_hint(type_name: str, value: object) -> str:
+    """What to write for a value of ``type_name`` instead of ``value``."""
+    if type_name == "int":
+        if isinstance(value, float):
+            return "write a whole number, or round it: int(x), round(x), floor(x) or ceil(x)"
+        return "write a whole number, e.g. 8"
+    if type_name == "float":
+        return "write a number, e.g. 0.5"
+    if type_name == "bool":
+        return "write true or false"
+    if isinstance(value, Symbol):
+        return f'quote it: "{value.name}"'
+    return 'write a string in double quotes, e.g. "name"'
 
 
 def _show(value: object) -> str:

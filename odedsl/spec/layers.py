@@ -8,6 +8,7 @@ keyed by the same names; a test checks both registries cover each other.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -146,7 +147,31 @@ def _need(shape: Shape, rank: int | tuple[int, ...], what: str) -> None:
     if len(shape) not in ranks:
         names = {1: "a vector [features]", 3: "an image [channels, height, width]", 2: "[C, L]"}
         wanted = " or ".join(names.get(r, f"rank {r}") for r in ranks)
-        raise ShapeError(f"{what} needs {wanted}, got shape {list(shape)}")
+        hint = _rank_hint(what, ranks, len(shape), wanted)
+        raise ShapeError(f"{what} needs {wanted}, got shape {list(shape)}", hint)
+
+
+#: The layer doing the same on the other kind of tensor (image ↔ vector), for rank hints.
+_COUNTERPART = {
+    "conv2d": "linear",
+    "conv_transpose2d": "linear",
+    "batchnorm2d": "batchnorm1d",
+    "batchnorm1d": "batchnorm2d",
+    "dropout2d": "dropout",
+}
+
+
+def _rank_hint(what: str, ranks: tuple[int, ...], got: int, wanted: str) -> str:
+    alt = _COUNTERPART.get(what)
+    if ranks == (3,) and got == 1:  # an image layer given a vector
+        if alt:
+            return f"on a vector use {alt} instead"
+        return f"{what} applies to images: place it before any `flatten`"
+    if 3 not in ranks and got == 3:  # a vector layer given an image
+        if alt:
+            return f"on an image use {alt}, or flatten it first"
+        return f"flatten the image first, e.g. `adaptive_avgpool2d(1) flatten` before {what}"
+    return f"give {what} {wanted}"
 
 
 def _conv_out(size: int, k: int, s: int, p: int, d: int, what: str) -> int:
@@ -164,7 +189,13 @@ def _conv_shape(shape: Shape, a: Args) -> Shape:
     _need(shape, 3, "conv2d")
     c, hgt, wid = shape
     if c % a.groups or a.out % a.groups:
-        raise ShapeError(f"groups={a.groups} must divide input channels {c} and out {a.out}")
+        common = math.gcd(c, a.out)
+        raise ShapeError(
+            f"groups={a.groups} must divide input channels {c} and out {a.out}",
+            f"use a groups value that divides {common}, e.g. groups={common}"
+            if common > 1
+            else f"{c} and {a.out} have no common divisor but 1: use groups=1 or change out",
+        )
     if a.constraint == "antisymmetric":
         if (
             a.out != c
@@ -198,7 +229,10 @@ def _convt_shape(shape: Shape, a: Args) -> Shape:
     def size(n: int) -> int:
         out = (n - 1) * a.stride - 2 * a.padding + a.kernel + a.output_padding
         if out < 1:
-            raise ShapeError(f"conv_transpose2d output size {out} is empty")
+            raise ShapeError(
+                f"conv_transpose2d output size {out} is empty",
+                "use less padding, or a larger kernel, stride or output_padding",
+            )
         return out
 
     return (a.out, size(hgt), size(wid))
@@ -249,7 +283,11 @@ def _groupnorm_shape(shape: Shape, a: Args) -> Shape:
     assert isinstance(a, GroupNormArgs)
     _need(shape, (1, 3), "groupnorm")
     if shape[0] % a.groups:
-        raise ShapeError(f"groupnorm: {a.groups} groups do not divide {shape[0]} channels")
+        fits = max(d for d in range(1, min(a.groups, shape[0]) + 1) if shape[0] % d == 0)
+        raise ShapeError(
+            f"groupnorm: {a.groups} groups do not divide {shape[0]} channels",
+            f"use a number of groups that divides {shape[0]}, e.g. groupnorm({fits})",
+        )
     return shape
 
 
@@ -265,7 +303,10 @@ def _pool_shape(shape: Shape, a: Args) -> Shape:
     _need(shape, 3, "pooling")
     stride = a.stride or a.kernel
     if a.padding * 2 > a.kernel:
-        raise ShapeError("pooling padding must be at most half the kernel")
+        raise ShapeError(
+            "pooling padding must be at most half the kernel",
+            f"use padding={a.kernel // 2} or less, or a larger kernel",
+        )
     return (
         shape[0],
         _conv_out(shape[1], a.kernel, stride, a.padding, 1, "pooling"),

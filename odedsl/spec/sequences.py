@@ -119,7 +119,9 @@ def _expand_stmts(
                 "E201",
                 f"unknown layer or block '{call.name}'",
                 call.name_span,
-                did_you_mean(call.name, known),
+                did_you_mean(call.name, known)
+                or f"the layers are {', '.join(L.LAYERS)}; a block is declared with "
+                "`block NAME(...) { ... }`",
             )
             shape = None
             continue
@@ -168,11 +170,20 @@ def _expand_block(
 ) -> tuple[int, ...] | None:
     if block.name in stack:
         chain = " → ".join([*stack[stack.index(block.name) :], block.name])
-        ctx.diags.error("E210", f"block '{block.name}' calls itself: {chain}", call.span)
+        ctx.diags.error(
+            "E210",
+            f"block '{block.name}' calls itself: {chain}",
+            call.span,
+            "blocks cannot recurse: write the repeated layers out, or call the block "
+            "several times in a row",
+        )
         return None
     if len(stack) >= ctx.limits.max_block_nesting:
         ctx.diags.error(
-            "E250", f"blocks nested deeper than {ctx.limits.max_block_nesting}", call.span
+            "E250",
+            f"blocks nested deeper than {ctx.limits.max_block_nesting}",
+            call.span,
+            "inline some of the blocks, or raise ODEDSL_MAX_BLOCK_NESTING",
         )
         raise _TooLarge
     bound = bind_arguments(block.name, block.params, call.args, env, call.span, ctx.diags)
@@ -191,22 +202,36 @@ def bind_arguments(
 ) -> dict[str, Value] | None:
     """Bind call arguments to declared parameters (positional, keyword, defaults, types)."""
     names = [p.name for p in params]
+    takes = f"its parameters are {', '.join(names)}" if names else f"{what} takes no arguments"
     given: dict[str, tuple[ast.Arg, Value]] = {}
     ok = True
     for i, arg in enumerate(args):
         name = arg.name if arg.name is not None else (names[i] if i < len(names) else None)
         if name is None:
-            diags.error("E202", f"{what} takes {len(names)} argument(s), got {len(args)}", arg.span)
+            diags.error(
+                "E202",
+                f"{what} takes {len(names)} argument(s), got {len(args)}",
+                arg.span,
+                f"remove the extra argument: {takes}",
+            )
             ok = False
             continue
         if name not in names:
             diags.error(
-                "E202", f"{what} has no parameter '{name}'", arg.span, did_you_mean(name, names)
+                "E202",
+                f"{what} has no parameter '{name}'",
+                arg.span,
+                did_you_mean(name, names) or takes,
             )
             ok = False
             continue
         if name in given:
-            diags.error("E202", f"argument '{name}' given twice", arg.span)
+            diags.error(
+                "E202",
+                f"argument '{name}' given twice",
+                arg.span,
+                "it is already given, by position or by name: remove one",
+            )
             ok = False
             continue
         try:
@@ -224,7 +249,13 @@ def bind_arguments(
                 value = _plain(evaluate(p.default, bound), p.default.span)
                 bound[p.name] = coerce(value, p.type, p.default.span) if p.type else value
             else:
-                diags.error("E203", f"{what}: missing argument '{p.name}'", span)
+                diags.error(
+                    "E203",
+                    f"{what}: missing argument '{p.name}'",
+                    span,
+                    f"pass it, e.g. `{what}({p.name}=...)`, or give it a default in the "
+                    "declaration",
+                )
                 ok = False
         except EvalError as err:
             diags.items.append(err.diagnostic)
@@ -272,7 +303,12 @@ def _layer_args(
             ok = False
             continue
         if name in raw:
-            ctx.diags.error("E202", f"argument '{name}' given twice", arg.span)
+            ctx.diags.error(
+                "E202",
+                f"argument '{name}' given twice",
+                arg.span,
+                "it is already given, by position or by name: remove one",
+            )
             ok = False
             continue
         try:
@@ -293,7 +329,12 @@ def _layer_args(
             where = spans.get(loc, call.span)
             message = e["msg"][0].lower() + e["msg"][1:]
             if e["type"] == "missing":
-                ctx.diags.error("E203", f"{kind.name}: missing argument '{loc}'", call.span)
+                ctx.diags.error(
+                    "E203",
+                    f"{kind.name}: missing argument '{loc}'",
+                    call.span,
+                    f"pass it, e.g. `{kind.name}({loc}=...)`",
+                )
             else:
                 ctx.diags.error(
                     "E202",
@@ -304,14 +345,29 @@ def _layer_args(
         return None, spans
 
 
-def _allowed_hint(kind: L.LayerKind, field_name: str) -> str | None:
+def _allowed_hint(kind: L.LayerKind, field_name: str) -> str:
+    """The values ``field_name`` of ``kind`` accepts: its choices, or its type and range."""
     info = kind.args.model_fields.get(field_name)
-    if info is None or info.annotation is None:
-        return None
+    if info is None or info.annotation is None:  # pragma: no cover - pydantic names a field
+        return f"see the arguments of {kind.name}: {', '.join(kind.args.model_fields)}"
     args = getattr(info.annotation, "__args__", ())
     if args and all(isinstance(a, str) for a in args):
         return "expected one of: " + ", ".join(args)
-    return None
+    types = set(args) if args else {info.annotation}
+    if types <= {bool}:
+        return f"{field_name} is true or false"
+    if str in types:
+        return f"{field_name} is the name of a layer (`as K`)"
+    what = "a whole number" if int in types else "a number"
+    bounds = []
+    for m in info.metadata:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            bound = getattr(m, attr, None)
+            if bound is not None:
+                bounds.append(
+                    f"{sign} {bound:,}" if isinstance(bound, int) else f"{sign} {bound:g}"
+                )
+    return f"{field_name} is {what}" + (f" {' and '.join(bounds)}" if bounds else "")
 
 
 def _expand_layer(
@@ -378,9 +434,15 @@ def _expand_layer(
                 "E202",
                 f"'as {stmt.alias}': only conv2d and linear layers can be named for reuse",
                 stmt.span,
+                f"remove `as {stmt.alias}`, or put it after a conv2d or linear layer",
             )
         elif stmt.alias in aliases:
-            ctx.diags.error("E120", f"layer name '{stmt.alias}' used twice", stmt.span)
+            ctx.diags.error(
+                "E120",
+                f"layer name '{stmt.alias}' used twice",
+                stmt.span,
+                f"give this layer another name, e.g. `as {stmt.alias}2`",
+            )
         else:
             aliases[stmt.alias] = layer
     return out

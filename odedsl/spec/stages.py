@@ -76,7 +76,8 @@ def validate_stage(
             "E231",
             f"stage '{decl.name}': integrator '{integrator.name}' has no inverse ({cls.reason})",
             backward_clause.span if backward_clause else decl.span,
-            "use `backward checkpoint(k)` to save memory without an inverse",
+            "without an inverse, use `backward store` (the default: keeps every layer's "
+            "state) or `backward checkpoint(k)` (keeps every k-th state, recomputes the rest)",
         )
         return None
     if cls.forward_rounding is not None:
@@ -166,10 +167,20 @@ def _int(
         return None
     assert isinstance(value, int)
     if value < low:
-        diags.error("E205", f"{what} must be at least {low}, got {value}", expr.span)
+        diags.error(
+            "E205",
+            f"{what} must be at least {low}, got {value}",
+            expr.span,
+            f"{what} is a whole number from {low} to {high:,}",
+        )
         return None
     if value > high:
-        diags.error("E250", f"{what} {value} exceeds the limit of {high}", expr.span, hint)
+        diags.error(
+            "E250",
+            f"{what} {value} exceeds the limit of {high}",
+            expr.span,
+            hint or f"{what} is a whole number from {low} to {high:,}",
+        )
         return None
     return value
 
@@ -178,7 +189,13 @@ def _unique_clauses(decl: ast.StageDecl, diags: Diagnostics) -> dict[str, ast.Cl
     seen: dict[str, ast.Clause] = {}
     for clause in decl.clauses:
         if clause.keyword in seen:
-            diags.error("E230", f"stage '{decl.name}' states '{clause.keyword}' twice", clause.span)
+            first = seen[clause.keyword].span
+            diags.error(
+                "E230",
+                f"stage '{decl.name}' states '{clause.keyword}' twice",
+                clause.span,
+                f"keep one: the first is at line {first.line}, column {first.column}",
+            )
         else:
             seen[clause.keyword] = clause
     return seen
@@ -209,13 +226,18 @@ def _integrator(
         names = list(declared)
         pname = arg.name if arg.name is not None else (names[i] if i < len(names) else None)
         if pname not in declared:
+            takes = (
+                f"its parameters are {', '.join(names)}"
+                if names
+                else f"it takes none: write `integrator {name}`"
+            )
             diags.error(
                 "E230",
                 f"integrator '{name}' has no parameter '{pname}'"
                 if pname
                 else f"integrator '{name}' takes {len(names)} parameter(s)",
                 arg.span,
-                did_you_mean(pname or "", names),
+                (did_you_mean(pname, names) if pname else None) or takes,
             )
             ok = False
             continue
@@ -251,7 +273,7 @@ def _step(clause: ast.Clause, env: Mapping[str, Value], diags: Diagnostics) -> f
             "E205",
             f"step must be positive and at most 1000, got {value}",
             clause.value.span,
-            "the default step is 1/depth",
+            "write a step in (0, 1000], or leave `step` out for the default 1/depth",
         )
         return None
     return value
@@ -262,7 +284,12 @@ def _option_arg(
 ) -> tuple[bool, int | None]:
     if not wants:
         if clause.args:
-            diags.error("E230", f"'{clause.name}' takes no argument", clause.args[0].span)
+            diags.error(
+                "E230",
+                f"'{clause.name}' takes no argument",
+                clause.args[0].span,
+                f"write `{clause.keyword} {clause.name}`",
+            )
             return False, None
         return True, None
     if len(clause.args) != 1 or clause.args[0].name is not None:
@@ -385,10 +412,21 @@ def _residuals(
                     "E200",
                     f"integrator '{integrator.name}' has no residual function '{name}'",
                     clause.span,
-                    did_you_mean(name, needed),
+                    did_you_mean(name, needed) or f"its residual functions are {', '.join(needed)}",
                 )
             elif name in bodies:
-                diags.error("E120", f"residual '{name}' given twice", clause.span)
+                first = bodies[name][1]
+                diags.error(
+                    "E120",
+                    f"residual '{name}' given twice",
+                    clause.span,
+                    f"keep one: the first is at line {first.line}, column {first.column}"
+                    + (
+                        " (a `residual` without a name binds 'f')"
+                        if name == "f" and any(c.binds is None for c in clauses)
+                        else ""
+                    ),
+                )
             else:
                 bodies[name] = (clause.body, clause.span)
         for name in needed:
@@ -414,8 +452,25 @@ def _residuals(
                 f"residual '{name}' maps {list(seq.in_shape)} to "
                 f"{list(seq.out_shape)}; an ODE stage needs it to keep the state's shape",
                 span,
-                "end the residual with a layer restoring the channels and size",
+                _restore_hint(seq.in_shape, seq.out_shape),
             )
             continue
         out[name] = seq
     return out if len(out) == len(needed) else None
+
+
+def _restore_hint(want: tuple[int, ...], got: tuple[int, ...]) -> str:
+    """Which dimension of a residual's output to change, and how, to give back ``want``."""
+    if len(want) != len(got):
+        return f"keep the state's {len(want)} dimension(s): no `flatten` inside a residual"
+    if len(want) == 1:
+        return f"end the residual with linear({want[0]}) to give back {want[0]} features"
+    fixes = []
+    if want[0] != got[0]:
+        fixes.append(f"end with {want[0]} channels, e.g. conv2d({want[0]}, kernel=3, padding=1)")
+    if want[1:] != got[1:]:
+        size = "x".join(map(str, want[1:]))
+        fixes.append(
+            f"keep the size {size}: stride 1, no pooling, padding = kernel // 2 (odd kernels)"
+        )
+    return "; ".join(fixes)

@@ -20,6 +20,13 @@ from odedsl.syntax import ast
 from odedsl.syntax.imports import LoadedModule
 
 INPUT_KINDS = {"image": 3, "vector": 1}
+#: How to write a value of each parameter type, for hints: (what, an example).
+_EXAMPLES = {
+    "int": ("a whole number", "8"),
+    "float": ("a number", "0.5"),
+    "bool": ("true or false", "true"),
+    "str": ("a text", "name"),
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,15 @@ def _choose_network(
     if wanted is not None:
         if wanted not in networks:
             diags.error(
-                "E200", f"no network named '{wanted}'", main.span, did_you_mean(wanted, networks)
+                "E200",
+                f"no network named '{wanted}'",
+                main.span,
+                did_you_mean(wanted, networks)
+                or (
+                    f"the networks are {', '.join(sorted(networks))}"
+                    if networks
+                    else "the spec defines no network: add `network NAME(...) { ... }`"
+                ),
             )
             return None
         return networks[wanted]
@@ -145,7 +160,13 @@ def _parameters(
     env: dict[str, Value] = {}
     for p in net.params:
         if p.name in env:
-            diags.error("E120", f"parameter '{p.name}' declared twice", p.span)
+            first = next(q for q in net.params if q.name == p.name).span
+            diags.error(
+                "E120",
+                f"parameter '{p.name}' declared twice",
+                p.span,
+                f"rename or remove one: the first is at line {first.line}, column {first.column}",
+            )
             ok = False
             continue
         if p.type is not None and p.type not in TYPES:
@@ -159,10 +180,12 @@ def _parameters(
                     try:
                         value = coerce(value, p.type, p.span)
                     except EvalError:
+                        what, example = _EXAMPLES[p.type]
                         diags.error(
                             "E130",
                             f"--set {p.name}={value!r}: parameter '{p.name}' is {p.type}",
                             p.span,
+                            f"pass {what}, e.g. --set {p.name}={example}",
                         )
                         ok = False
                         continue
@@ -206,7 +229,13 @@ def _network(
         )
         return None
     for extra in inputs[1:]:
-        diags.error("E210", "a network has one input", extra.span)
+        first = inputs[0].span
+        diags.error(
+            "E210",
+            "a network has one input",
+            extra.span,
+            f"remove this one: the input is declared at line {first.line}, column {first.column}",
+        )
     input_kind, shape = _input(inputs[0], env, limits, diags)
     input_shape = shape
     _structure(net, diags)
@@ -293,10 +322,14 @@ def _input(
             return None, None
         bound = limits.max_width if i == 0 else limits.max_spatial
         if not 1 <= value <= bound:  # type: ignore[operator]
+            env_name = "ODEDSL_MAX_WIDTH" if i == 0 else "ODEDSL_MAX_SPATIAL"
             diags.error(
                 "E250" if value > bound else "E205",  # type: ignore[operator]
                 f"input dimension {value} outside 1..{bound}",
                 d.span,
+                f"raise {env_name} if this is intended"
+                if value > bound  # type: ignore[operator]
+                else "each input dimension is a size of at least 1, e.g. image[3, 32, 32]",
             )
             return None, None
         dims.append(value)  # type: ignore[arg-type]
@@ -318,7 +351,18 @@ def _structure(net: ast.NetworkDecl, diags: Diagnostics) -> None:
     for kind, pos in (("stem", 0), ("head", -1)):
         found = [s for s in sections if s.kind == kind]
         for extra in found[1:]:
-            diags.error("E210", f"a network has at most one {kind}", extra.span)
+            diags.error(
+                "E210",
+                f"a network has at most one {kind}",
+                extra.span,
+                f"merge the layers of both into one `{kind} {{ ... }}`",
+            )
         if found and items[pos] is not found[0]:
             where = "first" if kind == "stem" else "last"
-            diags.error("E210", f"the {kind} must come {where}", found[0].span)
+            move = "before" if kind == "stem" else "after"
+            diags.error(
+                "E210",
+                f"the {kind} must come {where}",
+                found[0].span,
+                f"move the {kind} {move} every stage and transition",
+            )
