@@ -8,6 +8,9 @@ file imported twice is loaded once; a cycle is an error naming the chain; chains
 
 from __future__ import annotations
 
+import difflib
+import errno
+import itertools
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -31,7 +34,10 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
         kind = "no such file"
     if kind is not None:  # a device or a FIFO could block or never end: only regular files
-        raise DslError([Diagnostic("E110", f"cannot read '{path}': {kind}", span)])
+        hint = _NOT_READ[kind]
+        if kind == "no such file" and span is None:  # not an import: a path from the caller
+            hint += " (a relative path starts from the current folder)"
+        raise DslError([Diagnostic("E110", f"cannot read '{path}': {kind}", span, hint)])
     if size > limits.max_spec_bytes:
         # located at the importing statement, or at 1:1 of the file itself (never read)
         where = span or Span.at_start(SourceFile(str(path), ""))
@@ -64,9 +70,22 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
             ]
         ) from None
     except OSError as exc:
+        hint = (
+            "make the file readable, e.g. chmod u+r"
+            if exc.errno in (errno.EACCES, errno.EPERM)
+            else "check that the file can be read (its permissions, the disk it is on)"
+        )
         raise DslError(
-            [Diagnostic("E110", f"cannot read '{path}': {exc.strerror}", span)]
+            [Diagnostic("E110", f"cannot read '{path}': {exc.strerror}", span, hint)]
         ) from None
+
+
+#: What to do about a path that is no regular file (by what it is).
+_NOT_READ = {
+    "no such file": "check the file name and the folders on the way to it",
+    "a directory": "name the .ode file inside the folder",
+    "not a regular file": "odedsl reads regular files only, not devices or pipes",
+}
 
 
 def load_with_imports(
@@ -109,7 +128,12 @@ def load_with_imports(
             if target in seen:
                 continue
             if len(seen) >= limits.max_imports:
-                diags.error("E113", f"more than {limits.max_imports} files imported", imp.span)
+                diags.error(
+                    "E113",
+                    f"more than {limits.max_imports} files imported",
+                    imp.span,
+                    "merge small files, or raise ODEDSL_MAX_IMPORTS",
+                )
                 continue
             try:
                 child_text = read_spec_file(target, limits, imp.span)
@@ -156,7 +180,14 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
         )
         return None
     if pure.suffix != ".ode":
-        diags.error("E111", f"import path {raw!r} does not name a .ode file", imp.span)
+        diags.error(
+            "E111",
+            f"import path {raw!r} does not name a .ode file",
+            imp.span,
+            f'write the extension: import "{raw}.ode"'
+            if not pure.suffix
+            else "only spec files are imported: their names end in .ode",
+        )
         return None
     try:
         target = (here / pure).resolve()
@@ -179,6 +210,19 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
         )
         return None
     if not is_file:
-        diags.error("E110", f"imported file {raw!r} not found", imp.span)
+        diags.error("E110", f"imported file {raw!r} not found", imp.span, _missing_hint(target))
         return None
     return target
+
+
+def _missing_hint(target: Path) -> str:
+    """A sibling .ode file close to the missing one's name, or where the path was looked up."""
+    try:
+        found = itertools.islice(target.parent.glob("*.ode"), 1000)
+        siblings = [p.name for p in found if p.name != target.name and p.is_file()]
+    except OSError:
+        siblings = []
+    close = difflib.get_close_matches(target.name, siblings, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}' (in the same folder)?"
+    return "the path is relative to the importing file's folder"

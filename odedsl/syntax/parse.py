@@ -191,11 +191,12 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         last = source.text.rstrip().split("\n")
         line, col = len(last), len(last[-1]) + 1
         expected = _expected_words(getattr(exc, "expected", set()))
+        unclosed = _unclosed_hint(source.text)
         return Diagnostic(
             "E100",
             "unexpected end of file",
             Span(source, line, col, line, col + 1),
-            f"expected {expected}" if expected else "is a '}' missing?",
+            f"expected {expected}; {unclosed}" if expected else unclosed,
         )
     if isinstance(exc, UnexpectedCharacters):
         char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
