@@ -97,17 +97,22 @@ class Integrator:
                 sink.error("E230", f"integrator '{self.name}' has no parameter '{key}'", span, hint)
             elif isinstance(value, bool) or not isinstance(value, (int, float)):
                 what = f"parameter '{key}' of '{self.name}' must be a number, got {value!r}"
-                sink.error("E204", what, span)
+                sink.error("E204", what, span, f"pass a number, e.g. {key}=0.5")
             elif specs[key].type == "int" and value != int(value):
                 what = f"parameter '{key}' of '{self.name}' must be an int, got {value!r}"
-                sink.error("E204", what, span)
+                sink.error("E204", what, span, f"pass a whole number, e.g. {key}={round(value)}")
             else:
                 values[key] = float(value)
         for p in self.params:
             if p.name not in values and p.default is not None:
                 values[p.name] = p.default
             elif p.name not in values and p.name not in (overrides or {}):
-                sink.error("E203", f"integrator '{self.name}' needs a value for '{p.name}'", span)
+                sink.error(
+                    "E203",
+                    f"integrator '{self.name}' needs a value for '{p.name}'",
+                    span,
+                    f"it has no default: pass {p.name}=...",
+                )
         if len(sink.items) > before:
             if diags is None:
                 raise DslError(sink.items)

@@ -90,7 +90,11 @@ class _Lowerer(ExprLowerer):
                     "its previous value is `prev`, its new value `next`",
                 )
             if d.split_channels:
-                self.error("an integrator cannot be both two_step and split channels", d.span)
+                self.error(
+                    "an integrator cannot be both two_step and split channels",
+                    d.span,
+                    "remove one of the two options",
+                )
             if d.start is None:
                 self.error(
                     f"two-step integrator '{d.name}' needs a start block",
@@ -122,15 +126,26 @@ class _Lowerer(ExprLowerer):
                     f"the start block of '{d.name}' never updates its state", start_span, hint
                 )
         if not d.body:
-            self.error(f"integrator '{d.name}' has no update statements", d.span)
+            example = f"next = prev + 2 * h * f({x}, t)" if d.two_step else f"{x} += h * f({x}, t)"
+            self.error(
+                f"integrator '{d.name}' has no update statements",
+                d.span,
+                f"add the step's updates, e.g. {example}",
+            )
         elif not d.two_step:
             updated = {s.target for s in d.body} & set(declared)
             if not updated:
-                self.error(f"integrator '{d.name}' never updates its state", d.span)
+                self.error(
+                    f"integrator '{d.name}' never updates its state",
+                    d.span,
+                    f"update a state variable with =, += or -=, e.g. {x} += h * f({x}, t)",
+                )
             elif not d.split_channels and declared and declared[0] not in updated:
                 self.error(
                     f"'{declared[0]}' is the stage output but is never updated",
                     d.state[0].span,
+                    f"the first state variable is the stage's output: update it, "
+                    f"e.g. {x} += h * ...",
                 )
         return Lowered(
             d.name,
@@ -152,11 +167,24 @@ class _Lowerer(ExprLowerer):
         for sv in self.decl.state:
             span = name_span(sv.span, sv.name)
             if sv.name in ("h", "t"):
-                self.error(f"'{sv.name}' is reserved ({RESERVED[sv.name]})", span)
+                self.error(
+                    f"'{sv.name}' is reserved ({RESERVED[sv.name]})",
+                    span,
+                    "name the state variable otherwise, e.g. x, y or v",
+                )
             elif sv.name in names:
-                self.error(f"state variable '{sv.name}' is declared twice", span)
+                self.error(
+                    f"state variable '{sv.name}' is declared twice",
+                    span,
+                    "give each state variable its own name",
+                )
             elif self.decl.two_step and sv.name in ("prev", "next"):
-                self.error(f"'{sv.name}' is reserved in two-step integrators", span)
+                self.error(
+                    f"'{sv.name}' is reserved in two-step integrators",
+                    span,
+                    "name the state variable otherwise, e.g. x: `prev` and `next` are its "
+                    "previous and new values",
+                )
             names.append(sv.name)
         self.declared = tuple(names)
         return self.declared
@@ -168,7 +196,9 @@ class _Lowerer(ExprLowerer):
             if p.name in ("h", "t") or p.name in state or p.name in {q.name for q in out}:
                 what = "a state variable" if p.name in state else "already defined"
                 what = RESERVED.get(p.name, what)
-                self.error(f"parameter '{p.name}' clashes with {what}", span)
+                self.error(
+                    f"parameter '{p.name}' clashes with {what}", span, "rename the parameter"
+                )
                 continue
             type_ = p.type or "float"
             if type_ not in PARAM_TYPES:
@@ -184,6 +214,7 @@ class _Lowerer(ExprLowerer):
                     self.error(
                         f"parameter '{p.name}' is an int but its default is {default:g}",
                         p.default.span,
+                        f"give a whole number, or declare it `{p.name}: float`",
                     )
             out.append(ParamSpec(p.name, type_, default, p.span))
         return tuple(out)
@@ -195,7 +226,7 @@ class _Lowerer(ExprLowerer):
         try:
             return ir.evaluate(e, {})
         except (ZeroDivisionError, ValueError, OverflowError, KeyError) as exc:
-            self.error(f"{what} cannot be computed: {exc}", node.span)
+            self.error(f"{what} cannot be computed: {exc}", node.span, "write it as a plain number")
             return None
 
     def inits(self, state: tuple[str, ...]) -> tuple[ir.Expr | None, ...]:
@@ -211,6 +242,7 @@ class _Lowerer(ExprLowerer):
                     f"with split channels '{sv.name}' is a channel chunk of the stage input; "
                     "it takes no initial value",
                     sv.init.span,
+                    f"remove the initial value: write just `{sv.name}`",
                 )
             elif i == 0:
                 self.error(
@@ -225,6 +257,9 @@ class _Lowerer(ExprLowerer):
                 self.error(
                     f"'{sv.name}' can only start from a state variable declared before it",
                     sv.init.span,
+                    f"declare '{sv.init.name}' before '{sv.name}' in the state list"
+                    if sv.init.name != sv.name
+                    else f"start it from a number or a parameter, e.g. {sv.name} = 0",
                 )
             else:
                 e = self.expr(sv.init, Scope(dict(params), "init"))
@@ -254,7 +289,11 @@ class _Lowerer(ExprLowerer):
             span = name_span(s.span, s.target)
             target, temp = s.target, False
             if target in ("h", "t"):
-                self.error(f"cannot assign to '{target}' ({RESERVED[target]})", span)
+                self.error(
+                    f"cannot assign to '{target}' ({RESERVED[target]})",
+                    span,
+                    "assign a temporary of another name instead, e.g. k = ...",
+                )
             elif target in {p.name for p in self.decl.params}:
                 self.error(
                     f"'{target}' is a parameter, a constant of the integrator",
@@ -262,13 +301,25 @@ class _Lowerer(ExprLowerer):
                     "declare a state variable for a value that changes",
                 )
             elif target in self.called:
-                self.error(f"'{target}' is a residual function; it cannot be assigned", span)
+                self.error(
+                    f"'{target}' is a residual function; it cannot be assigned",
+                    span,
+                    "give the temporary another name, e.g. k",
+                )
             elif two_step and target == "next":
                 nexts += 1
                 if s.op != "=":
-                    self.error(f"`next` is assigned with '=', not '{s.op}'", span)
+                    self.error(
+                        f"`next` is assigned with '=', not '{s.op}'",
+                        span,
+                        "write `next = ...`",
+                    )
                 elif nexts > 1:
-                    self.error(f"`next` is assigned twice in the {where} block", span)
+                    self.error(
+                        f"`next` is assigned twice in the {where} block",
+                        span,
+                        "assign it once; compute the parts in temporaries before it",
+                    )
             elif two_step and (target in state or target == "prev"):
                 self.error(
                     f"a two-step integrator assigns `next`, not '{target}'",
@@ -299,5 +350,9 @@ class _Lowerer(ExprLowerer):
             if e is not None:
                 out.append(Stmt(target, s.op, e, temp, s.span))
         if two_step and nexts == 0 and (stmts or where == "start"):
-            self.error(f"the {where} block of a two-step integrator must assign `next`", where_span)
+            self.error(
+                f"the {where} block of a two-step integrator must assign `next`",
+                where_span,
+                f"add `next = ...` to the {where} block",
+            )
         return tuple(out)

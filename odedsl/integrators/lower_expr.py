@@ -70,7 +70,11 @@ class ExprLowerer:
                 return None
             return ir.Const(float(node.value))
         if isinstance(node, (ast.String, ast.Bool)):
-            self.error("integrator expressions are numeric", node.span)
+            self.error(
+                "integrator expressions are numeric",
+                node.span,
+                "use numbers, parameters, h, t, state variables and residual calls",
+            )
             return None
         if isinstance(node, ast.Var):
             return self.name(node, scope)
@@ -96,11 +100,20 @@ class ExprLowerer:
         if a is None or b is None or node.op not in ops:
             return None
         if node.op == "^" and not ir.is_scalar(b):
-            self.error("an exponent must be a scalar (numbers, parameters, h, t)", node.span)
+            self.error(
+                "an exponent must be a scalar (numbers, parameters, h, t)",
+                node.span,
+                "the state may be a base, not an exponent: "
+                f"{self.x()}^2 is allowed, 2^{self.x()} is not",
+            )
             return None
         if node.op == "/" and _numbers_only(b) and self.checked_constant(b, node.span) is not None:
             if ir.evaluate(b, {}) == 0:
-                self.error("division by zero", node.span)
+                self.error(
+                    "division by zero",
+                    node.span,
+                    "the divisor is a constant equal to 0: change it",
+                )
                 return None
         return self.checked_constant(ops[node.op](a, b), node.span)
 
@@ -128,6 +141,7 @@ class ExprLowerer:
             self.error(
                 f"the time of a residual call is t + c*h with a numeric c; it cannot read '{n}'",
                 node.span,
+                "write the offset c as a number, e.g. t + h / 2",
             )
             return None
         if n in scope.names:
@@ -137,39 +151,71 @@ class ExprLowerer:
                 "an initial value is a number, a parameter, "
                 "or the name of an earlier state variable",
                 node.span,
+                f"write it alone, e.g. ({self.x()}, v = {self.x()}) or ({self.x()}, v = 0): "
+                "it is not computed from the state",
             )
             return None
+        x = self.x()
         if self.decl.two_step and n == "next":
-            self.error("`next` is the value being computed; it cannot be read", node.span)
+            self.error(
+                "`next` is the value being computed; it cannot be read",
+                node.span,
+                f"compute it from `prev` and '{x}', keeping parts in temporaries",
+            )
         elif self.decl.two_step and n == "prev" and scope.where == "start":
             self.error(
                 "the start block states the first layer from the state alone; "
                 "`prev` does not exist yet",
                 node.span,
+                f"use '{x}' alone, e.g. start {{ next = {x} + h * f({x}, t) }}",
             )
         elif n in self.called:
             self.error(f"'{n}' is a residual function", node.span, f"call it as {n}(state, t)")
         elif n in scope.later:
-            self.error(f"'{n}' is read before it is assigned", node.span)
+            self.error(
+                f"'{n}' is read before it is assigned",
+                node.span,
+                f"move the assignment of '{n}' above this statement",
+            )
         elif scope.where in ("const", "init") and n in ("h", "t", *self.pnames()):
             allowed = {"const": "numbers", "init": "numbers and parameters"}
-            self.error(f"'{n}' cannot appear here: only {allowed[scope.where]}", node.span)
+            self.error(
+                f"'{n}' cannot appear here: only {allowed[scope.where]}",
+                node.span,
+                "write a number here"
+                if scope.where == "const"
+                else "write a number or a parameter",
+            )
         else:
-            self.error(f"unknown name '{n}'", node.span, did_you_mean(n, scope.names))
+            self.error(
+                f"unknown name '{n}'",
+                node.span,
+                did_you_mean(n, scope.names)
+                or "declare it as a state variable or a parameter, or assign it before it is read",
+            )
         return None
+
+    def x(self) -> str:
+        """The first state variable's name, for examples in hints."""
+        return self.declared[0] if self.declared else "x"
 
     def pnames(self) -> list[str]:
         return [p.name for p in self.decl.params]
 
     def math(self, node: ast.Call, scope: Scope) -> ir.Expr | None:
         if len(node.args) != 1:
-            self.error(f"{node.func} takes one argument, got {len(node.args)}", node.span)
+            self.error(
+                f"{node.func} takes one argument, got {len(node.args)}",
+                node.span,
+                f"write {node.func}(...) of one scalar, e.g. {node.func}(h)",
+            )
             return None
         arg = self.expr(node.args[0], scope)
         if arg is not None and not ir.is_scalar(arg):
             self.error(
                 f"{node.func} applies to scalars (numbers, parameters, h, t), not to the state",
                 node.span,
+                f"apply it to a coefficient, e.g. {node.func}(h) * f({self.x()}, t)",
             )
             return None
         return None if arg is None else self.checked_constant(ir.Func(node.func, arg), node.span)
@@ -180,11 +226,23 @@ class ExprLowerer:
             what = "a state variable or temporary"
             if isinstance(scope.names.get(f), ir.Sym):
                 what = RESERVED.get(f, "a parameter")
-            self.error(f"'{f}' is {what}, not a function", node.span)
+            free = [c for c in ("f", "g", "u", "w") if c not in scope.names]
+            self.error(
+                f"'{f}' is {what}, not a function",
+                node.span,
+                "give the residual function a name of its own"
+                + (f", e.g. {free[0]}" if free else ""),
+            )
             return None
         if scope.where in ("time", "const", "init"):
             where = "the time of a residual call" if scope.where == "time" else "a constant"
-            self.error(f"{where} cannot call the residual function '{f}'", node.span)
+            self.error(
+                f"{where} cannot call the residual function '{f}'",
+                node.span,
+                "call residual functions in the update statements and temporaries only"
+                if scope.where != "time"
+                else "write the time as t + c*h with a number c, e.g. t + h / 2",
+            )
             return None
         if len(node.args) != 2:
             self.error(
@@ -196,10 +254,13 @@ class ExprLowerer:
         arg = self.expr(node.args[0], scope)
         when = self.expr(node.args[1], Scope(scope.names, "time"))
         if arg is not None and (ir.is_scalar(arg) or poly.constant_input(arg)):
+            x = self.x()
             self.error(
                 f"the input of residual function '{f}' must be computed from the state",
                 node.args[0].span,
-                None if ir.is_scalar(arg) else "this input simplifies to a constant",
+                f"pass a state variable, e.g. {f}({x}, t)"
+                if ir.is_scalar(arg)
+                else "this input simplifies to a constant",
             )
             return None
         if arg is None or when is None:
