@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,18 +21,22 @@ MAX_SEED = 2**32 - 1  # numpy's range; the batch order mixes the seed into a 64-
 
 def int_in(low: int, high: int) -> Any:
     """An argparse ``type`` for an integer in ``[low, high]``: a usage error (exit 2) outside
-    it, instead of an overflow deep inside torch (``--seed 2**64``, ``--threads 10**23``)."""
+    it, instead of an overflow deep inside torch (``--seed 2**64``, ``--threads 10**23``).
+    Only ASCII digits (``int`` would also read ``٣`` or ``1_0``); ``.bounds`` is ``(low, high)``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        digits = text.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,4000}", digits):  # below int()'s digit limit
+            raise argparse.ArgumentTypeError(
+                f"expected an integer between {low} and {high}, got {text!r}"
+            )
+        value = int(digits)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
         return value
 
     parse.__name__ = "integer"
+    parse.bounds = (low, high)  # type: ignore[attr-defined]
     return parse
 
 

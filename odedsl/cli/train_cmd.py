@@ -10,13 +10,12 @@ from rich.console import Console
 from odedsl.cli.common import (
     EXIT_ERROR,
     EXIT_OK,
-    MAX_SEED,
     add_spec_arguments,
     int_in,
     parse_set,
     print_json,
 )
-from odedsl.training.config import DEFAULT_LR, OPTIMIZERS, TrainConfig
+from odedsl.training.config import DEFAULT_LR, INT_BOUNDS, OPTIMIZERS, TrainConfig
 
 _D = TrainConfig()
 
@@ -49,10 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_spec_arguments(p)
     p.add_argument("--data", help="digits | synthetic | DIR (an image folder; needs torchvision)")
     p.add_argument(
-        "--epochs", type=int_in(1, 1_000_000), help=f"passes over the training set ({_D.epochs})"
+        "--epochs",
+        type=int_in(*INT_BOUNDS["epochs"]),
+        help=f"passes over the training set ({_D.epochs})",
     )
     p.add_argument(
-        "--batch-size", type=int_in(2, 2**31 - 1), help=f"samples per step ({_D.batch_size})"
+        "--batch-size",
+        type=int_in(*INT_BOUNDS["batch_size"]),
+        help=f"samples per step ({_D.batch_size})",
     )
     p.add_argument("--lr", type=float, help="peak learning rate (adamw 0.01, sgd 0.1)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({_D.optimizer})")
@@ -68,10 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="torch.compile the network (each stage compiles its residuals once, any depth)",
     )
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), help="seed of weights and batch order (0)")
+    p.add_argument(
+        "--seed", type=int_in(*INT_BOUNDS["seed"]), help="seed of weights and batch order (0)"
+    )
     p.add_argument(
         "--checkpoint-every",
-        type=int_in(0, 2**31 - 1),
+        type=int_in(*INT_BOUNDS["checkpoint_every"]),
         metavar="K",
         help=f"steps between checkpoints ({_D.checkpoint_every}; 0: epochs only)",
     )

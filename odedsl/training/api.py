@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,9 @@ from odedsl.training.config import (
     TrainConfig,
     TrainResult,
     bad_option,
+    check_option,
     resolve_device,
+    wrong_type,
 )
 from odedsl.training.data import load_data
 from odedsl.training.loop import Trainer, evaluate
@@ -66,7 +70,9 @@ def train(
 ) -> TrainResult:
     """Train ``spec`` on ``data`` and return the result; writes files only when ``out`` is
     given (``"auto"``: ``runs/<network>-<timestamp>``). ``resume`` continues the checkpoint
-    in ``out`` exactly (``out="auto"``: the newest run of this network)."""
+    in ``out`` exactly (``out="auto"``: the newest run of this network). A wrong type is a
+    TypeError, a value out of range a ValueError, both naming the argument (and DslErrors)."""
+    _check_arguments(data, out, resume, progress, overrides)
     given = {
         "data": None if data is None else str(data),
         "epochs": epochs,
@@ -82,6 +88,8 @@ def train(
         "checkpoint_every": checkpoint_every,
     }
     explicit = {k: v for k, v in given.items() if v is not None}
+    for key, value in explicit.items():  # before a checkpoint is compared or anything loaded
+        check_option(key, value)
     overrides = dict(overrides or {})
     spec_name = str(spec) if not hasattr(spec, "network") else spec.network.name  # type: ignore[union-attr]
     out_dir = None if out is None or str(out) == AUTO else Path(out)
@@ -168,6 +176,21 @@ def train(
         atomic_save(trainer.model.state_dict(), out_dir / "model.pt")
         _write_log(trainer, fitted, spec_name, bundle.name, result)
     return result
+
+
+def _check_arguments(
+    data: object, out: object, resume: object, progress: object, overrides: object
+) -> None:
+    """The arguments ``TrainConfig`` does not hold: TypeError naming the argument."""
+    if data is not None and not isinstance(data, str | os.PathLike):
+        raise wrong_type("data", "a data set name or a folder (str or path)", data)
+    if out is not None and not isinstance(out, str | os.PathLike):
+        raise wrong_type("out", f"a folder (str or path) or {AUTO!r}", out)
+    for name, flag in (("resume", resume), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise wrong_type(name, "True or False", flag)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise wrong_type("overrides", "a dict of network parameters", overrides)
 
 
 def trainer_device(cfg: TrainConfig) -> str:

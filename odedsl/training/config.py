@@ -8,8 +8,11 @@ stalled near 71% in the same 6 epochs; one thread avoids OpenMP spinning on busy
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -34,8 +37,79 @@ RESUME_KEYS = (
 )
 
 
-def bad_option(message: str, hint: str | None = None, code: str = "E205") -> DslError:
-    return DslError([Diagnostic(code, message, None, hint)])
+#: The integer options and their bounds, both inclusive: ``TrainConfig`` checks them and the
+#: options of ``odedsl train`` (``odedsl.cli.train_cmd``) read the same table.
+INT_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {
+        "epochs": (1, 1_000_000),
+        "batch_size": (2, 2**31 - 1),  # BatchNorm needs two samples
+        # numpy's range; the batch order mixes the seed into a 64-bit integer
+        "seed": (0, 2**32 - 1),
+        "checkpoint_every": (0, 2**31 - 1),  # steps; 0: only at the end of each epoch
+    }
+)
+_STRINGS = ("data", "optimizer", "device")
+_BOOLS = ("amp", "compile")
+
+
+class OptionError(DslError, ValueError):
+    """A training option with a value that cannot work (a DslError: exit 2 from the CLI)."""
+
+
+class OptionTypeError(DslError, TypeError):
+    """A training option of the wrong type (only the Python API can pass one)."""
+
+
+def bad_option(message: str, hint: str | None = None, code: str = "E205") -> OptionError:
+    return OptionError([Diagnostic(code, message, None, hint)])
+
+
+def wrong_type(name: str, want: str, value: object) -> OptionTypeError:
+    got = f"{value!r} ({type(value).__name__})"
+    return OptionTypeError([Diagnostic("E130", f"{name} must be {want}, got {got}", None)])
+
+
+def flag(name: str) -> str:
+    """``batch_size`` → ``--batch-size``: how messages name an option of both faces."""
+    return "--" + name.replace("_", "-")
+
+
+def check_option(name: str, value: Any) -> None:
+    """Type and range of one option given by name (``TrainConfig``'s fields); the checks
+    that involve two options (weight decay against lr) are ``TrainConfig``'s."""
+    if name in INT_BOUNDS:
+        low, high = INT_BOUNDS[name]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise wrong_type(name, f"an integer between {low} and {high}", value)
+        if not low <= value <= high:
+            raise bad_option(f"{flag(name)} {value}: must be {_int_range(name, low, high)}")
+    elif name in ("lr", "weight_decay", "momentum"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise wrong_type(name, "a number (int or float)", value)
+        label = "momentum" if name == "momentum" else flag(name)  # no --momentum option
+        if name == "lr" and not (math.isfinite(value) and value > 0):
+            raise bad_option(f"{label} {value}: must be a finite number above 0")
+        if name == "weight_decay" and not (math.isfinite(value) and value >= 0):
+            raise bad_option(f"{label} {value}: must be a finite number, 0 or more")
+        if name == "momentum" and not (math.isfinite(value) and 0 < value < 1):
+            raise bad_option(
+                f"{label} {value}: must be a finite number above 0 and below 1",
+                "SGD's Nesterov momentum; AdamW does not use it",
+            )
+    elif name in _STRINGS:
+        if not isinstance(value, str):
+            raise wrong_type(name, "a string", value)
+    elif name == "backward":
+        if value is not None and not isinstance(value, str):
+            raise wrong_type(name, "a string: store, invert or checkpoint(k)", value)
+    elif name in _BOOLS:
+        if not isinstance(value, bool):
+            raise wrong_type(name, "True or False", value)
+
+
+def _int_range(name: str, low: int, high: int) -> str:
+    why = " (BatchNorm needs two samples)" if name == "batch_size" else ""
+    return f"between {low} and {high}{why}"
 
 
 @dataclass
@@ -57,6 +131,12 @@ class TrainConfig:
     checkpoint_every: int = 50  # steps; 0: only at the end of each epoch
 
     def __post_init__(self) -> None:
+        """TypeError (wrong type) or ValueError (out of range) naming the option; both are
+        DslErrors, so the CLI reports them as usage errors (exit 2)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (f.name == "lr" and value is None):
+                check_option(f.name, value)
         if self.optimizer not in OPTIMIZERS:
             raise bad_option(
                 f"--optimizer {self.optimizer!r}: unknown optimizer",
@@ -65,22 +145,18 @@ class TrainConfig:
             )
         if self.lr is None:
             self.lr = DEFAULT_LR[self.optimizer]
-        checks = (
-            ("epochs", 1 <= self.epochs <= 1_000_000, "between 1 and 1000000"),
-            (
-                "batch-size",
-                2 <= self.batch_size < 2**31,
-                "at least 2 (BatchNorm needs two samples) and below 2^31",
-            ),
-            ("lr", 0 < self.lr < float("inf"), "a positive number"),
-            ("weight-decay", self.weight_decay >= 0, "0 or more"),
-            ("checkpoint-every", 0 <= self.checkpoint_every < 2**31, "0 or more steps"),
-            ("seed", 0 <= self.seed < 2**32, "between 0 and 2^32 - 1"),
+        self.lr, self.weight_decay, self.momentum = (
+            float(self.lr),
+            float(self.weight_decay),
+            float(self.momentum),
         )
-        for name, ok, want in checks:
-            if not ok:
-                value = getattr(self, name.replace("-", "_"))
-                raise bad_option(f"--{name} {value}: must be {want}")
+        if self.lr * self.weight_decay >= 1:  # the one check of two options: name both
+            raise bad_option(
+                f"--weight-decay {self.weight_decay} with --lr {self.lr}: lr × weight decay = "
+                f"{self.lr * self.weight_decay:g} must be below 1 (each step scales the weights "
+                "by 1 - lr × weight decay)",
+                f"a weight decay below 1/lr = {1 / self.lr:g}, or a smaller --lr",
+            )
 
     def resumable(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in RESUME_KEYS}

@@ -247,6 +247,7 @@ def test_diverging_run_exits_1_naming_the_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["train", RESNET, *SMALL, "--epochs", "1", "--optimizer", "sgd", "--lr", "1e9"]
+    args += ["--weight-decay", "0"]  # with the default 5e-4, lr × weight decay is refused
     assert main([*args, "--quiet", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "training loss became" in err and "Traceback" not in err
@@ -263,3 +264,66 @@ def test_compiled_training_matches_eager(
         assert main([*base, *extra, "--out", str(tmp_path / (extra[0] if extra else "eager"))]) == 0
         losses.append(json.loads(capsys.readouterr().out)["epochs"][0]["train_loss"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)
+
+
+def _train_parser_actions() -> dict[str, object]:
+    from odedsl.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices["train"]._actions}  # type: ignore[attr-defined]
+
+
+def test_integer_options_read_the_bounds_of_train_config() -> None:
+    """One table, ``INT_BOUNDS``, bounds both ``--epochs`` and ``TrainConfig(epochs=...)``."""
+    from odedsl.training.config import INT_BOUNDS, TrainConfig
+
+    actions = _train_parser_actions()
+    bounded = {d for d, a in actions.items() if hasattr(getattr(a, "type", None), "bounds")}
+    fields = set(TrainConfig().to_json())
+    assert bounded & fields == set(INT_BOUNDS)
+    for name, bounds in INT_BOUNDS.items():
+        assert actions[name].type.bounds == bounds  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["epochs", "batch_size", "seed", "checkpoint_every"])
+def test_each_integer_bound_is_enforced_by_the_cli(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from odedsl.cli.main import build_parser
+    from odedsl.training.config import INT_BOUNDS
+
+    low, high = INT_BOUNDS[name]
+    flag = "--" + name.replace("_", "-")
+    parser = build_parser()
+    for good in (low, high):
+        assert getattr(parser.parse_args(["train", RESNET, flag, str(good)]), name) == good
+    for bad in (str(low - 1), str(high + 1), "2.5", "٣", "1e3"):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["train", RESNET, flag, bad])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}: " in err and str(low) in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--weight-decay", "inf"], "--weight-decay inf: must be a finite number"),
+        (["--weight-decay", "nan"], "--weight-decay nan: must be a finite number"),
+        (["--weight-decay", "-1"], "--weight-decay -1.0: must be a finite number, 0 or more"),
+        (["--lr", "inf"], "--lr inf: must be a finite number above 0"),
+        (["--lr", "0"], "--lr 0.0: must be a finite number above 0"),
+        (["--lr", "1e9"], "--weight-decay 0.0005 with --lr 1000000000.0: lr × weight decay"),
+    ],
+)
+def test_float_options_name_themselves(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--weight-decay inf`` trained, diverged and blamed the learning rate (exit 1)."""
+    code = main(["train", RESNET, *SMALL, *args, "--quiet", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    if "--lr" not in args:
+        assert "--lr" not in err
+    assert not (tmp_path / "o").exists()
