@@ -215,7 +215,9 @@ def _integrator(
             "E200",
             f"unknown integrator '{name}'",
             clause.name_span,
-            did_you_mean(name, integrators),
+            did_you_mean(name, integrators)
+            or f"the integrators are {', '.join(sorted(integrators))}, or one declared with "
+            "`integrator NAME(x) { ... }`",
         )
         return None, {}
     integrator = integrators[name]

@@ -249,7 +249,14 @@ def _network(
             continue
         if isinstance(item, ast.StageDecl):
             if item.name in stage_names or item.name in ("stem", "head"):
-                diags.error("E120", f"stage name '{item.name}' used twice", item.span)
+                diags.error(
+                    "E120",
+                    f"stage name '{item.name}' used twice",
+                    item.span,
+                    f"'{item.name}' names the network's {item.name}: choose another stage name"
+                    if item.name in ("stem", "head")
+                    else "give each stage its own name, e.g. body1, body2",
+                )
             stage_names.add(item.name)
             if _integrator_name(item) in broken:
                 shape = None  # its declaration's errors are reported; "unknown" would be noise
