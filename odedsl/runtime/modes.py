@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,7 +57,9 @@ class Checkpoint:
     every: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or self.every < 1:
+        if not isinstance(self.every, int) or isinstance(self.every, bool):
+            raise TypeError(f"checkpoint(k) needs an integer k >= 1, got {self.every!r}")
+        if self.every < 1:
             raise ValueError(f"checkpoint(k) needs an integer k >= 1, got {self.every!r}")
 
     def run(
@@ -94,20 +97,28 @@ class _Segment:
             return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
 
 
+_FORMS = "'store', 'invert', 'checkpoint(k)' or ('checkpoint', k) with an integer k >= 1"
+_CHECKPOINT_K = re.compile(r"checkpoint\(([0-9]{1,100})\)")  # ASCII digits only
+
+
 def parse_backward(spec: BackwardSpec) -> BackwardMode:
-    """``"store"``, ``"invert"``, ``("checkpoint", k)``, ``"checkpoint(k)"`` or a mode object."""
+    """``"store"``, ``"invert"``, ``("checkpoint", k)``, ``"checkpoint(k)"`` or a mode object.
+
+    ``k`` is an ``int`` (not a bool) or ASCII digits; anything else is a TypeError (wrong
+    type) or ValueError (unknown text) naming the accepted forms.
+    """
     if isinstance(spec, Store | Checkpoint | Invert):
         return spec
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "checkpoint":
         return Checkpoint(spec[1])
-    if isinstance(spec, str):
-        text = spec.replace(" ", "")
-        if text == "store":
-            return Store()
-        if text == "invert":
-            return Invert()
-        if text.startswith("checkpoint(") and text.endswith(")") and text[11:-1].isdigit():
-            return Checkpoint(int(text[11:-1]))
-    raise ValueError(
-        f"unknown backward mode {spec!r}; expected 'store', ('checkpoint', k) or 'invert'"
-    )
+    if not isinstance(spec, str):
+        raise TypeError(f"backward mode must be {_FORMS}, or a mode object; got {spec!r}")
+    text = spec.replace(" ", "")
+    if text == "store":
+        return Store()
+    if text == "invert":
+        return Invert()
+    found = _CHECKPOINT_K.fullmatch(text)
+    if found:
+        return Checkpoint(int(found.group(1)))
+    raise ValueError(f"unknown backward mode {spec!r}; expected {_FORMS}")

@@ -23,6 +23,7 @@ trained tied one).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -64,7 +65,9 @@ class WeightSchedule:
             raise ValueError(f"unknown weight schedule {self.mode!r}; expected one of {_MODES}")
         if self.mode in ("shared", "interpolated"):
             low = 1 if self.mode == "shared" else 2
-            if not isinstance(self.k, int) or self.k < low:
+            if self.k is not None and (not isinstance(self.k, int) or isinstance(self.k, bool)):
+                raise TypeError(f"weights {self.mode}(k) needs an integer k >= {low}: {self.k!r}")
+            if self.k is None or self.k < low:
                 raise ValueError(f"weights {self.mode}(k) needs an integer k >= {low}: {self.k}")
         elif self.k is not None:
             raise ValueError(f"weights {self.mode} takes no k (got k={self.k})")
@@ -123,8 +126,33 @@ class WeightSchedule:
 
 
 def _check_depth(depth: int) -> None:
-    if not isinstance(depth, int) or depth < 1:
+    if not isinstance(depth, int) or isinstance(depth, bool):
+        raise TypeError(f"stage depth must be a positive integer, got {depth!r}")
+    if depth < 1:
         raise ValueError(f"stage depth must be a positive integer, got {depth!r}")
+
+
+def depth_limit() -> int:
+    """The largest stage depth: ``ODEDSL_MAX_DEPTH`` or 100000, as ``stage.max_depth`` reads
+    it for ``set_depth`` (that module imports this one, so it cannot be imported here)."""
+    raw = os.environ.get("ODEDSL_MAX_DEPTH", "")
+    return int(raw) if raw.strip().isdigit() else 100_000
+
+
+def _check_target(name: str, pair: tuple[WeightSchedule, int]) -> None:
+    """``src``/``dst`` of :func:`expand_state_dict`: a schedule and a depth within the limit
+    (checked before anything is allocated: an untied depth of 10^9 is 10^9 slots)."""
+    if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], WeightSchedule)):
+        raise TypeError(f"{name} must be a (WeightSchedule, depth) pair, got {pair!r}")
+    schedule, depth = pair
+    _check_depth(depth)
+    limit = depth_limit()
+    for what, size in (("depth", depth), (f"{schedule}: k", schedule.k or 0)):
+        if size > limit:
+            raise ValueError(
+                f"{name} {what} {size} exceeds the limit of {limit} "
+                "(raise it with ODEDSL_MAX_DEPTH)"
+            )
 
 
 def _check_conversion(src: tuple[WeightSchedule, int], dst: tuple[WeightSchedule, int]) -> None:
@@ -174,6 +202,8 @@ def expand_state_dict(
     ``running_*``, i.e. BatchNorm statistics) are copied from the heaviest source slot.
     Raises ``ValueError`` for conversions that would lose information.
     """
+    _check_target("src", src)
+    _check_target("dst", dst)
     _check_conversion(src, dst)
     (s_sched, n_src), (d_sched, n_dst) = src, dst
     n_in = s_sched.slots(n_src, offsets)
