@@ -8,9 +8,22 @@ Every bound is a field of :class:`Limits`; the defaults suit one GPU. Override t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 
 from odedsl.diagnostics import Diagnostic, DslError
+
+#: Limits that may be 0, meaning none allowed (no imports, no block calling a block); the
+#: others bound a size, where 0 would refuse every spec.
+ZERO_ALLOWED = frozenset({"max_import_depth", "max_imports", "max_block_nesting"})
+
+
+def _lowest(name: str) -> int:
+    return 0 if name in ZERO_ALLOWED else 1
+
+
+def _allowed(name: str) -> str:
+    return "an integer, 0 or more" if name in ZERO_ALLOWED else "a positive integer"
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,14 @@ class Limits:
     max_total_layers: int = 100_000  # layers + block calls of all sequences of a network
     max_block_nesting: int = 32  # blocks calling blocks
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"Limits({f.name}={value!r}): must be {_allowed(f.name)}")
+            if value < _lowest(f.name):
+                raise ValueError(f"Limits({f.name}={value!r}): must be {_allowed(f.name)}")
+
     @classmethod
     def from_env(cls, base: Limits | None = None) -> Limits:
         """Defaults overridden by ``ODEDSL_MAX_*`` environment variables (integers)."""
@@ -37,17 +58,16 @@ class Limits:
         for f in fields(cls):
             raw = os.environ.get(f"ODEDSL_{f.name.upper()}")
             if raw is not None:
-                try:
-                    changes[f.name] = int(raw)
-                except ValueError:
+                if not re.fullmatch(r"[0-9]{1,100}", raw.strip()) or int(raw) < _lowest(f.name):
                     raise DslError(
                         [
                             Diagnostic(
                                 "E130",
                                 f"environment variable ODEDSL_{f.name.upper()}={raw!r} "
-                                "is not an integer",
+                                f"is not {_allowed(f.name)}",
                                 None,
                             )
                         ]
-                    ) from None
+                    )
+                changes[f.name] = int(raw)
         return replace(base, **changes)

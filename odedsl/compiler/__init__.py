@@ -14,6 +14,8 @@ from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
 
 BACKWARDS = ("store", "invert", "checkpoint(k)")
+#: The dtypes ``compile`` casts parameters to: real floating point (not complex, not integer).
+DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def compile(
@@ -33,6 +35,12 @@ def compile(
     """
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float64, got {dtype!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(
+            f"dtype {dtype} cannot hold a network's parameters; expected "
+            + ", ".join(map(str, DTYPES[:-1]))
+            + f" or {DTYPES[-1]}"
+        )
     if limits is not None and not isinstance(limits, Limits):
         raise TypeError(f"limits must be an odedsl.Limits, got {limits!r}")
     spec = load_spec(source, network=network, limits=limits, **params)

@@ -1,0 +1,76 @@
+"""``odedsl.compile``'s dtype and ``odedsl.Limits``' fields: a value that cannot work is refused
+where it is given, naming the argument and what is allowed."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import torch
+
+import odedsl
+from odedsl import DslError, Limits
+from odedsl.limits import ZERO_ALLOWED
+
+SPEC = """\
+network small(depth: int = 2) {
+    input image[2, 6, 6]
+    stem { conv2d(4, kernel=3, padding=1) }
+    stage body = ode(depth) { integrator euler residual { conv2d(4, kernel=3, padding=1) tanh } }
+    head { flatten linear(3) }
+}
+"""
+
+REAL = "torch.float16, torch.bfloat16, torch.float32 or torch.float64"
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.complex64, torch.complex128, torch.int64, torch.bool, torch.uint8]
+)
+def test_compile_refuses_a_dtype_that_is_not_real_floating(dtype: torch.dtype) -> None:
+    with pytest.raises(ValueError, match=rf"dtype {dtype} .*expected {REAL}"):
+        odedsl.compile(SPEC, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_compile_takes_every_real_floating_dtype(dtype: torch.dtype) -> None:
+    model = odedsl.compile(SPEC, dtype=dtype)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Limits)])
+def test_limits_refuse_a_bound_below_what_the_field_allows(name: str) -> None:
+    """Sizes are positive; a count of imports or of nested blocks may be 0 (none allowed)."""
+    lowest = 0 if name in ZERO_ALLOWED else 1
+    want = "an integer, 0 or more" if lowest == 0 else "a positive integer"
+    assert getattr(Limits(**{name: lowest}), name) == lowest
+    for value in {lowest - 1, -1, -(10**20)}:
+        with pytest.raises(ValueError, match=rf"Limits\({name}={value}\): must be {want}"):
+            Limits(**{name: value})
+
+
+@pytest.mark.parametrize("value", [True, 2.5, 100.0, "100", None])
+def test_limits_refuse_a_bound_that_is_not_an_int(value: object) -> None:
+    with pytest.raises(TypeError, match=rf"Limits\(max_depth={value!r}\): must be a positive int"):
+        Limits(max_depth=value)  # type: ignore[arg-type]
+
+
+def test_limits_keep_their_defaults_and_large_values() -> None:
+    assert Limits().max_depth == 100_000
+    assert Limits(max_depth=10**12).max_depth == 10**12
+    assert odedsl.compile(SPEC, limits=Limits(max_depth=2)).body.depth == 2
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "٣", "3.0", "1e3", ""])
+def test_a_limit_from_the_environment_that_is_no_positive_integer_is_a_dsl_error(
+    raw: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ODEDSL_MAX_WIDTH", raw)
+    with pytest.raises(DslError, match=rf"ODEDSL_MAX_WIDTH={raw!r} is not a positive integer"):
+        Limits.from_env()
+    monkeypatch.setenv("ODEDSL_MAX_IMPORTS", "0")
+    monkeypatch.setenv("ODEDSL_MAX_WIDTH", " 7 ")
+    assert (Limits.from_env().max_imports, Limits.from_env().max_width) == (0, 7)
+    monkeypatch.setenv("ODEDSL_MAX_IMPORTS", "-1")
+    with pytest.raises(DslError, match=r"ODEDSL_MAX_IMPORTS='-1' is not an integer, 0 or more"):
+        Limits.from_env()
