@@ -40,6 +40,20 @@ def int_in(low: int, high: int) -> Any:
     return parse
 
 
+_REAL = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?|inf|infinity|nan)", re.I)
+
+
+def real(text: str) -> float:
+    """An argparse ``type`` for a number in ASCII (``float`` would also read ``١.٥`` or
+    ``1_0``); ``inf`` and ``nan`` pass, for the option's own range check to name them."""
+    if len(text) > 400 or not _REAL.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.01 or 1e-3, got {text!r}")
+    return float(text)
+
+
+real.__name__ = "number"
+
+
 def parse_set(items: Sequence[str] | None) -> dict[str, Value]:
     """`--set depth=64 --set lr=0.1 --set bn=true` → {"depth": 64, ...}; DslError on bad input."""
     out: dict[str, Value] = {}

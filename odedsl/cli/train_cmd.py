@@ -14,6 +14,7 @@ from odedsl.cli.common import (
     int_in,
     parse_set,
     print_json,
+    real,
 )
 from odedsl.training.config import DEFAULT_LR, INT_BOUNDS, OPTIMIZERS, TrainConfig
 
@@ -57,9 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int_in(*INT_BOUNDS["batch_size"]),
         help=f"samples per step ({_D.batch_size})",
     )
-    p.add_argument("--lr", type=float, help="peak learning rate (adamw 0.01, sgd 0.1)")
+    p.add_argument("--lr", type=real, help="peak learning rate (adamw 0.01, sgd 0.1)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"({_D.optimizer})")
-    p.add_argument("--weight-decay", type=float, help=f"on weights, not biases ({_D.weight_decay})")
+    p.add_argument("--weight-decay", type=real, help=f"on weights, not biases ({_D.weight_decay})")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (auto: cuda when available)")
     p.add_argument(
         "--backward", metavar="MODE", help="store | invert | checkpoint(k) for every stage"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -327,3 +328,18 @@ def test_float_options_name_themselves(
     if "--lr" not in args:
         assert "--lr" not in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--weight-decay"])
+def test_float_options_take_ascii_numbers(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from odedsl.cli.main import build_parser
+
+    parser = build_parser()
+    dest = flag[2:].replace("-", "_")
+    for good, value in (("0.01", 0.01), ("1e-3", 1e-3), (".5", 0.5), ("2", 2.0), ("inf", math.inf)):
+        assert getattr(parser.parse_args(["train", RESNET, flag, good]), dest) == value
+    for bad in ("١.٥", "1_0", "0x10", "", "1e", "fast"):
+        with pytest.raises(SystemExit) as exit_:
+            parser.parse_args(["train", RESNET, flag, bad])
+        assert exit_.value.code == 2
+        assert f"argument {flag}: expected a number" in capsys.readouterr().err
