@@ -87,11 +87,11 @@ def check_option(name: str, value: Any) -> None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise wrong_type(name, "a number (int or float)", value)
         label = "momentum" if name == "momentum" else flag(name)  # no --momentum option
-        if name == "lr" and not (math.isfinite(value) and value > 0):
+        if name == "lr" and not (_finite(value) and value > 0):
             raise bad_option(f"{label} {value}: must be a finite number above 0")
-        if name == "weight_decay" and not (math.isfinite(value) and value >= 0):
+        if name == "weight_decay" and not (_finite(value) and value >= 0):
             raise bad_option(f"{label} {value}: must be a finite number, 0 or more")
-        if name == "momentum" and not (math.isfinite(value) and 0 < value < 1):
+        if name == "momentum" and not (_finite(value) and 0 < value < 1):
             raise bad_option(
                 f"{label} {value}: must be a finite number above 0 and below 1",
                 "SGD's Nesterov momentum; AdamW does not use it",
@@ -105,6 +105,14 @@ def check_option(name: str, value: Any) -> None:
     elif name in _BOOLS:
         if not isinstance(value, bool):
             raise wrong_type(name, "True or False", value)
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite``, also for an int too large for a float (``10**400``)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _int_range(name: str, low: int, high: int) -> str:

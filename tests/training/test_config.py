@@ -78,6 +78,7 @@ def test_the_bounds_cover_every_integer_option() -> None:
         ({"lr": math.nan}, r"--lr nan: must be a finite number above 0"),
         ({"lr": math.inf}, r"--lr inf: must be a finite number above 0"),
         ({"lr": 0}, r"--lr 0: must be a finite number above 0"),
+        ({"lr": 10**400}, r"--lr 1000.*: must be a finite number above 0"),
         ({"lr": -0.1}, r"--lr -0\.1: must be"),
         ({"weight_decay": math.inf}, r"--weight-decay inf: must be a finite number"),
         ({"weight_decay": -math.inf}, r"--weight-decay -inf: must be a finite number"),
