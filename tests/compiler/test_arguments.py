@@ -74,3 +74,10 @@ def test_a_limit_from_the_environment_that_is_no_positive_integer_is_a_dsl_error
     monkeypatch.setenv("ODEDSL_MAX_IMPORTS", "-1")
     with pytest.raises(DslError, match=r"ODEDSL_MAX_IMPORTS='-1' is not an integer, 0 or more"):
         Limits.from_env()
+
+
+@pytest.mark.parametrize("backward", ["checkpoint(٣)", "checkpoint(²)", "checkpoint(1.5)"])
+def test_compile_refuses_a_checkpoint_k_that_is_not_ascii_digits(backward: str) -> None:
+    with pytest.raises(DslError, match="unknown backward mode"):
+        odedsl.compile(SPEC, backward=backward)
+    assert str(odedsl.compile(SPEC, backward="checkpoint(2)").body.backward_mode) == "checkpoint(2)"
