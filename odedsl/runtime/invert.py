@@ -16,9 +16,26 @@ state every ``anchor_every`` layers, the largest ``k`` with ``growth**k * eps <=
 (``growth`` = the product of ``1 / |factor|`` over a step's updates, ``eps`` the state dtype's
 machine epsilon), and backward restarts reconstruction from each anchor. Memory is then
 ``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
-Default tolerances: 1e-6 (float64), 1e-3 (float32), 1e-2 (other dtypes); when the step
+Default tolerances: 1e-9 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
+
+Measured anchors (any exact kind): the factors alone miss rounding that the residuals
+amplify. A stage that amplifies its state (momentum with γ = 3, a coupling with large linear
+residuals: factors of 1, "exact") reconstructs its input only to within rounding of the
+*output*; momentum with γ = 1/2 and large weights grows rounding faster than 2^n through
+``x → f → v``. Their float64 gradients were 0.36, 5.7 and 2e-5 off. So the first
+gradient-taking call of an exact stage (per depth, dtype, device and tolerance) *measures*:
+its forward also keeps a :mod:`sketch <odedsl.runtime.sketch>` of every layer's input
+(17 numbers each), then walks back from the output without grad, estimating each
+reconstructed input's drift, and takes the spacing below which the drift stays under
+``anchor_tol / MEASURE_MARGIN``. When that is denser than the plan it replays the forward
+(no grad, buffers guarded, same random streams) to keep those anchors. The measured spacing
+is kept on the stage and only ever tightens; every backward re-measures the drift where it
+restarts (at anchors, exactly; at the stage input, by the sketch) and a drift above half the
+tolerance makes the next call measure again (weights that grew in training). The
+measurement costs about one more forward and one reconstruction, once.
+``Invert(measure_anchors=False)`` (or an explicit ``anchor_every``) keeps the static plan.
 An anchor keeps the whole state, not only the variables whose update divides: keeping
 momentum's ``v`` alone (half the memory) lets ``x``'s reconstruction error, never reset, feed
 back into ``v`` through ``f`` and be amplified again in every interval. Measured (2026-12-02,
@@ -72,14 +89,25 @@ from odedsl.runtime.guard import (
 )
 from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard
-from odedsl.runtime.sketch import estimated_drift, sketch, sketch_enabled, warn_if_drifted
+from odedsl.runtime.sketch import (
+    estimated_drift,
+    layer_drift,
+    sketch,
+    sketch_enabled,
+    warn_if_drifted,
+)
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
     from odedsl.runtime.tables import StageTables
 
-ANCHOR_TOL = {torch.float64: 1e-6, torch.float32: 1e-3}
+ANCHOR_TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
 DEFAULT_ANCHOR_EVERY = 16
+#: Measured spacing aims this far below the anchor tolerance: the sketch estimates within a
+#: factor of about 2, and rounding does not grow exactly geometrically.
+MEASURE_MARGIN = 8.0
+#: A backward whose drift passes this fraction of the tolerance makes the next call measure.
+RECHECK_FRACTION = 0.5
 
 
 class AnchorPlan(NamedTuple):
@@ -98,6 +126,7 @@ class Invert:
 
     anchor_tol: float | None = None
     anchor_every: int | None = None
+    measure_anchors: bool = True
 
     def __post_init__(self) -> None:
         k = self.anchor_every
@@ -126,19 +155,49 @@ class Invert:
             every = max(1, math.floor(layers))
         return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
 
+    def tolerance(self, dtype: torch.dtype) -> float:
+        """The re-anchoring tolerance for a state of ``dtype``."""
+        return self.anchor_tol if self.anchor_tol is not None else ANCHOR_TOL.get(dtype, 1e-2)
+
+    def plan_for(
+        self, stage: OdeStage, dtype: torch.dtype, device: torch.device | str = "cpu"
+    ) -> AnchorPlan:
+        """:meth:`plan`, tightened by what the stage measured (see the module docstring)."""
+        plan = self.plan(stage.program, stage.depth, dtype)
+        if not self._measures(stage):
+            return plan
+        measured = _measured(stage).get(self._key(stage, dtype, device))
+        return _denser(plan, measured, stage.depth)
+
+    def _measures(self, stage: OdeStage) -> bool:
+        return self.measure_anchors and self.anchor_every is None and stage.kind in EXACT_KINDS
+
+    def _key(self, stage: OdeStage, dtype: torch.dtype, device: torch.device | str) -> _Key:
+        return (stage.depth, dtype, torch.device(device).type, self.tolerance(dtype))
+
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
+        dtype, device = state[0].dtype, state[0].device
+        key = self._key(stage, dtype, device)
+        measure = (
+            self._measures(stage)
+            and not torch.compiler.is_compiling()  # torch.export traces: nothing to sync
+            and (key not in _measured(stage) or stage.__dict__.get(_RECHECK, False))
+        )
         cfg = _Config(
             stage=stage,
             tables=tables,
             ctx=ctx,
             n_state=len(state),
-            plan=self.plan(stage.program, stage.depth, state[0].dtype),
+            plan=self.plan_for(stage, dtype, device),
             tracker=tracker,
             check_tol=(tol := inverse_tolerance(stage.check_inverse)),
             sketch=tol is None and stage.kind in EXACT_KINDS and sketch_enabled(stage),
+            measure=key if measure else None,
+            measure_drift=self._measures(stage),
+            anchor_tol=self.tolerance(dtype),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
@@ -146,6 +205,22 @@ class Invert:
         return (
             "invert" if self.anchor_every is None else f"invert(anchor_every={self.anchor_every})"
         )
+
+
+_Key = tuple[int, torch.dtype, str, float]
+_MEASURED = "_anchor_measured"  # stage.__dict__ entries: not parameters, not in state_dict
+_RECHECK = "_anchor_recheck"
+
+
+def _measured(stage: OdeStage) -> dict[_Key, int | None]:
+    """Measured spacings by (depth, dtype, device type, tolerance); ``None``: plan suffices."""
+    return stage.__dict__.setdefault(_MEASURED, {})
+
+
+def _denser(plan: AnchorPlan, every: int | None, depth: int) -> AnchorPlan:
+    if every is None or (plan.every is not None and plan.every <= every) or every >= depth:
+        return plan
+    return AnchorPlan(every, (depth - 1) // every)
 
 
 def _growth(step: Step) -> float | None:
@@ -172,6 +247,9 @@ class _Config:
     tracker: FiniteTracker | None
     check_tol: float | None
     sketch: bool = False  # estimate the input's drift from a sketch (exact kinds, no full check)
+    measure_drift: bool = False  # watch restart drift, to re-measure anchors when it grows
+    measure: _Key | None = None  # measure the anchor spacing in this forward, stored under key
+    anchor_tol: float = 1e-3
     autocast: tuple[str, bool, torch.dtype] | None = None
 
 
@@ -184,13 +262,18 @@ class _InvertFunction(torch.autograd.Function):
         cfg.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         every, anchors = cfg.plan.every, []
         tables = cfg.tables
+        layer_sketches: list[Tensor] | None = [] if cfg.measure is not None else None
         with torch.no_grad():
             for n in range(stage.depth):
                 if every and n and n % every == 0:
                     anchors.extend(state)
+                if layer_sketches is not None:
+                    layer_sketches.extend(sketch(state))
                 state = stage.run_layer(n, state, cfg.ctx, None, tables)
                 if cfg.tracker is not None:
                     cfg.tracker.update(n, state)
+            if layer_sketches is not None:
+                anchors = _measure(cfg, tensors[:k], state, anchors, layer_sketches)
         true_input = list(tensors[:k]) if cfg.check_tol is not None else []
         sketches = sketch(tensors[:k]) if cfg.sketch else []
         ctx.save_for_backward(*state, *anchors, *true_input, *sketches)
@@ -221,6 +304,7 @@ def _walk_back(
     assert cfg.autocast is not None
     walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
     probe = FiniteProbe()
+    restart_drift: list[Tensor] = []  # exact drift where an anchor replaces the reconstruction
     with BufferGuard() as guard:
         walk.guard = guard
         for n in reversed(range(stage.depth)):
@@ -232,18 +316,84 @@ def _walk_back(
                 state, g = walk.undo_recompute(n, step, state, g)
             if n in anchors:
                 probe.add(state)
+                if cfg.measure_drift:
+                    restart_drift.append(_anchor_drift(state, anchors[n]))
                 state = anchors[n]
     probe.add(state)
     if not probe.finite():
         _locate_non_finite(cfg, saved)
     rest = saved[k + cfg.plan.count * k :]  # the true input or its sketch, if kept
+    recheck = cfg.anchor_tol * RECHECK_FRACTION
+    drifted = bool(restart_drift) and float(torch.stack(restart_drift).max()) > recheck
     if cfg.check_tol is not None:
         error = relative_error(state, rest)
+        drifted = drifted or not error <= recheck
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
     elif cfg.sketch:
         drift = estimated_drift(state, rest, saved[:k])
+        drifted = drifted or not drift <= recheck
         warn_if_drifted(stage, drift, state[0].dtype)
+    if drifted and cfg.measure_drift:
+        stage.__dict__[_RECHECK] = True
     return walk.acc, g
+
+
+def _anchor_drift(state: State, anchor: State) -> Tensor:
+    """‖state − anchor‖ / ‖anchor‖ over the whole state (0 for a zero anchor), no sync."""
+    err2 = sum((s.double() - a.double()).square().sum() for s, a in zip(state, anchor, strict=True))
+    ref2 = sum(a.double().square().sum() for a in anchor)
+    value = torch.where(ref2 > 0, (err2 / ref2.clamp_min(1e-300)).sqrt(), err2 * 0)
+    return torch.nan_to_num(value, nan=math.inf)
+
+
+def _measure(
+    cfg: _Config, inputs: State, output: State, anchors: list[Tensor], sketches: list[Tensor]
+) -> list[Tensor]:
+    """Measure the anchor spacing this stage needs (module docstring) and return the anchors
+    to save: ``anchors`` when the plan suffices, else a replayed forward's denser ones."""
+    stage, depth, key = cfg.stage, cfg.stage.depth, cfg.measure
+    assert key is not None and cfg.autocast is not None
+    stage.__dict__[_RECHECK] = False
+    if not all(bool(torch.isfinite(s).all()) for s in output):
+        return anchors  # the forward's own fault, reported by its checks; measure next time
+    kept = _anchors(cfg, (*output, *anchors))
+    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
+    drifts, distances, restart, state = [], [], depth, output
+    with BufferGuard() as guard:
+        walk.guard = guard
+        for n in reversed(range(depth)):
+            state = walk.reconstruct(n, stage.step_at(n), state)
+            drifts.append(layer_drift(state, sketches[n]))
+            distances.append(restart - n)
+            if n in kept:
+                state, restart = kept[n], n
+    target = cfg.anchor_tol / MEASURE_MARGIN
+    values = torch.stack(drifts).tolist()  # one sync
+    crossed = [d for d, v in zip(distances, values, strict=True) if not v <= target]
+    found = max(1, min(crossed) - 1) if crossed else None
+    known = _measured(stage).get(key)
+    every = found if known is None else known if found is None else min(found, known)
+    _measured(stage)[key] = every
+    plan = _denser(cfg.plan, every, depth)
+    if plan == cfg.plan:
+        return anchors
+    cfg.plan = plan
+    return _replay_anchors(cfg, inputs, plan)
+
+
+def _replay_anchors(cfg: _Config, inputs: State, plan: AnchorPlan) -> list[Tensor]:
+    """The states at every ``plan.every``-th layer, from a gradient-free replay of the forward
+    (same random streams; buffers restored, so statistics are updated once)."""
+    stage, every = cfg.stage, plan.every
+    assert every is not None
+    anchors: list[Tensor] = []
+    state = inputs
+    with BufferGuard() as guard:
+        for n in range(plan.count * every):
+            state = stage.run_layer(n, state, cfg.ctx, guard, cfg.tables)
+            if (n + 1) % every == 0:
+                anchors.extend(state)
+    return anchors
 
 
 def _anchors(cfg: _Config, saved: tuple[Tensor, ...]) -> dict[int, State]:

@@ -108,6 +108,16 @@ def estimated_drift(
     return value if math.isfinite(value) else float("inf")
 
 
+def layer_drift(state: Sequence[Tensor], saved: Tensor) -> Tensor:
+    """Estimated ‖state − original‖ / ‖original‖ against one :func:`sketch`, as a float64
+    scalar tensor (no sync: anchor measurement stacks one per layer); 0 when the original is
+    exactly zero, NaN/Inf states give Inf."""
+    err2 = (_project(_rows(state)) - saved[:PROJECTIONS]).square().mean()
+    in2 = saved[PROJECTIONS]
+    value = torch.where(in2 > 0, (err2 / in2.clamp_min(1e-300)).sqrt(), err2 * 0)
+    return torch.nan_to_num(value, nan=math.inf)
+
+
 def sketch_tolerance(dtype: torch.dtype) -> float:
     return SKETCH_TOL.get(dtype, _FALLBACK_TOL)
 

@@ -150,10 +150,13 @@ class OdeStage(nn.Module):
             self.h = 1.0 / depth
         self._blends.clear()
 
-    def anchor_plan(self, dtype: torch.dtype = torch.float32) -> AnchorPlan:
-        """Anchors invert mode keeps for a state of ``dtype`` (none in other modes)."""
+    def anchor_plan(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> AnchorPlan:
+        """Anchors invert mode keeps for a state of ``dtype`` on ``device`` (none in other
+        modes): the planned ones, or the denser spacing a gradient-taking call measured."""
         if isinstance(self._mode, Invert):
-            return self._mode.plan(self.program, self.depth, dtype)
+            return self._mode.plan_for(self, dtype, device)
         return AnchorPlan(None, 0)
 
     def extra_repr(self) -> str:

@@ -166,14 +166,17 @@ AMPLIFYING = """network n(depth: int = 12) { input vector[8]
         (AMPLIFYING, {}, 1.5, True),
     ],
 )
-def test_an_amplifying_stage_that_loses_its_input_warns(spec, params, scale, drifts):
+def test_an_amplifying_stage_is_anchored_by_measurement(spec, params, scale, drifts):
     """Found by a red-team pass (2026-12-02): exact inverses of stages that amplify their
     state (momentum with γ = 3, a coupling with large linear residuals) reconstruct the input
-    only to within rounding of the output; the gradients were 0.36 and 5.7 off store's in
-    float64 and nothing warned, because the drift was measured against the output."""
+    only to within rounding of the *output*; the gradients were 0.36 and 5.7 off store's in
+    float64. Measured anchors make them exact; without measurement the drift sketch still says
+    so (it had measured against the output and stayed silent), exactly when the gradient is
+    off."""
     from pathlib import Path
 
     import odedsl
+    from odedsl.runtime import OdeStage
     from odedsl.training.gradcheck import perturb
 
     root = Path(__file__).resolve().parents[2]
@@ -186,8 +189,6 @@ def test_an_amplifying_stage_that_loses_its_input_warns(spec, params, scale, dri
         with torch.no_grad():
             for p in store.parameters():
                 p.normal_(0, scale)
-    invert = odedsl.compile(source, backward="invert", dtype=torch.float64, **params)
-    invert.load_state_dict(store.state_dict())
     x = torch.randn(
         4, *store.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
     )
@@ -197,13 +198,25 @@ def test_an_amplifying_stage_that_loses_its_input_warns(spec, params, scale, dri
         return torch.cat([p.grad.flatten() for p in m.parameters()])
 
     exact = grads(store)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        got = grads(invert)
-    error = float((got - exact).norm() / exact.norm())
-    warned = any(issubclass(w.category, InversionDriftWarning) for w in seen)
-    assert warned == drifts, error
-    assert (error > 1e-3) == drifts  # the warning is there exactly when the gradient is off
+    for measure in (True, False):
+        invert = odedsl.compile(source, backward="invert", dtype=torch.float64, **params)
+        invert.load_state_dict(store.state_dict())
+        (body,) = [m for m in invert.modules() if isinstance(m, OdeStage)]
+        body.backward_mode = Invert(measure_anchors=measure)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            got = grads(invert)
+        error = float((got - exact).norm() / exact.norm())
+        warned = any(issubclass(w.category, InversionDriftWarning) for w in seen)
+        planned = Invert().plan(body.program, body.depth, torch.float64)
+        if measure:
+            assert not warned and error < 1e-6, error
+            measured = body.anchor_plan(torch.float64)
+            assert (measured.count > planned.count) == drifts, measured
+        else:
+            assert warned == drifts, error
+            assert (error > 1e-3) == drifts  # the warning is there exactly when it is off
+            assert body.anchor_plan(torch.float64) == planned
 
 
 def test_the_exact_check_default_tolerances():

@@ -1,0 +1,172 @@
+"""Measured anchors: an exact stage's first gradient-taking call measures how fast its inverse
+grows rounding, and keeps anchors densely enough that invert's gradients stay those of store
+(odedsl/runtime/invert.py, "Measured anchors")."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from odedsl.runtime import InversionDriftWarning, Invert
+from odedsl.runtime import invert as invert_module
+
+from .programs import MLP, PROGRAMS
+from .util import grad_error, make_stage, max_param_error, run
+
+
+def _momentum(gamma: float, depth: int, scale: float, residual=None, **kwargs):
+    torch.manual_seed(0)
+    stage = make_stage(
+        "momentum", depth, residual=residual or (lambda w: nn.Linear(w, w)), **kwargs
+    )
+    stage.program = PROGRAMS["momentum"](gamma)
+    with torch.no_grad():
+        for name, p in stage.named_parameters():
+            if "bn" not in name:
+                p.normal_(0, scale)
+    return stage
+
+
+def test_residuals_that_amplify_rounding_get_denser_anchors():
+    """γ = 1/2 with large linear residuals grows rounding faster than the 2^n the factor
+    predicts (x's error reaches v through f): the planned spacing leaves the float64 gradient
+    2e-7 off store's, the measured one exact to rounding."""
+    stage = _momentum(0.5, 64, 30.0)
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: it is exact
+        measured = run(stage, x, Invert())
+    with pytest.warns(InversionDriftWarning):  # the sketch sees the drift, and says so
+        planned = run(stage, x, Invert(measure_anchors=False))
+    assert grad_error(measured, store) < 1e-10
+    assert grad_error(planned, store) > 1e-9  # the test's case does need the measurement
+    plan = Invert().plan(stage.program, 64, torch.float64)
+    got = measured.module.anchor_plan(torch.float64)
+    assert got.every is not None and got.every < plan.every and got.count > plan.count
+    assert planned.module.anchor_plan(torch.float64) == plan
+
+
+def test_a_well_conditioned_stage_keeps_its_plan_and_its_memory():
+    """Measuring adds no anchor where the factors already tell the truth (a stable exact kind,
+    small weights): invert keeps O(1) states, measured or not."""
+    from odedsl.runtime import activation_bytes
+    from odedsl.runtime.sketch import sketch_bytes
+
+    torch.manual_seed(1)
+    stage = make_stage("hamiltonian", 64, backward="invert")
+    x = torch.randn(8, 8, dtype=torch.float64, requires_grad=True)
+    stage(x).sum().backward()
+    assert stage.anchor_plan(torch.float64) == (None, 0)
+    state = stage.program.init_state(x)
+    expected = sum(s.numel() * s.element_size() for s in state) + sketch_bytes(state)
+    assert activation_bytes(stage, x) == expected
+
+
+def test_the_measuring_call_replays_the_forward_exactly():
+    """The call that measures replays its forward to keep the denser anchors: the same dropout
+    masks (gradients equal store's under the same seed) and BatchNorm statistics updated once,
+    exactly as store updates them."""
+    stage = _momentum(0.5, 64, 30.0, residual=lambda w: MLP(w, dropout=0.3), stochastic=True)
+    with torch.no_grad():
+        for name, p in stage.named_parameters():
+            if "lin" in name:
+                p.mul_(0.05)  # keep tanh off saturation, the growth large
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    got = run(stage, x, Invert())
+    assert got.module.anchor_plan(torch.float64).count > 2  # it did replay
+    assert max_param_error(got, store) < 1e-9
+    store_buffers = dict(store.module.named_buffers())
+    for key, value in got.module.named_buffers():
+        assert torch.equal(value, store_buffers[key]), key
+
+
+def test_measurement_runs_once_and_again_when_the_drift_grows(monkeypatch):
+    """One measurement per stage, depth and dtype; when training makes the weights amplify
+    (here: scaled up at once), the backward that sees the drift (and warns, if it passes the
+    sketch tolerance) makes the next call measure again, and that call is exact."""
+    calls = []
+    real = invert_module._measure
+    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    stage = _momentum(0.5, 64, 0.1)
+    stage.backward_mode = Invert()
+    x = torch.randn(8, 8, dtype=torch.float64)
+
+    def step():
+        stage.zero_grad()
+        xx = x.clone().requires_grad_()
+        stage(xx).square().sum().backward()
+        return [p.grad.clone() for p in stage.parameters()]
+
+    step()
+    step()
+    plan = Invert().plan(stage.program, 64, torch.float64)
+    assert len(calls) == 1 and stage.anchor_plan(torch.float64) == plan
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.mul_(300.0)
+    with warnings.catch_warnings(record=True):  # this step's drift is reported, not hidden
+        warnings.simplefilter("always")
+        step()
+    assert len(calls) == 1
+    got = step()
+    assert len(calls) == 2 and stage.anchor_plan(torch.float64).count > plan.count
+    stage.backward_mode = "store"
+    exact = step()
+    error = torch.cat([(g - e).flatten() for g, e in zip(got, exact, strict=True)]).norm()
+    assert float(error / torch.cat([e.flatten() for e in exact]).norm()) < 1e-10
+
+
+def test_explicit_spacing_and_opting_out_do_not_measure(monkeypatch):
+    calls = []
+    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1))
+    stage = _momentum(0.5, 16, 1.0)
+    x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    for mode in (Invert(anchor_every=4), Invert(measure_anchors=False)):
+        stage.backward_mode = mode
+        stage(x).sum().backward()
+    with torch.no_grad():  # no gradient, no backward: nothing to measure
+        stage.backward_mode = Invert()
+        stage(x)
+    assert calls == []
+    stage.backward_mode = "invert"  # approximate kinds are not measured
+    approx = make_stage("euler", 16, backward="invert")
+    approx(x).sum().backward()
+    assert calls == []
+
+
+@pytest.mark.parametrize("gamma", [0.9, 0.5])
+def test_float32_momentum_meets_the_exactness_target(gamma):
+    """Issue 8's target for exact modes, ≤ 1e-5 relative at N = 1024 in float32, against
+    float64 store, and no worse than float32 store. With the float32 anchor tolerance of 1e-3
+    used before 2026-12-02, the shipped momentum net with these weights (stage weights
+    normal(0, 0.05)) was 1.4e-5 off planned and 1.7e-4 off measured; now 8e-7, as store."""
+    import odedsl
+
+    depth = 1024 if gamma == 0.9 else 256  # γ = 1/2 underflows 2^-1024 in the coefficients
+    params = {"gamma": gamma, "depth": depth, "size": 8, "width": 8}
+    torch.manual_seed(0)
+    store = odedsl.compile("specs/momentum.ode", backward="store", dtype=torch.float64, **params)
+    with torch.no_grad():
+        for name, p in store.named_parameters():
+            if name.startswith("body"):
+                p.normal_(0, 0.05)
+    x = torch.randn(4, *store.input_shape, dtype=torch.float64)
+
+    def grads(model, dtype):
+        model(x.to(dtype)).square().sum().backward()
+        return torch.cat([p.grad.flatten().double() for p in model.parameters()])
+
+    exact = grads(store, torch.float64)
+    f32 = {}
+    for mode in ("store", "invert"):
+        model = odedsl.compile("specs/momentum.ode", backward=mode, **params)
+        model.load_state_dict(store.state_dict())
+        f32[mode] = grads(model, torch.float32)
+    invert_error = float((f32["invert"] - exact).norm() / exact.norm())
+    store_error = float((f32["store"] - exact).norm() / exact.norm())
+    assert invert_error <= 1e-5 and invert_error < 2 * store_error, (invert_error, store_error)
