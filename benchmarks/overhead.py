@@ -22,7 +22,13 @@ Two measurements, all timed round-robin with the process CPU clock, one thread:
    store, on and off in a random order; the medians of the paired ratios to store, and in how
    many rounds ``on`` was the faster.
 
-Usage: ``python -m benchmarks.overhead`` (a few minutes); prints three tables.
+4. **Measured anchors**: an exact stage's first gradient-taking call also measures how fast
+   its inverse grows rounding (:mod:`odedsl.runtime.invert`, "Measured anchors"). Per round,
+   in a random order: store, a steady invert step, and an invert step made to measure again
+   (its stage's measurements cleared first); medians of the ratios to store and of measuring
+   over steady.
+
+Usage: ``python -m benchmarks.overhead`` (a few minutes); prints four tables.
 """
 
 from __future__ import annotations
@@ -220,6 +226,37 @@ def features_on_off(
     return out
 
 
+def measuring_cost(
+    residual: Residual, depth: int, rounds: int, integrators: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Invert's measuring call and a steady call, each over store, and their ratio."""
+    x = residual.input(dtype=torch.float32, device="cpu", seed=2).requires_grad_()
+    out: dict[str, dict[str, float]] = {}
+    for integrator in integrators:
+        base = build_stage(integrator, depth, residual, weights="untied", gamma=0.9, seed=0)
+        store, steady = with_mode(base, "store", 1), with_mode(base, "invert", 1)
+        fresh = with_mode(base, "invert", 1)
+        step = _stepper(fresh, x)
+
+        def measuring(stage: nn.Module = fresh, step: Callable[[], Any] = step) -> None:
+            stage.__dict__.pop(invert_module._MEASURED, None)
+            step()
+
+        fns = {"store": _stepper(store, x), "steady": _stepper(steady, x), "measuring": measuring}
+        per_round = _rounds(fns, rounds)
+        plan = steady.anchor_plan(torch.float32)
+        out[integrator] = {
+            "measuring": statistics.median(t["measuring"] / t["store"] for t in per_round),
+            "steady": statistics.median(t["steady"] / t["store"] for t in per_round),
+            "measuring_over_steady": statistics.median(
+                t["measuring"] / t["steady"] for t in per_round
+            ),
+            "anchors": plan.count,
+            "rounds": rounds,
+        }
+    return out
+
+
 def _paired(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[list[float], list[float]]:
     """Per round, in a fresh random order: ``on`` and ``off`` time over ``store`` time (paired
     ratios; their medians resist this machine's bursts of noise better than minima)."""
@@ -243,6 +280,12 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     )
     p.add_argument("--feature-depth", type=int, default=64)
     p.add_argument("--feature-rounds", type=int, default=30)
+    p.add_argument(
+        "--measuring",
+        nargs="+",
+        default=["hamiltonian", "momentum"],
+        help="exact integrators for the measuring-call table",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     configure_threads(1)
@@ -298,6 +341,24 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
             ],
         )
     )
+    measuring = measuring_cost(residual, args.feature_depth, args.feature_rounds, args.measuring)
+    log(f"\nthe call that measures anchors, and a steady one, × store ({where}):")
+    log(
+        markdown_table(
+            ["integrator", "anchors", "measuring", "steady", "measuring / steady", "rounds"],
+            [
+                [
+                    k,
+                    str(v["anchors"]),
+                    f"{v['measuring']:.2f}×",
+                    f"{v['steady']:.2f}×",
+                    f"{v['measuring_over_steady']:.2f}×",
+                    str(v["rounds"]),
+                ]
+                for k, v in measuring.items()
+            ],
+        )
+    )
     payload = {
         "benchmark": "overhead",
         "command": "python -m benchmarks.overhead "
@@ -308,6 +369,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "arithmetic": a,
         "fixed": fixed,
         "features": features,
+        "measuring": measuring,
     }
     write_json(args.out / f"overhead-{machine_tag('cpu')}.json", payload)
     return payload

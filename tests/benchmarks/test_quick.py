@@ -159,6 +159,22 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     assert out["features"]["euler"]["feature"] == "residual memo"
     assert out["features"]["hamiltonian"]["feature"] == "drift sketch"
     assert "invert, no backward probe" in out["fixed"]["euler"]
+    assert set(out["measuring"]) == {"hamiltonian", "momentum"}
+    assert out["measuring"]["momentum"]["anchors"] >= 0
+
+
+def test_overhead_measuring_row_measures_every_time(monkeypatch) -> None:
+    """The "measuring" call clears what its stage measured, so it measures in every round
+    (and the steady one never again)."""
+    import odedsl.runtime.invert as invert_module
+    from benchmarks import overhead
+
+    calls: list[int] = []
+    real = invert_module._measure
+    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    tiny = overhead.Residual(width=4, hidden=4, batch=4)
+    overhead.measuring_cost(tiny, 3, 2, ["hamiltonian"])
+    assert len(calls) == 1 + 1 + 2  # warm-up of each invert stage, then the 2 measuring rounds
 
 
 def test_overhead_ablation_reaches_the_backward() -> None:
