@@ -34,7 +34,10 @@ reconstructed input's drift, and takes the spacing below which the drift stays u
 is kept on the stage and only ever tightens; every backward re-measures the drift where it
 restarts (at anchors, exactly; at the stage input, by the sketch) and a drift above half the
 tolerance makes the next call measure again (weights that grew in training). The
-measurement costs about one more forward and one reconstruction, once.
+measurement costs about one more forward and one reconstruction, once. When the residuals
+communicate (a ``SyncBatchNorm`` in training, over more than one process), every decision
+that changes how many residual evaluations a call makes (measure, replay, re-measure) is
+agreed over that process group first, so no rank waits in a collective the others skip.
 ``Invert(measure_anchors=False)`` (or an explicit ``anchor_every``) keeps the static plan.
 An anchor keeps the whole state, not only the variables whose update divides: keeping
 momentum's ``v`` alone (half the memory) lets ``x``'s reconstruction error, never reset, feed
@@ -76,6 +79,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
@@ -197,6 +201,7 @@ class Invert:
             sketch=tol is None and stage.kind in EXACT_KINDS and sketch_enabled(stage),
             measure=key if measure else None,
             measure_drift=self._measures(stage),
+            group=_collective_group(stage) if self._measures(stage) else None,
             anchor_tol=self.tolerance(dtype),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
@@ -250,6 +255,7 @@ class _Config:
     measure_drift: bool = False  # watch restart drift, to re-measure anchors when it grows
     measure: _Key | None = None  # measure the anchor spacing in this forward, stored under key
     anchor_tol: float = 1e-3
+    group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
 
 
@@ -333,6 +339,8 @@ def _walk_back(
         drift = estimated_drift(state, rest, saved[:k])
         drifted = drifted or not drift <= recheck
         warn_if_drifted(stage, drift, state[0].dtype)
+    if cfg.group is not None:
+        drifted = _agree_max([float(drifted)], cfg.group, state[0].device)[0] > 0
     if drifted and cfg.measure_drift:
         stage.__dict__[_RECHECK] = True
     return walk.acc, g
@@ -354,7 +362,10 @@ def _measure(
     stage, depth, key = cfg.stage, cfg.stage.depth, cfg.measure
     assert key is not None and cfg.autocast is not None
     stage.__dict__[_RECHECK] = False
-    if not all(bool(torch.isfinite(s).all()) for s in output):
+    finite = all(bool(torch.isfinite(s).all()) for s in output)
+    if cfg.group is not None:
+        finite = _agree_max([float(not finite)], cfg.group, output[0].device)[0] == 0
+    if not finite:
         return anchors  # the forward's own fault, reported by its checks; measure next time
     kept = _anchors(cfg, (*output, *anchors))
     walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
@@ -371,6 +382,9 @@ def _measure(
     values = torch.stack(drifts).tolist()  # one sync
     crossed = [d for d, v in zip(distances, values, strict=True) if not v <= target]
     found = max(1, min(crossed) - 1) if crossed else None
+    if cfg.group is not None:  # the densest spacing any rank needs (depth + 1: none)
+        code = -_agree_max([-float(found or depth + 1)], cfg.group, output[0].device)[0]
+        found = int(code) if code <= depth else None
     known = _measured(stage).get(key)
     every = found if known is None else known if found is None else min(found, known)
     _measured(stage)[key] = every
@@ -379,6 +393,27 @@ def _measure(
         return anchors
     cfg.plan = plan
     return _replay_anchors(cfg, inputs, plan)
+
+
+def _collective_group(stage: OdeStage) -> Any:
+    """The process group the stage's residuals communicate over in training (a
+    ``SyncBatchNorm``, torch's or :mod:`odedsl.parallel`'s, over more than one process), else
+    ``None``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    for m in stage.modules():
+        if m.training and any(t.__name__ == "SyncBatchNorm" for t in type(m).__mro__):
+            group = getattr(m, "process_group", None) or dist.group.WORLD
+            if dist.get_world_size(group) > 1:
+                return group
+    return None
+
+
+def _agree_max(values: list[float], group: Any, device: torch.device) -> list[float]:
+    """The element-wise maximum of ``values`` over ``group`` (one all-reduce)."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return t.tolist()
 
 
 def _replay_anchors(cfg: _Config, inputs: State, plan: AnchorPlan) -> list[Tensor]:

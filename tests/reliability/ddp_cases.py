@@ -9,6 +9,10 @@ Every case is an ``invert``-mode network in float64 (so gradients compare at 1e-
 * ``syncbn``: BatchNorm *inside* the residuals of exact and approximate invert stages,
   converted with :func:`odedsl.parallel.convert_sync_batchnorm`: statistics span both
   processes, so DDP must match one process with plain BatchNorm on the whole batch.
+* ``measured``: a momentum stage (γ = 1/2) with synchronised BatchNorm in its residual, whose
+  first call measures its anchors (odedsl/runtime/invert.py); the workers give the two ranks
+  opposite anchor tolerances, so only an agreement over the process group keeps one rank from
+  replaying its forward (SyncBatchNorm's all-reduces included) while the other does not.
 """
 
 from __future__ import annotations
@@ -62,7 +66,20 @@ network bn(depth: int = 3) {
 }
 """
 
-CASES = ("tiny", "hamiltonian", "syncbn")
+MEASURED = """\
+network measured(depth: int = 6) {
+    input image[2, 4, 4]
+    stem { conv2d(4, kernel=3, padding=1) }
+    stage s1 = ode(depth) {
+        integrator momentum(gamma=0.5)
+        backward invert
+        residual { conv2d(4, kernel=3, padding=1) batchnorm2d tanh }
+    }
+    head { flatten linear(3) }
+}
+"""
+
+CASES = ("tiny", "hamiltonian", "syncbn", "measured")
 
 
 def build(name: str, sync: bool = True) -> nn.Module:
@@ -79,7 +96,7 @@ def build(name: str, sync: bool = True) -> nn.Module:
                     m.running_var.uniform_(0.5, 2.0)
         model.eval()
     else:
-        model = odedsl.compile(SYNCBN, dtype=torch.float64)
+        model = odedsl.compile(SYNCBN if name == "syncbn" else MEASURED, dtype=torch.float64)
         if sync:
             convert_sync_batchnorm(model)
     return model
@@ -88,7 +105,7 @@ def build(name: str, sync: bool = True) -> nn.Module:
 def batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The global batch (8 samples), the same in every process."""
     g = torch.Generator().manual_seed(1)
-    shape = {"tiny": (2, 6, 6), "hamiltonian": (3, 8, 8), "syncbn": (2, 4, 4)}[name]
+    shape = {"tiny": (2, 6, 6), "hamiltonian": (3, 8, 8)}.get(name, (2, 4, 4))
     x = torch.randn(8, *shape, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3 if name != "hamiltonian" else 10, (8,), generator=g)
     return x, y

@@ -10,6 +10,7 @@ Also records whether ``torch.nn.SyncBatchNorm`` accepts CPU tensors under gloo.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -20,11 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import odedsl.runtime.invert as invert_module
+from odedsl.runtime import OdeStage
 from tests.reliability.ddp_cases import CASES, STEPS, batch, build, loss_fn
 
 
 def run_case(name: str, rank: int, world: int) -> dict[str, object]:
     model = build(name)
+    if name == "measured":  # rank 0 measures a drift that needs anchors, rank 1 none
+        invert_module.MEASURE_MARGIN = math.inf if rank == 0 else 1e-300
     ddp = DistributedDataParallel(model)
     x, y = batch(name)
     per = x.shape[0] // world
@@ -38,7 +43,13 @@ def run_case(name: str, rank: int, world: int) -> dict[str, object]:
         opt.zero_grad()
         loss_fn(ddp(x[mine]), y[mine]).backward()
         opt.step()
-    return {"grads": grads, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    plans: list[object] = [None] * world
+    mine_plan = [
+        tuple(s.anchor_plan(torch.float64)) for s in model.modules() if isinstance(s, OdeStage)
+    ]
+    dist.all_gather_object(plans, mine_plan)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"grads": grads, "state": state, "plans": plans}
 
 
 def torch_syncbn_on_cpu() -> str:

@@ -94,6 +94,17 @@ def test_ddp_training_equals_single_process(ddp_results: dict[str, Any], name: s
         torch.testing.assert_close(got[key], value, rtol=1e-9, atol=1e-10, msg=key)
 
 
+def test_ranks_agree_on_measured_anchors(ddp_results: dict[str, Any]) -> None:
+    """Rank 0 measures a drift that needs anchors (its margin made infinite), rank 1 none (its
+    target made huge), as different data could; agreed over the process group, both keep the
+    denser plan and replay their forward, SyncBatchNorm's all-reduces included (without the
+    agreement gloo aborts on mismatched collectives)."""
+    plans = ddp_results["measured"]["plans"]
+    assert plans[0] == plans[1] and plans[0][0][1] > 0, plans
+    for name in ("tiny", "syncbn"):  # the others measured too, and agree
+        assert ddp_results[name]["plans"][0] == ddp_results[name]["plans"][1]
+
+
 def test_torch_sync_batchnorm_refuses_cpu(ddp_results: dict[str, Any]) -> None:
     """Why odedsl.parallel has its own: torch's needs GPU tensors (torch 2.x)."""
     assert ddp_results["torch_syncbn"].startswith("ValueError: SyncBatchNorm expected input")
