@@ -169,7 +169,11 @@ def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
     truncated, corrupt archive), it is a torch file carrying pickled objects (refused, never
     run), or it is not a torch file at all (``torch.save`` writes a zip archive)."""
     if path.exists() and not path.is_file():  # a folder, a device (/dev/zero), a FIFO
-        raise CheckpointError(f"{where} is not a regular file", code="E110")
+        raise CheckpointError(
+            f"{where} is not a regular file",
+            "name the checkpoint file itself (e.g. model.pt), not a folder or a device",
+            code="E110",
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -187,7 +191,11 @@ def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
             code="E110",
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {where}: {exc}"[:400], code="E110") from None
+        raise CheckpointError(
+            f"cannot read {where}: {str(exc) or type(exc).__name__}"[:400],
+            _unreadable_hint(path, exc),
+            code="E110",
+        ) from None
     except Exception as exc:  # torch's weights-only unpickler on bytes that are no pickle
         raise CheckpointError(
             f"{where} is not a PyTorch checkpoint (its bytes are not a pickle torch can read: "
@@ -195,6 +203,22 @@ def load_plain(path: Path, where: str, map_location: Any = "cpu") -> Any:
             "pass the file torch.save (or odedsl) wrote",
             code="E110",
         ) from None
+
+
+def _unreadable_hint(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load`` could not read ``path``: no file, no permission, or damaged bytes."""
+    if not path.exists():
+        return f"no file at that path; relative paths start at the current folder ({Path.cwd()})"
+    if isinstance(exc, PermissionError):
+        return "the file is not readable by this user: change its permissions or copy it"
+    if "deserialize object on" in str(exc):  # map_location names a device this machine lacks
+        return "load it onto a device this machine has, e.g. map_location='cpu'"
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty: write it again with odedsl.save_checkpoint or torch.save"
+    return (
+        "the file is truncated or damaged (an interrupted write or copy?): write it again with "
+        "odedsl.save_checkpoint or torch.save"
+    )
 
 
 def read_checkpoint(
@@ -229,8 +253,36 @@ def read_checkpoint(
     if not isinstance(data, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
     ):
-        raise CheckpointError(f"{where} is not a state dict (names → tensors)", code="E110")
+        raise CheckpointError(
+            f"{where} is not a state dict (names → tensors)",
+            _not_a_state_dict_hint(data),
+            code="E110",
+        )
     return dict(data), layouts
+
+
+def _is_state_dict(data: Any) -> bool:
+    return (
+        isinstance(data, Mapping)
+        and bool(data)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items())
+    )
+
+
+def _not_a_state_dict_hint(data: Any) -> str:
+    """Point at a nested state dict when there is one (``{"state_dict": ...}``, as other
+    trainers write), else say what a state dict is."""
+    if isinstance(data, Mapping):
+        nested = [k for k, v in data.items() if isinstance(k, str) and _is_state_dict(v)]
+        if nested:
+            return (
+                f"it holds {', '.join(repr(k) for k in nested[:3])}: pass the state dict inside, "
+                f"e.g. checkpoint[{nested[0]!r}]"
+            )
+    return (
+        "pass what odedsl.save_checkpoint(model, path) or torch.save(model.state_dict(), path) "
+        "writes: parameter names mapped to tensors"
+    )
 
 
 def load_checkpoint(
@@ -261,10 +313,16 @@ def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLay
         if got is None:
             raise CheckpointError(
                 f"the checkpoint has no ODE stage '{path}' ({want.describe()})",
-                "was it written for another spec?",
+                "it was written for another spec: load it into the spec (and --set values) it "
+                "was written for",
             )
         if got != want:
-            hint = CONVERT_HINT if _convertible(got, want) else "it was written for another spec"
+            hint = (
+                CONVERT_HINT
+                if _convertible(got, want)
+                else "no conversion keeps these weights: load it into the spec (and --set values) "
+                "it was written for"
+            )
             raise CheckpointError(
                 f"stage '{path}': the checkpoint holds weights for {got.describe()}, the "
                 f"network has {want.describe()}",
@@ -272,7 +330,12 @@ def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLay
             )
     for path in saved:
         if path not in mine:
-            raise CheckpointError(f"the checkpoint has an ODE stage '{path}' the network lacks")
+            raise CheckpointError(
+                f"the checkpoint has an ODE stage '{path}' the network lacks",
+                f"it was written for another spec: the network's ODE stages are "
+                f"{', '.join(repr(p) for p in mine) or 'none'}; load it into the spec it was "
+                "written for",
+            )
 
 
 def _convertible(src: StageLayout, dst: StageLayout) -> bool:
@@ -318,7 +381,10 @@ def _check_keys(
             f"key '{key}' has shape {list(found.shape)} in the checkpoint, "
             f"{list(expected.shape)} in the network"
         )
-    hint = "was it written for another spec, depth or weights rule?"
+    hint = (
+        "was it written for another spec, depth or weights rule? load it into the spec (and "
+        "--set values) it was written for"
+    )
     for path, layout in stages.items():
         counts = {r: _slots_in(state, f"{path}.{r}.") for r in layout.residuals}
         if any(0 < n != layout.slots for n in counts.values()):
@@ -334,6 +400,22 @@ def _check_keys(
         key=key,
         expected=_shape(expected),
         found=_shape(found),
+    )
+
+
+def _conversion_hint(why: str) -> str:
+    """What to do when ``expand_state_dict`` refuses (its ValueError's text says which case)."""
+    if why.startswith("cannot convert"):
+        return (
+            "only conversions that lose no weights are made: from tied to any rule; from shared "
+            "or interpolated to untied; from untied to a deeper untied stage; from "
+            "interpolated(k) to interpolated(j) where j - 1 is a multiple of k - 1"
+        )
+    if "ODEDSL_MAX_DEPTH" in why:
+        return "raise ODEDSL_MAX_DEPTH, or convert to a shallower network"
+    return (
+        "the state dict does not have the source's weight slots: pass as source the spec "
+        "(and --set values) or model it was written for"
     )
 
 
@@ -361,15 +443,23 @@ def convert_state_dict(
     for path, want in dst.items():
         have = src.get(path)
         if have is None:
-            raise CheckpointError(f"the source network has no ODE stage '{path}'")
+            raise CheckpointError(
+                f"the source network has no ODE stage '{path}'",
+                "stages are converted by name: pass as source the spec (and --set values) or "
+                "model the weights were written for; its ODE stages are "
+                f"{', '.join(repr(p) for p in src) or 'none'}",
+            )
         if (have.integrator, have.residuals, have.offsets) != (
             want.integrator,
             want.residuals,
             want.offsets,
         ):
+            other = "" if have.integrator != want.integrator else " with other parameters"
             raise CheckpointError(
                 f"stage '{path}': integrator '{have.integrator}' in the source, "
-                f"'{want.integrator}' in the network: their weights do not correspond"
+                f"'{want.integrator}'{other} in the network: their weights do not correspond",
+                "a conversion changes only the weights rule and the depth: give the network's "
+                f"stage the source's integrator ({have.describe()})",
             )
         stage = model.get_submodule(path)
         assert isinstance(stage, OdeStage)
@@ -387,6 +477,6 @@ def convert_state_dict(
                 buffers,
             )
         except ValueError as exc:
-            raise CheckpointError(f"stage '{path}': {exc}") from None
+            raise CheckpointError(f"stage '{path}': {exc}", _conversion_hint(str(exc))) from None
     _check_keys(out, model.state_dict(), {})
     return out

@@ -66,6 +66,8 @@ class Limits:
                                 f"environment variable ODEDSL_{f.name.upper()}={raw!r} "
                                 f"is not {_allowed(f.name)}",
                                 None,
+                                f"write it in ASCII digits, e.g. ODEDSL_{f.name.upper()}="
+                                f"{f.default} (the default), or unset it",
                             )
                         ]
                     )

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from odedsl.cli.gradcheck_cmd import parse_int_list
+    from odedsl.cli.gradcheck_cmd import BATCH_HINT, parse_int_list
     from odedsl.cli.train_cmd import set_threads
     from odedsl.spec.load import load_spec
     from odedsl.training.plot import depth_sweep, fit_slope, machine, plot_sweep
@@ -80,13 +80,23 @@ def _run(args: argparse.Namespace) -> int:
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depths, "--depths")
     if args.batch < 2:
-        raise DslError([Diagnostic("E205", f"--batch {args.batch}: must be at least 2", None)])
+        raise DslError(
+            [Diagnostic("E205", f"--batch {args.batch}: must be at least 2", None, BATCH_HINT)]
+        )
     integrators: list[str | None] = [None]
     if args.integrators:
         integrators = [s.strip() for s in args.integrators.split(",") if s.strip()]
         if not integrators:
             raise DslError(
-                [Diagnostic("E130", "--integrators: expected names, e.g. euler,heun", None)]
+                [
+                    Diagnostic(
+                        "E130",
+                        f"--integrators {args.integrators!r}: expected integrator names",
+                        None,
+                        "separate the names by commas, e.g. --integrators euler,heun,rk4, or "
+                        "leave the option out to keep each stage's own integrator",
+                    )
+                ]
             )
     try:
         import matplotlib  # noqa: F401 - the `plot` extra
@@ -105,7 +115,15 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.output or f"{name}-gradient-error.png")
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise DslError(
-            [Diagnostic("E130", f"-o {str(out)!r}: expected a .png, .pdf or .svg file", None)]
+            [
+                Diagnostic(
+                    "E130",
+                    f"-o {str(out)!r}: expected a .png, .pdf or .svg file",
+                    None,
+                    f"end the name in .png, .pdf or .svg, e.g. -o {name}-gradient-error.png "
+                    "(the default)",
+                )
+            ]
         )
     rows = depth_sweep(
         args.spec,

@@ -78,7 +78,13 @@ def _draw(net: NetworkSpec, target: str) -> None:
             [Diagnostic("E110", "drawing needs matplotlib", None, "pip install 'odedsl[plot]'")]
         ) from None
     except (OSError, ValueError) as err:
-        raise DslError([Diagnostic("E110", f"cannot write {target!r}: {err}", None)]) from None
+        if isinstance(err, OSError):
+            hint = "draw into a folder that exists and that you may write to, e.g. --draw arch.png"
+        else:  # matplotlib refused the figure: a .png has a pixel limit a vector file has not
+            hint = "try a vector format, e.g. --draw arch.svg (a .png has a size limit)"
+        raise DslError(
+            [Diagnostic("E110", f"cannot write {target!r}: {err}", None, hint)]
+        ) from None
 
 
 def render(net: NetworkSpec, console: Console, *, layers: bool = False) -> None:

@@ -99,7 +99,9 @@ def set_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         from odedsl.training.config import bad_option
 
-        raise bad_option(f"--threads {threads}: must be at least 1")
+        raise bad_option(
+            f"--threads {threads}: must be at least 1", "e.g. --threads 1 (the default)"
+        )
     torch.set_num_threads(threads or 1)
 
 

@@ -44,7 +44,8 @@ def build_stage(spec: ValidatedSpec, stage: StageSpec, backward: str | None = No
                     f"stage '{stage.name}' ({stage.origin}): integrator '{stage.integrator}' has "
                     f"no inverse ({stage.inverse_reason}), so backward=invert is not available",
                     None,
-                    "use backward='checkpoint(1)' to save memory without an inverse",
+                    "without an inverse, use backward='store' (keeps every layer's state) or "
+                    "backward='checkpoint(k)' (keeps every k-th state, recomputes the rest)",
                 )
             ]
         )

@@ -97,7 +97,10 @@ def train(
     if resume:
         if out is None:
             raise bad_option(
-                "resume needs the folder of the run to continue (--out DIR)", code="E130"
+                "resume needs the folder of the run to continue (--out DIR)",
+                f"pass out=DIR, the run's folder, or out={AUTO!r} for the newest run of this "
+                "network under runs/",
+                "E130",
             )
         if out_dir is None:  # auto: newest run of this network, found once the spec is known
             out_dir = _auto_resume_dir(spec, overrides, network)
@@ -183,14 +186,14 @@ def _check_arguments(
 ) -> None:
     """The arguments ``TrainConfig`` does not hold: TypeError naming the argument."""
     if data is not None and not isinstance(data, str | os.PathLike):
-        raise wrong_type("data", "a data set name or a folder (str or path)", data)
+        raise wrong_type("data", "a data set name or a folder (str or path)", data, "'digits'")
     if out is not None and not isinstance(out, str | os.PathLike):
-        raise wrong_type("out", f"a folder (str or path) or {AUTO!r}", out)
+        raise wrong_type("out", f"a folder (str or path) or {AUTO!r}", out, "'runs/r1'")
     for name, flag in (("resume", resume), ("progress", progress)):
         if not isinstance(flag, bool):
-            raise wrong_type(name, "True or False", flag)
+            raise wrong_type(name, "True or False", flag, "True")
     if overrides is not None and not isinstance(overrides, Mapping):
-        raise wrong_type("overrides", "a dict of network parameters", overrides)
+        raise wrong_type("overrides", "a dict of network parameters", overrides, "{'depth': 8}")
 
 
 def trainer_device(cfg: TrainConfig) -> str:

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, NonNegativeInt, TypeAdapter, ValidationError
 from torch import Tensor
 from typing_extensions import NotRequired, TypedDict
 
+from odedsl.checkpoints import FORMAT as WEIGHTS_FORMAT
 from odedsl.checkpoints import load_plain
 from odedsl.diagnostics import Diagnostic, DslError
 
@@ -123,8 +124,26 @@ class _Checkpoint(_Plain):
 _CHECKPOINT = TypeAdapter(_Checkpoint)
 
 
-def _error(code: str, message: str, hint: str | None = None) -> DslError:
+def _error(code: str, message: str, hint: str) -> DslError:
     return DslError([Diagnostic(code, message, None, hint)])
+
+
+def _not_ours_hint(data: Any) -> str:
+    """What a file that is not a training checkpoint of this format is, and what to do."""
+    fresh = "start a new run in another --out folder"
+    found = data.get("format") if isinstance(data, dict) else None
+    if found == WEIGHTS_FORMAT:
+        return (
+            "it is a weights file (odedsl.save_checkpoint), without the optimizer state and "
+            f"counters a resume needs: {fresh}"
+        )
+    if isinstance(found, int) and not isinstance(found, bool):
+        return (
+            f"it has checkpoint format {found}: resume it with the odedsl that wrote it, or {fresh}"
+        )
+    return (
+        f"odedsl train writes {CHECKPOINT} into its --out folder; resume such a folder, or {fresh}"
+    )
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -137,7 +156,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         )
     data = load_plain(path, f"checkpoint '{path}'")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise _error("E110", f"'{path}' is not an odedsl training checkpoint (format {FORMAT})")
+        raise _error(
+            "E110",
+            f"'{path}' is not an odedsl training checkpoint (format {FORMAT})",
+            _not_ours_hint(data),
+        )
     try:
         _CHECKPOINT.validate_python(data)
     except ValidationError as exc:

@@ -60,13 +60,22 @@ class OptionTypeError(DslError, TypeError):
     """A training option of the wrong type (only the Python API can pass one)."""
 
 
-def bad_option(message: str, hint: str | None = None, code: str = "E205") -> OptionError:
+def bad_option(message: str, hint: str, code: str = "E205") -> OptionError:
+    """An option with a value that cannot work; ``hint`` says what to pass instead."""
     return OptionError([Diagnostic(code, message, None, hint)])
 
 
-def wrong_type(name: str, want: str, value: object) -> OptionTypeError:
+def wrong_type(name: str, want: str, value: object, example: str) -> OptionTypeError:
+    """An argument of the wrong type (the Python API); ``example`` is a value that works."""
     got = f"{value!r} ({type(value).__name__})"
-    return OptionTypeError([Diagnostic("E130", f"{name} must be {want}, got {got}", None)])
+    return OptionTypeError(
+        [Diagnostic("E130", f"{name} must be {want}, got {got}", None, f"e.g. {name}={example}")]
+    )
+
+
+def _default(name: str) -> Any:
+    """``TrainConfig``'s default of an option (the class exists by the time options are checked)."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 def flag(name: str) -> str:
@@ -80,31 +89,47 @@ def check_option(name: str, value: Any) -> None:
     if name in INT_BOUNDS:
         low, high = INT_BOUNDS[name]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise wrong_type(name, f"an integer between {low} and {high}", value)
+            raise wrong_type(name, f"an integer between {low} and {high}", value, _default(name))
         if not low <= value <= high:
-            raise bad_option(f"{flag(name)} {value}: must be {_int_range(name, low, high)}")
+            raise bad_option(
+                f"{flag(name)} {value}: must be {_int_range(name, low, high)}",
+                f"e.g. {flag(name)} {_default(name)} (the default)",
+            )
     elif name in ("lr", "weight_decay", "momentum"):
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise wrong_type(name, "a number (int or float)", value)
+            raise wrong_type(name, "a number (int or float)", value, f"{_number_default(name):g}")
         label = "momentum" if name == "momentum" else flag(name)  # no --momentum option
         if name == "lr" and not (_finite(value) and value > 0):
-            raise bad_option(f"{label} {value}: must be a finite number above 0")
+            raise bad_option(
+                f"{label} {value}: must be a finite number above 0",
+                f"e.g. --lr {DEFAULT_LR['adamw']:g} with AdamW or {DEFAULT_LR['sgd']:g} with SGD "
+                "(the defaults)",
+            )
         if name == "weight_decay" and not (_finite(value) and value >= 0):
-            raise bad_option(f"{label} {value}: must be a finite number, 0 or more")
+            raise bad_option(
+                f"{label} {value}: must be a finite number, 0 or more",
+                f"e.g. --weight-decay {_default(name):g} (the default), or 0 for none",
+            )
         if name == "momentum" and not (_finite(value) and 0 < value < 1):
             raise bad_option(
                 f"{label} {value}: must be a finite number above 0 and below 1",
-                "SGD's Nesterov momentum; AdamW does not use it",
+                f"e.g. momentum={_default(name):g} (the default); it is SGD's Nesterov momentum, "
+                "AdamW does not use it",
             )
     elif name in _STRINGS:
         if not isinstance(value, str):
-            raise wrong_type(name, "a string", value)
+            raise wrong_type(name, "a string", value, repr(_default(name)))
     elif name == "backward":
         if value is not None and not isinstance(value, str):
-            raise wrong_type(name, "a string: store, invert or checkpoint(k)", value)
+            raise wrong_type(name, "a string: store, invert or checkpoint(k)", value, "'invert'")
     elif name in _BOOLS:
         if not isinstance(value, bool):
-            raise wrong_type(name, "True or False", value)
+            raise wrong_type(name, "True or False", value, "True")
+
+
+def _number_default(name: str) -> float:
+    """The default of lr (AdamW's, the default optimizer), weight_decay or momentum."""
+    return DEFAULT_LR[_default("optimizer")] if name == "lr" else _default(name)
 
 
 def _finite(value: float) -> bool:
@@ -189,7 +214,11 @@ def resolve_device(name: str) -> torch.device:
             "use --device cpu",
         )
     if device.type not in ("cpu", "cuda"):
-        raise bad_option(f"--device {name!r}: only cpu and cuda are supported", code="E130")
+        raise bad_option(
+            f"--device {name!r}: only cpu and cuda are supported",
+            "use --device cpu, or cuda (cuda:N) where torch sees a GPU",
+            "E130",
+        )
     return device
 
 

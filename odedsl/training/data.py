@@ -60,7 +60,7 @@ class TensorPairs(Dataset[tuple[Tensor, int]]):
         return self.images[index], self.labels[index]
 
 
-def bad_data(message: str, hint: str | None = None) -> DslError:
+def bad_data(message: str, hint: str) -> DslError:
     return DslError([Diagnostic("E110", message, None, hint)])
 
 

@@ -8,7 +8,10 @@ the exporter reports them for names and output paths, never for a spec's text.
 passes a hint; in the front end (``odedsl/syntax``, ``odedsl/spec``, ``odedsl/integrators``)
 every located diagnostic does, whatever its code or how it is built, and a bare
 ``did_you_mean(...)`` hint only stands for a small fixed set of choices (it says nothing past
-12 names with none close).
+12 names with none close). Outside it (the CLI, training, checkpoints, the compiler, limits),
+every diagnostic does too, built directly or through the helpers that make one
+(``CheckpointError``, ``bad_option``, ``bad_data``, training checkpoints' ``_error``); a helper
+whose ``hint`` defaults to None must be one of those, so that its calls are checked.
 """
 
 from __future__ import annotations
@@ -547,6 +550,139 @@ def test_every_front_end_diagnostic_passes_a_useful_hint() -> None:
                 missing.append(f"{rel}:{node.lineno} {code}: {why}")
     assert not missing, "front-end diagnostics without a useful hint:\n" + "\n".join(missing)
     assert used == set(ALLOWED_FRONT_END), "stale allow-list entries"
+
+
+#: Outside the front end: the parts of ``odedsl/`` whose diagnostics are checked.
+OUTSIDE = ("cli", "training", "checkpoints.py", "compiler", "limits.py")
+
+#: Calls that make a diagnostic outside the front end → (hint position, code position or
+#: None, default code). ``Diagnostic(code, message, span, hint)``; ``CheckpointError(message,
+#: hint, *, code="E220")``; ``bad_option(message, hint, code="E205")``; ``bad_data(message,
+#: hint)`` (E110); ``_error(code, message, hint)`` of ``odedsl/training/checkpoint.py``.
+OUTSIDE_CALLS: dict[str, tuple[int, int | None, str | None]] = {
+    "Diagnostic": (3, 0, None),
+    "error": (3, 0, None),
+    "CheckpointError": (1, None, "E220"),
+    "bad_option": (1, 2, "E205"),
+    "bad_data": (1, None, "E110"),
+    "_error": (2, 0, None),
+}
+
+#: (file under odedsl/, code): diagnostics outside the front end left without a hint, each
+#: with the reason none can be given. Empty: every one has a hint.
+ALLOWED_OUTSIDE: dict[tuple[str, str], str] = {}
+
+
+def _outside_files() -> list[Path]:
+    out: list[Path] = []
+    for part in OUTSIDE:
+        path = ROOT / part
+        out += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return out
+
+
+def _outside_sites(path: Path):
+    """(line, call name, code, hint node) of every diagnostic-making call in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = getattr(func, "attr", None) or getattr(func, "id", None)
+        if name not in OUTSIDE_CALLS:
+            continue
+        hint_at, code_at, code = OUTSIDE_CALLS[name]
+        args = list(node.args)
+        hint = args[hint_at] if len(args) > hint_at else None
+        if code_at is not None and len(args) > code_at:
+            code = args[code_at].value if isinstance(args[code_at], ast.Constant) else "?"
+        for kw in node.keywords:
+            if kw.arg == "hint":
+                hint = kw.value
+            if kw.arg == "code":
+                code = kw.value.value if isinstance(kw.value, ast.Constant) else "?"
+        if isinstance(hint, ast.Constant) and hint.value is None:
+            hint = None
+        yield node.lineno, name, code, hint
+
+
+def _hint_parameters_defaulting_to_none(path: Path):
+    """(line, name) of functions with a ``hint`` parameter that defaults to None; an
+    ``__init__`` is named by its class."""
+    tree = ast.parse(path.read_text(), str(path))
+    owners = {id(f): c.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for f in c.body}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        a = node.args
+        positional = a.posonlyargs + a.args
+        pairs = list(zip(positional[len(positional) - len(a.defaults) :], a.defaults, strict=True))
+        pairs += [
+            (arg, d) for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None
+        ]
+        for arg, default in pairs:
+            if arg.arg == "hint" and isinstance(default, ast.Constant) and default.value is None:
+                name = owners.get(id(node), node.name) if node.name == "__init__" else node.name
+                yield node.lineno, name
+
+
+def test_every_diagnostic_outside_the_front_end_passes_a_hint() -> None:
+    missing, used, seen = [], set(), 0
+    for path in _outside_files():
+        rel = path.relative_to(ROOT).as_posix()
+        for line, name, code, hint in _outside_sites(path):
+            seen += 1
+            if hint is not None:
+                continue
+            if (rel, code) in ALLOWED_OUTSIDE:
+                used.add((rel, code))
+                continue
+            missing.append(f"{rel}:{line} {name} {code}")
+    assert seen > 50, seen  # the scan finds the sites (63 when written)
+    assert not missing, "diagnostics without a hint:\n" + "\n".join(missing)
+    assert used == set(ALLOWED_OUTSIDE), "stale allow-list entries"
+
+
+def test_helpers_with_an_optional_hint_have_their_calls_checked() -> None:
+    """A new helper ``def fail(message, hint=None)`` would hide hint-less calls from the scan."""
+    unchecked = [
+        f"{path.relative_to(ROOT).as_posix()}:{line} {name}"
+        for path in _outside_files()
+        for line, name in _hint_parameters_defaulting_to_none(path)
+        if name not in OUTSIDE_CALLS
+    ]
+    assert not unchecked, "add them to OUTSIDE_CALLS, or make hint required:\n" + "\n".join(
+        unchecked
+    )
+
+
+def test_the_outside_scan_sees_missing_hints(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "raise CheckpointError('m', code='E110')\n"
+        "raise CheckpointError('m', 'h')\n"
+        "raise CheckpointError('m', hint=None)\n"
+        "raise bad_option('m', 'h', 'E130')\n"
+        "raise bad_option('m', None)\n"
+        "raise _error('E110', 'm')\n"
+        "DslError([Diagnostic('E205', 'm', None)])\n"
+        "DslError([Diagnostic('E205', 'm', None, hint)])\n"
+        "def helper(message, hint=None): pass\n"
+        "class Boom(Exception):\n"
+        "    def __init__(self, message, *, hint=None): pass\n"
+    )
+    found = [(name, code, hint is None) for _, name, code, hint in _outside_sites(sample)]
+    assert found == [
+        ("CheckpointError", "E110", True),
+        ("CheckpointError", "E220", False),
+        ("CheckpointError", "E220", True),
+        ("bad_option", "E130", False),
+        ("bad_option", "E205", True),
+        ("_error", "E110", True),
+        ("Diagnostic", "E205", True),
+        ("Diagnostic", "E205", False),
+    ]
+    assert [n for _, n in _hint_parameters_defaulting_to_none(sample)] == ["helper", "Boom"]
 
 
 def test_the_static_check_sees_a_missing_hint(tmp_path: Path) -> None:
