@@ -18,7 +18,6 @@ function, reused by all layers, so compile time does not grow with N (see
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, pars
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard, draw_base_seed
 from odedsl.runtime.tables import StageTables
-from odedsl.runtime.weights import Blend, WeightSchedule
+from odedsl.runtime.weights import Blend, WeightSchedule, depth_limit
 
 
 class OdeStage(nn.Module):
@@ -312,12 +311,5 @@ def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn
     return module
 
 
-#: ``odedsl.Limits.max_depth``'s default; the runtime carries no front end (standalone export),
-#: so it reads the same environment variable itself.
-DEFAULT_MAX_DEPTH = 100_000
-
-
-def max_depth() -> int:
-    """The largest depth ``set_depth`` accepts: ``ODEDSL_MAX_DEPTH`` or the default."""
-    raw = os.environ.get("ODEDSL_MAX_DEPTH", "")
-    return int(raw) if raw.strip().isdigit() else DEFAULT_MAX_DEPTH
+#: ``set_depth``'s limit, read where ``expand_state_dict`` reads it (one implementation).
+max_depth = depth_limit

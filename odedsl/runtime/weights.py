@@ -132,11 +132,19 @@ def _check_depth(depth: int) -> None:
         raise ValueError(f"stage depth must be a positive integer, got {depth!r}")
 
 
+#: ``odedsl.Limits.max_depth``'s default; the runtime carries no front end (standalone export),
+#: so it reads the same environment variable itself.
+DEFAULT_MAX_DEPTH = 100_000
+
+
 def depth_limit() -> int:
-    """The largest stage depth: ``ODEDSL_MAX_DEPTH`` or 100000, as ``stage.max_depth`` reads
-    it for ``set_depth`` (that module imports this one, so it cannot be imported here)."""
-    raw = os.environ.get("ODEDSL_MAX_DEPTH", "")
-    return int(raw) if raw.strip().isdigit() else 100_000
+    """The largest stage depth (``set_depth``, ``expand_state_dict``): ``ODEDSL_MAX_DEPTH``
+    when it is ASCII digits of a number ≥ 1 (the front end refuses anything else, naming the
+    variable), else the default."""
+    raw = os.environ.get("ODEDSL_MAX_DEPTH", "").strip()
+    if raw.isascii() and raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    return DEFAULT_MAX_DEPTH
 
 
 def _check_target(name: str, pair: tuple[WeightSchedule, int]) -> None:

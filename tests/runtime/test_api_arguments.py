@@ -93,9 +93,13 @@ def test_expand_keeps_to_the_depth_limit(depth: int) -> None:
 def test_expand_reads_the_limit_of_set_depth(monkeypatch: pytest.MonkeyPatch) -> None:
     sd, tied = _tied()
     untied = WeightSchedule("untied")
-    for raw in ("", "50", " 7 ", "1000000", "lots"):
+    assert max_depth is depth_limit  # one implementation
+    for raw, limit in (("", 100_000), ("50", 50), (" 7 ", 7), ("lots", 100_000)):
         monkeypatch.setenv("ODEDSL_MAX_DEPTH", raw)
-        assert depth_limit() == max_depth()
+        assert depth_limit() == limit
+    for raw in ("²", "٣", "0"):  # str.isdigit accepts the first two; int("²") raised
+        monkeypatch.setenv("ODEDSL_MAX_DEPTH", raw)
+        assert depth_limit() == 100_000, raw
     monkeypatch.setenv("ODEDSL_MAX_DEPTH", "50")
     assert len([k for k in expand_state_dict(sd, "", ["f"], (tied, 4), (untied, 50))]) > 0
     with pytest.raises(ValueError, match="depth 51 exceeds the limit of 50"):

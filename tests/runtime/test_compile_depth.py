@@ -123,7 +123,7 @@ def test_set_depth_refuses_untied_weights() -> None:
 def test_set_depth_keeps_to_the_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """A depth of 10^12 would loop for days: refused like a spec's, with the same variable."""
     from odedsl import Limits
-    from odedsl.runtime.stage import DEFAULT_MAX_DEPTH
+    from odedsl.runtime.weights import DEFAULT_MAX_DEPTH
 
     assert Limits().max_depth == DEFAULT_MAX_DEPTH
     stage = make_stage("euler", 4, schedule=WeightSchedule("tied"))
