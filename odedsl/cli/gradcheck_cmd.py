@@ -76,8 +76,7 @@ def _bad(option: str, text: str) -> DslError:
 
 #: The hint of ``--batch 1`` (gradcheck and plot): train-mode BatchNorm needs two samples.
 BATCH_HINT = (
-    "pass --batch 2 or more (the default is 4): in train mode, batch statistics need two "
-    "samples"
+    "pass --batch 2 or more (the default is 4): in train mode, batch statistics need two samples"
 )
 
 #: Depths one ``--depth-list``/``--depths`` may name: each is a full gradient check.
