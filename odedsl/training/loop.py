@@ -36,7 +36,13 @@ from odedsl.training.checkpoint import (
 )
 from odedsl.training.config import TrainConfig, TrainResult, resolve_device
 from odedsl.training.data import TensorPairs
-from odedsl.training.report import EpochBar, activation_by_mode, human_bytes, mode_label
+from odedsl.training.report import (
+    EpochBar,
+    activation_by_mode,
+    human_bytes,
+    mode_label,
+    stages_of,
+)
 
 CRASH_ENV = "ODEDSL_TRAIN_CRASH_AFTER"
 MODES = ("store", "checkpoint(1)", "invert")
@@ -222,11 +228,39 @@ class Trainer:
         self.scheduler.step()
         value = float(loss.detach())
         if value != value or value in (float("inf"), float("-inf")):
-            raise FloatingPointError(
-                f"the training loss became {value} at epoch {self.epoch + 1}, step "
-                f"{self.step_in_epoch + 1}; try a smaller --lr"
-            )
+            raise FloatingPointError(self.divergence(value))
         return value, int((out.detach().argmax(1) == y).sum())
+
+    def divergence(self, value: float) -> str:
+        """What is known when the loss stops being finite, and what to try: a smaller lr
+        always; weight decay, the inverse's gradients and float16 only where this run has them."""
+        cfg = self.cfg
+        lr = float(self.scheduler.get_last_lr()[0])
+        text = (
+            f"the training loss became {value} at epoch {self.epoch + 1}, step "
+            f"{self.step_in_epoch + 1} (global step {self.global_step + 1}, lr {lr:.3g})"
+        )
+        tips = [f"try a smaller --lr (this run: {cfg.lr:g} with {cfg.optimizer})"]
+        shrink = cfg.lr * cfg.weight_decay
+        if shrink >= 0.1:
+            tips.append(
+                f"a smaller --weight-decay (lr × weight decay = {shrink:.3g}: each step scales "
+                "the weights by 1 - lr × weight decay)"
+            )
+        inverted = [s.name for s in stages_of(self.model) if str(s.backward_mode) == "invert"]
+        if inverted:
+            names = ", ".join(f"'{n}'" for n in inverted[:4])
+            names += ", ..." if len(inverted) > 4 else ""
+            which = f"stage {names} backpropagates" if len(inverted) == 1 else f"stages {names}"
+            which += "" if len(inverted) == 1 else " backpropagate"
+            tips.append(
+                f"{which} by inversion, whose gradients come from "
+                "reconstructed states: compare them with store's using `odedsl gradcheck SPEC` "
+                "(with the same --set values), or train with --backward store"
+            )
+        if self.amp_dtype == torch.float16:
+            tips.append("--amp computes in float16 here (largest value 65504): try without --amp")
+        return text + "; " + "; ".join(tips)
 
     def run_epoch(self) -> None:
         cfg = self.cfg
