@@ -347,3 +347,93 @@ def _blocks() -> str:
 def test_layouts_of_a_spec_match_the_compiled_model() -> None:
     text = spec("shared(2)", "heun")
     assert stage_layouts(text, depth=6) == stage_layouts(odedsl.compile(text, depth=6))
+
+
+# ------------------------------------------------------------------ hints: what to do
+def _hint(err: pytest.ExceptionInfo[CheckpointError]) -> str:
+    (d,) = err.value.diagnostics
+    assert d.hint and f"hint: {d.hint}" in str(err.value), d.render()
+    return d.hint
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("missing", "no file at that path; relative paths start at the current folder"),
+        ("empty", "the file is empty: write it again with odedsl.save_checkpoint"),
+        ("truncated", "the file is truncated or damaged"),
+        ("folder", "name the checkpoint file itself (e.g. model.pt), not a folder"),
+        (
+            "nested",
+            "it holds 'state_dict': pass the state dict inside, e.g. checkpoint['state_dict']",
+        ),
+        (
+            "numbers",
+            "torch.save(model.state_dict(), path) writes: parameter names mapped to tensors",
+        ),
+    ],
+)
+def test_an_unusable_file_says_what_to_do(tmp_path: Path, content: str, fragment: str) -> None:
+    model = build("tied")
+    path = tmp_path / f"{content}.pt"
+    if content == "empty":
+        path.write_bytes(b"")
+    elif content == "truncated":
+        save_checkpoint(model, tmp_path / "good.pt")
+        path.write_bytes((tmp_path / "good.pt").read_bytes()[:1000])
+    elif content == "folder":
+        path.mkdir()
+    elif content == "nested":  # as other trainers write: the weights one level down
+        torch.save({"state_dict": model.state_dict(), "epoch": 3}, path)
+    elif content == "numbers":
+        torch.save({"a": 1}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(model, path)
+    assert err.value.diagnostics[0].code == "E110"
+    assert fragment in _hint(err)
+
+
+def test_the_nested_state_dict_named_by_the_hint_loads(tmp_path: Path) -> None:
+    model = build("tied")
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(build("tied", seed=1), tmp_path / "x.pt")
+    checkpoint = torch.load(tmp_path / "x.pt", weights_only=True)
+    load_checkpoint(build("tied", seed=1), checkpoint["state_dict"])
+
+
+def test_a_checkpoint_of_a_network_with_more_stages_lists_the_networks_stages(
+    tmp_path: Path,
+) -> None:
+    extra = "    stage extra = ode(2) { integrator euler residual { tanh } }\n    head"
+    save_checkpoint(odedsl.compile(spec("tied").replace("    head", extra)), tmp_path / "two.pt")
+    with pytest.raises(CheckpointError, match="has an ODE stage 'extra' the network lacks") as err:
+        load_checkpoint(build("tied"), tmp_path / "two.pt")
+    assert "the network's ODE stages are 'body'" in _hint(err)
+
+
+def test_another_integrator_is_not_offered_a_conversion(tmp_path: Path) -> None:
+    save_checkpoint(build("untied", integrator="heun"), tmp_path / "h.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build("untied", integrator="rk4"), tmp_path / "h.pt")
+    assert _hint(err).startswith("no conversion keeps these weights: load it into the spec")
+    src = build("tied", integrator="heun")
+    with pytest.raises(CheckpointError) as err:
+        convert_state_dict(src, src.state_dict(), build("untied"))
+    assert "give the network's stage the source's integrator (heun, weights tied" in _hint(err)
+
+
+def test_a_lossy_conversion_lists_the_conversions_that_exist() -> None:
+    source = build("untied", depth=8)
+    with pytest.raises(CheckpointError, match="would drop layers") as err:
+        convert_state_dict(source, source.state_dict(), odedsl.compile(spec("untied"), depth=4))
+    assert "from untied to a deeper untied stage" in _hint(err)
+    assert "from tied to any rule" in _hint(err)
+
+
+def test_a_state_dict_not_written_for_the_source_says_so() -> None:
+    """Source says tied depth 4, the state dict has the 4 slots of an untied stage."""
+    weights = build("untied").state_dict()
+    with pytest.raises(CheckpointError, match="expected slot < 1 for tied at depth 4") as err:
+        convert_state_dict(build("tied"), weights, odedsl.compile(spec("untied"), depth=8))
+    assert "pass as source the spec (and --set values) or model it was written for" in _hint(err)
