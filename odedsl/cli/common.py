@@ -14,9 +14,11 @@ from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.spec.evaluate import Value
 from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
+from odedsl.training.config import INT_BOUNDS
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
-MAX_SEED = 2**32 - 1  # numpy's range; the batch order mixes the seed into a 64-bit integer
+#: The largest ``--seed`` of gradcheck and plot: train's, from the one table of bounds.
+MAX_SEED = INT_BOUNDS["seed"][1]
 
 
 def int_in(low: int, high: int) -> Any:

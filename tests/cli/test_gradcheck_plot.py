@@ -113,3 +113,15 @@ def test_depth_lists() -> None:
     for bad in ("", "...", "4,...,8", "4,8,...", "-1,2", "a", "1,2,3,...,65", ",".join("7" * 65)):
         with pytest.raises(DslError):
             parse_int_list(bad, "--depths")
+
+
+@pytest.mark.parametrize("command", ["gradcheck", "plot"])
+def test_seed_bound_is_trains(command: str) -> None:
+    """``--seed`` of gradcheck and plot reads train's bound (``INT_BOUNDS``), not a copy."""
+    from odedsl.cli.main import build_parser
+    from odedsl.training.config import INT_BOUNDS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    actions = {a.dest: a for a in sub.choices[command]._actions}  # type: ignore[attr-defined]
+    assert actions["seed"].type.bounds == INT_BOUNDS["seed"]  # type: ignore[union-attr]
