@@ -711,3 +711,14 @@ def test_the_static_check_sees_a_missing_hint(tmp_path: Path) -> None:
         ("E240", True),
         ("E240", False),
     ]
+
+
+def test_e231_of_a_backward_override_names_both_modes_without_an_inverse() -> None:
+    """``compile(..., backward="invert")`` of a stage without an inverse: as the front end's
+    E231, the hint names store and checkpoint(k)."""
+    text = edit("integrator euler => integrator bad") + NO_INVERSE
+    with pytest.raises(DslError) as err:
+        odedsl.compile(text, backward="invert")
+    (d,) = err.value.diagnostics
+    assert d.code == "E231", d.render()
+    assert "backward='store'" in (d.hint or "") and "backward='checkpoint(k)'" in (d.hint or "")
