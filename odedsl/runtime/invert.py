@@ -31,10 +31,11 @@ its forward also keeps a :mod:`sketch <odedsl.runtime.sketch>` of every layer's 
 reconstructed input's drift, and takes the spacing below which the drift stays under
 ``anchor_tol / MEASURE_MARGIN``. When that is denser than the plan it replays the forward
 (no grad, buffers guarded, same random streams) to keep those anchors. The measured spacing
-is kept on the stage and only ever tightens; every backward re-measures the drift where it
-restarts (at anchors, exactly; at the stage input, by the sketch) and a drift above half the
-tolerance makes the next call measure again (weights that grew in training). The
-measurement costs about one more forward and one reconstruction, once. When the residuals
+is kept on the stage and only ever tightens (``load_state_dict`` forgets it); every backward
+re-measures the drift where it restarts (at anchors, exactly; at the stage input, by the
+sketch) and a drift above half the tolerance makes the next call measure again (weights that
+grew in training). The measuring call costs 1.3–1.5× a steady invert step, once
+(``benchmarks.overhead``). When the residuals
 communicate (a ``SyncBatchNorm`` in training, over more than one process), every decision
 that changes how many residual evaluations a call makes (measure, replay, re-measure) is
 agreed over that process group first, so no rank waits in a collective the others skip.
@@ -220,6 +221,12 @@ _RECHECK = "_anchor_recheck"
 def _measured(stage: OdeStage) -> dict[_Key, int | None]:
     """Measured spacings by (depth, dtype, device type, tolerance); ``None``: plan suffices."""
     return stage.__dict__.setdefault(_MEASURED, {})
+
+
+def forget_measurements(stage: OdeStage, *_: object) -> None:
+    """Drop what the stage measured, so its next gradient-taking call measures again (a
+    ``load_state_dict`` post-hook: new weights may amplify rounding differently)."""
+    stage.__dict__.pop(_MEASURED, None)
 
 
 def _denser(plan: AnchorPlan, every: int | None, depth: int) -> AnchorPlan:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
-from odedsl.runtime.invert import AnchorPlan
+from odedsl.runtime.invert import AnchorPlan, forget_measurements
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
 from odedsl.runtime.program import AffineUpdate, IntegratorProgram, State, Step
 from odedsl.runtime.replay import BufferGuard, draw_base_seed
@@ -84,6 +84,7 @@ class OdeStage(nn.Module):
             self.add_module(r, nn.ModuleList([factories[r]() for _ in range(n_slots)]))
         self._blends: dict[tuple[int, float], Blend] = {}
         self.backward_mode = backward  # type: ignore[assignment]
+        self.register_load_state_dict_post_hook(forget_measurements)
 
     # ----------------------------------------------------------------- configuration
     @property

@@ -170,3 +170,22 @@ def test_float32_momentum_meets_the_exactness_target(gamma):
     invert_error = float((f32["invert"] - exact).norm() / exact.norm())
     store_error = float((f32["store"] - exact).norm() / exact.norm())
     assert invert_error <= 1e-5 and invert_error < 2 * store_error, (invert_error, store_error)
+
+
+def test_loading_weights_forgets_the_measurement(monkeypatch):
+    """Loaded weights may amplify rounding more than the measured ones: the next call
+    measures again, and is exact from its first step."""
+    calls = []
+    real = invert_module._measure
+    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    stage = _momentum(0.5, 64, 0.1)
+    stage.backward_mode = Invert()
+    x = torch.randn(8, 8, dtype=torch.float64)
+    stage(x.clone().requires_grad_()).sum().backward()
+    large = _momentum(0.5, 64, 30.0)
+    stage.load_state_dict(large.state_dict())
+    store = run(large, x, "store")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = run(stage, x, None)
+    assert len(calls) == 2 and grad_error(got, store) < 1e-10
