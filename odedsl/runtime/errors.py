@@ -8,12 +8,16 @@ from __future__ import annotations
 
 
 class NumericalFault(RuntimeError):
-    """A non-finite or drifting value in a stage, found at ``layer`` (``None``: unknown)."""
+    """A non-finite or drifting value in a stage, found at ``layer`` (``None``: unknown);
+    ``hint`` (also the message's last line) says what to do about it."""
 
-    def __init__(self, message: str, *, stage: str, layer: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, stage: str, layer: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(f"{message}\n  hint: {hint}" if hint else message)
         self.stage = stage
         self.layer = layer
+        self.hint = hint
 
 
 class InversionDriftError(NumericalFault):

@@ -25,6 +25,21 @@ EXACT_DRIFT_TOL = {torch.float64: 1e-8, torch.float32: 1e-3}
 APPROX_DRIFT_TOL = 5e-2
 
 
+#: What to do about a non-finite state, by where it was found (:class:`FiniteTracker`).
+NON_FINITE_HINTS = {
+    "forward state": (
+        "look for diverging weights (try a smaller learning rate), a non-finite stage input, "
+        "or a residual that divides by or takes the log of a value reaching 0"
+    ),
+    "state reconstructed by invert backward": (
+        "the forward pass was finite, so the inverse made it: rounding amplified by an "
+        "ill-conditioned inverse, or weights changed in place between forward and backward; "
+        "use backward checkpoint(k) or store for this stage (`odedsl gradcheck` measures the "
+        "modes against each other)"
+    ),
+}
+
+
 class FiniteTracker:
     """Remembers the first layer whose state held NaN/Inf, without a sync per layer."""
 
@@ -50,6 +65,7 @@ class FiniteTracker:
                 f"at layer {layer}",
                 stage=self.stage,
                 layer=layer,
+                hint=NON_FINITE_HINTS.get(self.where),
             )
 
 

@@ -85,7 +85,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from odedsl.runtime.calls import LayerCall, ResidualMemo, RunContext, SlotKey, keep_dtypes
+from odedsl.runtime.errors import NumericalFault
 from odedsl.runtime.guard import (
+    NON_FINITE_HINTS,
     FiniteProbe,
     FiniteTracker,
     inverse_tolerance,
@@ -452,6 +454,14 @@ def _locate_non_finite(cfg: _Config, saved: tuple[Tensor, ...]) -> None:
     one. Returns quietly if none is found (a finite sum that overflowed)."""
     stage, k = cfg.stage, cfg.n_state
     assert cfg.autocast is not None
+    if not all(bool(torch.isfinite(s).all()) for s in saved[:k]):
+        raise NumericalFault(
+            f"stage {stage.name!r}: non-finite value (NaN/Inf) in the stage output: the "
+            "forward pass produced it (invert keeps no layer states to say at which layer)",
+            stage=stage.name,
+            hint="ODEDSL_CHECK_FORWARD=1 (or check_forward=True) names the layer; "
+            + NON_FINITE_HINTS["forward state"],
+        )
     walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
     tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
     anchors = _anchors(cfg, saved)

@@ -86,7 +86,7 @@ def test_non_finite_forward_names_stage_and_layer(
         model(X.requires_grad_(backward != "store"))
     assert (err.value.stage, err.value.layer) == ("body", 3)
     assert "stage 'body'" in str(err.value) and "layer 3" in str(err.value)
-    assert "forward" in str(err.value)
+    assert "forward" in str(err.value) and "learning rate" in err.value.hint
 
 
 def test_forward_check_by_attribute_and_first_stage() -> None:
@@ -128,6 +128,21 @@ def test_non_finite_reconstruction_names_stage_and_layer(integrator: str) -> Non
         y.sum().backward()
     assert (err.value.stage, err.value.layer) == ("body", 4)
     assert "reconstructed" in str(err.value)
+    assert "checkpoint(k) or store" in err.value.hint and "hint:" in str(err.value)
+
+
+@pytest.mark.parametrize("integrator", ["euler", "additive_coupling"])
+def test_a_forward_nan_is_not_blamed_on_the_inverse(integrator: str) -> None:
+    """Without the forward check, a NaN the forward made reaches invert's backward through the
+    stage output; it used to be reported as made by the reconstruction, at the last layer."""
+    model = compile_net(integrator, act="identity")
+    poison(model.body, 3)
+    y = model(X.clone().requires_grad_())
+    with pytest.raises(NumericalFault) as err:
+        y.sum().backward()
+    assert (err.value.stage, err.value.layer) == ("body", None)
+    assert "stage output: the forward pass produced it" in str(err.value)
+    assert "ODEDSL_CHECK_FORWARD=1" in err.value.hint and "reconstructed" not in str(err.value)
 
 
 # ------------------------------------------------------------------ drift
