@@ -200,14 +200,19 @@ def evaluate(e: Expr, env: Mapping[str, float]) -> float:
         return e.value
     if isinstance(e, Sym):
         return float(env[e.name])
-    if isinstance(e, Neg):
-        return -evaluate(e.a, env)
-    if isinstance(e, Func):
-        return MATH_FUNCTIONS[e.name](evaluate(e.arg, env))
-    if isinstance(e, BINARY):
-        a, b = evaluate(e.a, env), evaluate(e.b, env)
-        return _apply(type(e), a, b)
-    raise ValueError(f"not a scalar expression: {e}")
+    if not isinstance(e, (Neg, Func, *BINARY)):
+        raise ValueError(f"not a scalar expression: {e}")
+    return _node_value(e, [evaluate(k, env) for k in children(e)])
+
+
+def _node_value(node: Expr, kids: list[float]) -> float:
+    """One operator node's value from its children's values (the arithmetic that
+    :func:`evaluate` and :func:`first_undefined` share)."""
+    if isinstance(node, Neg):
+        return -kids[0]
+    if isinstance(node, Func):
+        return MATH_FUNCTIONS[node.name](kids[0])
+    return _apply(type(node), kids[0], kids[1])
 
 
 def _apply(op: type, a: float, b: float) -> float:
@@ -241,16 +246,9 @@ def first_undefined(e: Expr, env: Mapping[str, float]) -> Expr | None:
         else:
             kids = [go(k) for k in children(node)]
             value = None
-            if isinstance(node, (Var, Call)) or any(k is None for k in kids):
-                value = None
-            else:
+            if not isinstance(node, (Var, Call)) and all(k is not None for k in kids):
                 try:
-                    if isinstance(node, Neg):
-                        value = -kids[0]  # type: ignore[operator]
-                    elif isinstance(node, Func):
-                        value = MATH_FUNCTIONS[node.name](kids[0])  # type: ignore[arg-type]
-                    else:
-                        value = _apply(type(node), kids[0], kids[1])  # type: ignore[arg-type]
+                    value = _node_value(node, kids)  # type: ignore[arg-type]
                 except ZeroDivisionError:
                     value = None
                 except (ValueError, OverflowError):
