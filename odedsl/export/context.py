@@ -17,6 +17,7 @@ from odedsl.compiler.graph import class_name
 from odedsl.export.layers import layer_call
 from odedsl.export.safety import (
     E_NAME,
+    RESIDUAL_FUNCTION,
     Code,
     Namespace,
     comment,
@@ -126,9 +127,18 @@ def module_name(net: NetworkSpec) -> Code:
             E_NAME,
             f"network name '{name}' ({where(net.origin)}) would shadow the Python module "
             f"'{name}' for code next to the generated file",
-            "rename the network",
+            hint=_module_hint(name),
         )
     return name
+
+
+def _module_hint(name: str) -> str:
+    example = f", e.g. to 'my_{name}'" if len(name) <= 61 else ""
+    return (
+        f"rename the network in the spec{example}: the generated files are <network>.py and "
+        "train_<network>.py, which must not start with __ nor take the name of a "
+        "standard-library module, torch, torchvision, numpy or odedsl"
+    )
 
 
 def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContext:
@@ -138,19 +148,21 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
         set(vendored.defines) | set(vendored.imports.bound()) if vendored else set()
     )
     ns = Namespace(taken)
-    cls = ns.claim(class_name(net.name), "network class")
+    cls = ns.claim(class_name(net.name), "network class", source=f"the network '{net.name}'")
     steps: dict[tuple[str, tuple[tuple[str, float], ...]], StepClass] = {}
     stage_classes: list[StageClass] = []
     parts: list[Part] = []
     used: set[str] = set()
     for part in net.parts:
-        attr = ident(part.name, "part name", part.origin)
+        attr = ident(part.name, "stage name", part.origin)
         if attr in CLASS_ATTRIBUTES or hasattr(nn.Module, attr):
             raise refuse(
                 E_NAME,
-                f"part name '{attr}' ({where(part.origin)}) is reserved: an attribute of the "
+                f"stage name '{attr}' ({where(part.origin)}) is reserved: an attribute of the "
                 "generated network or of torch.nn.Module",
-                "rename the stage",
+                hint=f"rename the stage in the spec, e.g. to '{attr}_stage': attributes of "
+                "torch.nn.Module (forward, compile, train, to, ...) and "
+                f"{', '.join(CLASS_ATTRIBUTES)} cannot name a stage",
             )
         if isinstance(part, StageSpec):
             key = (part.integrator, tuple(sorted(part.integrator_params.items())))
@@ -159,7 +171,7 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
                 name = base + (str(len(steps) + 1) if base in ns else "")
                 integrator = spec.integrators[part.integrator]
                 steps[key] = step_class(
-                    ns.claim(name, "step class"),
+                    ns.claim(name, "step class", source=f"the integrator '{part.integrator}'"),
                     integrator,
                     part.integrator_params,
                     part.inverse_reason,
@@ -220,7 +232,10 @@ def _constants(net: NetworkSpec, ns: Namespace) -> tuple[list[tuple[Code, Code, 
         if isinstance(value, str):
             omitted.append(pname)
             continue
-        out.append((ns.claim(name.upper(), "parameter constant"), literal(value), pname))
+        source = f"the network parameter '{name}'"
+        out.append(
+            (ns.claim(name.upper(), "parameter constant", source=source), literal(value), pname)
+        )
     return out, omitted
 
 
@@ -243,19 +258,25 @@ def _sequence(seq: SequenceSpec, indent: int, used: set[str]) -> Seq:
 
 def _stage_class(stage: StageSpec, step_cls: Code, ns: Namespace, used: set[str]) -> StageClass:
     base = class_name(ident(stage.name, "stage name", stage.origin))
-    name = ns.claim(base if base.startswith("Stage") else base + "Stage", "stage class")
+    source = f"the stage '{stage.name}'"
+    name = ns.claim(
+        base if base.startswith("Stage") else base + "Stage", "stage class", source=source
+    )
     residuals = []
     for r, seq in stage.residuals.items():
         if hasattr(OdeStage, r):
             raise refuse(
                 E_NAME,
                 f"residual name '{r}' ({where(stage.origin)}) is an attribute of OdeStage",
-                "rename the residual function in the integrator",
+                hint=f"rename {RESIDUAL_FUNCTION} in the spec, e.g. to '{r}_fn': attributes of "
+                "OdeStage (forward, kind, step_at, ...) cannot name a residual function",
             )
         body = _sequence(seq, 24, used)
         summary = comment(f"{body.shapes}, {seq.parameters:,} parameters per slot")
-        name_r = ident(r, "residual name", stage.origin)
-        residuals.append((quoted(r, "residual name"), name_r, summary, body))
+        name_r = ident(r, "residual name", stage.origin, rename=RESIDUAL_FUNCTION)
+        residuals.append(
+            (quoted(r, "residual name", rename=RESIDUAL_FUNCTION), name_r, summary, body)
+        )
     if stage.weights_k is None:
         schedule = Code(f"WeightSchedule({quoted(stage.weights, 'weights')})")
     else:

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
-from odedsl.export.safety import Code, Locals, comment, literal, quoted, refuse
+from odedsl.export.safety import (
+    BUG,
+    RESIDUAL_FUNCTION,
+    Code,
+    Locals,
+    comment,
+    literal,
+    quoted,
+    refuse,
+)
 from odedsl.integrators.emit import residual
 
 _ATOM, _UNARY, _POW = 9, 3, 4
@@ -62,7 +71,11 @@ def _wrap(e: _Expr, paren: bool) -> str:
 
 def _number(value: object) -> _Expr:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise refuse("E260", f"unexpected constant {type(value).__name__} in an integrator graph")
+        raise refuse(
+            "E260",
+            f"unexpected constant {type(value).__name__} in an integrator graph",
+            hint=f"{BUG}: integrator graphs hold only int and float constants",
+        )
     text = literal(value)
     return _Expr(text, _UNARY if text.startswith("-") else _ATOM)
 
@@ -149,7 +162,8 @@ class _Renderer:
     def render(self, node: fx.Node) -> _Expr:
         target, ops = node.target, [self.value(a) for a in self._operands(node)]
         if target is residual:
-            res, c = quoted(node.args[1], "residual"), self.value(node.args[3])
+            res = quoted(node.args[1], "residual name", rename=RESIDUAL_FUNCTION)
+            c = self.value(node.args[3])
             return _Expr(f"call({res}, {ops[0].text}, {c.text})", _ATOM)
         if target in _BINARY:
             sym, p = _BINARY[target]
@@ -167,7 +181,11 @@ class _Renderer:
         if target in _MATH:
             self.uses_math = True
             return _Expr(f"{_MATH[target]}({ops[0].text})", _ATOM)
-        raise refuse("E260", f"cannot export the operation {target!r} of an integrator")
+        raise refuse(
+            "E260",
+            f"cannot export the operation {target!r} of an integrator",
+            hint=f"{BUG}: every operation odedsl.integrators.emit writes must be rendered here",
+        )
 
 
 def render_graph(gm: fx.GraphModule, name: str, equations: Sequence[str] = ()) -> Function:
@@ -199,7 +217,11 @@ def render_graph(gm: fx.GraphModule, name: str, equations: Sequence[str] = ()) -
                 )
             continue
         if node.op != "call_function":
-            raise refuse("E260", f"cannot export fx node {node.format_node()}")
+            raise refuse(
+                "E260",
+                f"cannot export fx node {node.format_node()}",
+                hint=f"{BUG}: integrator graphs hold only placeholders, calls and the output",
+            )
         if node.target is not residual and len(node.users) == 1 and _UNNAMED.fullmatch(node.name):
             r.deferred.append(node)
         else:

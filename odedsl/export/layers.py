@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from odedsl.export.safety import Code, literal, quoted, refuse
+from odedsl.export.safety import BUG, Code, literal, quoted, refuse
 from odedsl.spec.model import LayerSpec
 
 
@@ -121,7 +121,11 @@ def _plain(ctor: str, *names: str) -> Callable[[LayerSpec], Call]:
 
 def _transpose(s: LayerSpec) -> Call:
     if s.ref is None:
-        raise refuse("E260", f"transpose layer {s.name!r} has no reference")
+        raise refuse(
+            "E260",
+            f"transpose layer {s.name!r} has no reference",
+            hint=f"{BUG}: validation gives every transpose layer the layer it transposes",
+        )
     channels = s.out_shape[0] if len(s.out_shape) == 3 else s.out_shape[-1]
     ref = quoted(s.ref, "layer name", s.origin)
     return Call("TransposeOf", (ref, channels), (("bias", s.args["bias"], False),))
@@ -158,5 +162,10 @@ CALLS: dict[str, Callable[[LayerSpec], Call]] = {
 def layer_call(spec: LayerSpec) -> Call:
     """The constructor call of one validated layer; unknown kinds are refused."""
     if spec.kind not in CALLS:
-        raise refuse("E260", f"layer kind {spec.kind!r} ({spec.origin}) has no exporter")
+        raise refuse(
+            "E260",
+            f"layer kind {spec.kind!r} ({spec.origin}) has no exporter",
+            hint=f"{BUG}: every layer kind the spec language accepts must have an entry in "
+            "odedsl.export.layers.CALLS",
+        )
     return CALLS[spec.kind](spec)

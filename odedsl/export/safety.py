@@ -30,6 +30,20 @@ _MAX_COMMENT = 160
 E_NAME = "E260"  # a spec name cannot be used in generated code
 E_OUTPUT = "E261"  # an output path is refused
 
+#: The hint of a refusal no spec, option or output folder can cause: an internal invariant of
+#: the exporter (or of the runtime it copies) broke. tests/spec/test_hints.py lists these sites.
+BUG = "this is an odedsl bug; please report it with the spec"
+#: Where a spec names a residual function, for hints that ask to rename one.
+RESIDUAL_FUNCTION = (
+    "the residual function (where the integrator calls it, `NAME(x, t)`, and, if the stage "
+    "names it, in `residual NAME = { ... }`)"
+)
+#: Names written into generated code: the rule :func:`ident` enforces, as hints state it.
+NAME_RULE = (
+    "names in generated code are ASCII letters, digits and _, not starting with a digit, "
+    "at most 64 characters"
+)
+
 
 class Code(str):
     """A fragment of Python source built only from vetted parts (see the module docstring)."""
@@ -37,28 +51,42 @@ class Code(str):
     __slots__ = ()
 
 
-def refuse(code: str, message: str, hint: str | None = None) -> DslError:
-    """The error the exporter raises for a name or path it will not write."""
+def refuse(code: str, message: str, *, hint: str) -> DslError:
+    """The error the exporter raises for a name or path it will not write; ``hint`` says what
+    to do (:data:`BUG` where no input can cause it)."""
     return DslError([Diagnostic(code, message, None, hint)])
 
 
-def ident(name: object, what: str, origin: str | None = None) -> Code:
-    """A spec identifier, checked against :data:`IDENTIFIER` and Python's keywords."""
+def ident(name: object, what: str, origin: str | None = None, *, rename: str | None = None) -> Code:
+    """A spec identifier, checked against :data:`IDENTIFIER` and Python's keywords.
+
+    ``rename``: what the hint asks to rename in the spec (default ``the <what>``), for names
+    written in more than one place or derived from a spec name (a class name from a stage's).
+    """
     at = f" ({where(origin)})" if origin else ""
+    target = rename or f"the {what}"
     if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise refuse(
             E_NAME,
             f"{what} {name!r}{at} is not an identifier the exporter accepts",
-            "names must match [A-Za-z_][A-Za-z0-9_]* and have at most 64 characters",
+            hint=f"{NAME_RULE}: rename {target} in the spec to such a name",
         )
     if keyword.iskeyword(name):
-        raise refuse(E_NAME, f"{what} '{name}'{at} is a Python keyword", "rename it in the spec")
+        example = f", e.g. to '{name}_'" if rename is None else ""
+        raise refuse(
+            E_NAME,
+            f"{what} '{name}'{at} is a Python keyword",
+            hint=f"rename {target} in the spec{example}: Python keywords cannot name things "
+            "in generated code",
+        )
     return Code(name)
 
 
-def quoted(name: object, what: str, origin: str | None = None) -> Code:
+def quoted(
+    name: object, what: str, origin: str | None = None, *, rename: str | None = None
+) -> Code:
     """A vetted identifier as a string literal (``"conv1"``)."""
-    return Code(f'"{ident(name, what, origin)}"')
+    return Code(f'"{ident(name, what, origin, rename=rename)}"')
 
 
 def literal(value: object) -> Code:
@@ -76,7 +104,11 @@ def literal(value: object) -> Code:
     if isinstance(value, tuple | list):
         items = [literal(v) for v in value]
         return Code(f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})")
-    raise refuse(E_NAME, f"a value of type {type(value).__name__} cannot be written as a literal")
+    raise refuse(
+        E_NAME,
+        f"a value of type {type(value).__name__} cannot be written as a literal",
+        hint=f"{BUG}: a validated spec holds only numbers and booleans where code is written",
+    )
 
 
 def comment(text: object, limit: int = _MAX_COMMENT) -> Code:
@@ -117,19 +149,33 @@ class Namespace:
     """Module-level names of one generated file: each claimed once, never a builtin."""
 
     def __init__(self, taken: Iterable[str] = ()) -> None:
-        self._owner: dict[str, str] = dict.fromkeys(taken, "the generated code")
+        #: name → (what it names, the spec name it derives from; None: the template's own)
+        self._owner: dict[str, tuple[str, str | None]] = dict.fromkeys(
+            taken, ("the generated code", None)
+        )
 
-    def claim(self, name: str, what: str) -> Code:
-        code = ident(name, what)
+    def claim(self, name: str, what: str, *, source: str) -> Code:
+        """Claim ``name``, derived from ``source`` (the spec name, as a hint names it:
+        ``"the stage 'body'"``), for ``what`` (``"stage class"``)."""
+        derived = f"{source} (the {what} is derived from it)"
+        code = ident(name, what, rename=derived)
         if name in BUILTINS:
-            raise refuse(E_NAME, f"{what} '{name}' would shadow the Python builtin", "rename it")
-        if name in self._owner:
             raise refuse(
                 E_NAME,
-                f"{what} '{name}' clashes with {self._owner[name]} in the generated module",
-                "rename it in the spec",
+                f"{what} '{name}' would shadow the Python builtin",
+                hint=f"rename {derived} in the spec: the generated module must not shadow a "
+                "Python builtin",
             )
-        self._owner[name] = what
+        if name in self._owner:
+            owner, other = self._owner[name]
+            also = f", or {other} (the {owner} is derived from it)," if other else ""
+            raise refuse(
+                E_NAME,
+                f"{what} '{name}' clashes with {owner} in the generated module",
+                hint=f"rename {derived}{also} in the spec: each module-level name of the "
+                "generated file must be distinct",
+            )
+        self._owner[name] = (what, source)
         return code
 
     def __contains__(self, name: object) -> bool:

@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from odedsl.export.graphcode import RESERVED, Function, render_graph
-from odedsl.export.safety import Code, Locals, ident, literal, paragraph, quoted, refuse
+from odedsl.export.safety import (
+    BUG,
+    RESIDUAL_FUNCTION,
+    Code,
+    Locals,
+    ident,
+    literal,
+    paragraph,
+    quoted,
+    refuse,
+)
 from odedsl.integrators import Integrator
 from odedsl.integrators.emit import InitState, Output
 from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, Step, SwapUpdate
@@ -52,7 +62,9 @@ def step_class(
     def split(eqs: list[str], start: bool) -> list[str]:
         return [e.removeprefix("start: ") for e in eqs if e.startswith("start: ") == start]
 
-    bound = ", ".join(f"{ident(k, 'parameter')} = {literal(v)}" for k, v in sorted(params.items()))
+    bound = ", ".join(
+        f"{ident(k, 'integrator parameter')} = {literal(v)}" for k, v in sorted(params.items())
+    )
     functions: list[Function] = []
     steps: list[Code] = []
     for prefix, graph, step, start in (
@@ -84,8 +96,8 @@ def step_class(
         steps.append(_step_expr(step, fwd, inv, incs))
     return StepClass(
         name=name,
-        integrator=quoted(integrator.name, "integrator"),
-        integrator_name=ident(integrator.name, "integrator"),
+        integrator=quoted(integrator.name, "integrator name"),
+        integrator_name=ident(integrator.name, "integrator name"),
         params=[(ident(k, "integrator parameter"), literal(v)) for k, v in sorted(params.items())],
         kind=_kind(program.kind),
         doc=paragraph(
@@ -94,7 +106,7 @@ def step_class(
         ),
         state_label=Code(", ".join(ident(n, "state variable") for n in program.state_names)),
         state_names=literal_names(program.state_names, "state variable"),
-        residuals=literal_names(program.residuals, "residual"),
+        residuals=literal_names(program.residuals, "residual name", RESIDUAL_FUNCTION),
         offsets=literal(tuple(float(c) for c in program.offsets)),
         init_lines=_init_lines(program.init_state, integrator.declared),
         output_line=_output_line(program.output),
@@ -104,14 +116,18 @@ def step_class(
     )
 
 
-def literal_names(names: Sequence[str], what: str) -> Code:
-    items = [quoted(n, what) for n in names]
+def literal_names(names: Sequence[str], what: str, rename: str | None = None) -> Code:
+    items = [quoted(n, what, rename=rename) for n in names]
     return Code(f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})")
 
 
 def _kind(kind: str) -> Code:
     if kind not in ("exact", "exact-unstable", "approximate", "none"):
-        raise refuse("E260", f"unknown inverse kind {kind!r}")
+        raise refuse(
+            "E260",
+            f"unknown inverse kind {kind!r}",
+            hint=f"{BUG}: an integrator's inverse is exact, exact-unstable, approximate or none",
+        )
     return Code(f'"{kind}"')
 
 
@@ -130,7 +146,11 @@ def _step_expr(step: Step, fwd: Function, inv: Function | None, incs: list[Funct
             target, factor = literal(u.target), literal(float(u.factor))
             ups.append(f"AffineUpdate({target}, {factor}, cls.{next(pending).name})")
         else:
-            raise refuse("E260", f"cannot export the update {u!r}")
+            raise refuse(
+                "E260",
+                f"cannot export the update {u!r}",
+                hint=f"{BUG}: a step's exact updates are AffineUpdate or SwapUpdate",
+            )
     pad = " " * 16
     lines = ["Step(", *(f"{pad}{a}," for a in args), f"{pad}("]
     lines += [f"{pad}    {u}," for u in ups]
@@ -141,7 +161,11 @@ def _step_expr(step: Step, fwd: Function, inv: Function | None, incs: list[Funct
 def _init_lines(init: object, declared: Sequence[str]) -> list[Code]:
     """``init_state(x)``: the state a stage starts from (mirrors ``emit.InitState``)."""
     if not isinstance(init, InitState):
-        raise refuse("E260", f"cannot export the state initialisation {init!r}")
+        raise refuse(
+            "E260",
+            f"cannot export the state initialisation {init!r}",
+            hint=f"{BUG}: an integrator program starts from an emit.InitState",
+        )
     if init.two_step:
         return [Code("return (torch.zeros_like(x), x)")]
     if init.split:
@@ -172,7 +196,11 @@ def _init_lines(init: object, declared: Sequence[str]) -> list[Code]:
 
 def _output_line(output: object) -> Code:
     if not isinstance(output, Output):
-        raise refuse("E260", f"cannot export the stage output {output!r}")
+        raise refuse(
+            "E260",
+            f"cannot export the stage output {output!r}",
+            hint=f"{BUG}: an integrator program ends with an emit.Output",
+        )
     if output.split:
         return Code("return torch.cat(state, dim=1)")
     return Code(f"return state[{literal(output.index)}]")

@@ -19,13 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import odedsl.runtime
-from odedsl.export.safety import Code, refuse
+from odedsl.export.safety import BUG, Code, refuse
 
 PACKAGE = "odedsl.runtime"
 RUNTIME_DIR = Path(odedsl.runtime.__file__).parent
 #: The modules a generated network uses directly; their dependencies come along.
 ROOTS = ("stage", "layers", "program", "weights", "modes")
 LINE_LENGTH = 100  # the project's ruff line length, which generated files keep to
+#: The hint of a runtime that cannot be merged: a change to odedsl.runtime broke the merge.
+MERGE_BUG = (
+    f"{BUG}: its runtime cannot be copied into one file; a build without --standalone "
+    "(standalone=False) does not copy it"
+)
 
 
 class Imports:
@@ -127,13 +132,19 @@ def _load(name: str) -> _Module:
                 if not node.module.startswith(PACKAGE + "."):
                     mod.imports.append(_Import(node.module, a.name, a.asname))
                 elif a.asname and a.asname != a.name:
-                    raise refuse("E260", f"runtime module {name}: aliased import of {a.name}")
+                    raise refuse(
+                        "E260",
+                        f"runtime module {name}: aliased import of {a.name}",
+                        hint=MERGE_BUG,
+                    )
                 else:
                     mod.deps.add(node.module.rsplit(".", 1)[1])
         elif isinstance(node, ast.Import):
             for a in node.names:
                 if a.name.startswith(PACKAGE):
-                    raise refuse("E260", f"runtime module {name}: `import {a.name}`")
+                    raise refuse(
+                        "E260", f"runtime module {name}: `import {a.name}`", hint=MERGE_BUG
+                    )
                 mod.imports.append(_Import(a.name, None, a.asname))
         elif isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
             mod.defines.add(node.name)
@@ -158,7 +169,9 @@ def _order(roots: tuple[str, ...]) -> list[_Module]:
         if name in done:
             return
         if name in path:
-            raise refuse("E260", f"runtime import cycle: {' -> '.join((*path, name))}")
+            raise refuse(
+                "E260", f"runtime import cycle: {' -> '.join((*path, name))}", hint=MERGE_BUG
+            )
         for dep in sorted(loaded[name].deps):
             visit(dep, (*path, name))
         done.add(name)
@@ -187,7 +200,9 @@ def vendor(roots: tuple[str, ...] = ROOTS) -> Vendored:
         for name in m.defines:
             if name in owner:
                 raise refuse(
-                    "E260", f"runtime modules {owner[name]} and {m.name} both define {name}"
+                    "E260",
+                    f"runtime modules {owner[name]} and {m.name} both define {name}",
+                    hint=MERGE_BUG,
                 )
             owner[name] = m.name
     imports = Imports()
