@@ -203,7 +203,7 @@ def _run(args: argparse.Namespace) -> int:
     table = Table(title=f"gradient error against store, float64 ({args.spec}, init {args.init})")
     for col in ("depth", "stage", "integrator", "backward", "inverse"):
         table.add_column(col)
-    for col in ("grad error", "reconstruction", "params"):
+    for col in ("grad error", "reconstruction", "anchors", "params"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -214,6 +214,7 @@ def _run(args: argparse.Namespace) -> int:
             r.inverse,
             _fmt(r.grad_error),
             _fmt(r.reconstruction_error),
+            "—" if r.anchors is None else str(r.anchors),
             f"{r.parameters:,}",
         )
     console = Console()

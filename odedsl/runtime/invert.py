@@ -16,7 +16,7 @@ state every ``anchor_every`` layers, the largest ``k`` with ``growth**k * eps <=
 (``growth`` = the product of ``1 / |factor|`` over a step's updates, ``eps`` the state dtype's
 machine epsilon), and backward restarts reconstruction from each anchor. Memory is then
 ``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
-Default tolerances: 1e-9 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
+Default tolerances: 1e-12 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
@@ -108,7 +108,7 @@ if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
     from odedsl.runtime.tables import StageTables
 
-ANCHOR_TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+ANCHOR_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 DEFAULT_ANCHOR_EVERY = 16
 #: Measured spacing aims this far below the anchor tolerance: the sketch estimates within a
 #: factor of about 2, and rounding does not grow exactly geometrically.

@@ -19,7 +19,10 @@ scale of 0) makes every residual vanish and every inverse trivially exact:
   seed 000's Prop. 5 and 6, where Heun's reverse scheme gains an order over Euler's).
 
 For invert stages the reconstruction error of the stage input is also reported: run the stage
-forward from its true input, then the derived inverse step layer by layer back to layer 0.
+forward from its true input, then the derived inverse step layer by layer back to layer 0 (no
+anchors: the raw inverse's drift). So is the number of anchors the invert backward kept in the
+checked run (planned from the integrator's factors, or measured: ``odedsl.runtime.invert``),
+each one state of memory.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class StageError:
     grad_norm: float
     parameters: int
     reconstruction_error: float | None = None
+    anchors: int | None = None  # states invert kept besides its output (None: not invert)
 
     def to_json(self) -> dict[str, Any]:
         return {k: _json_float(v) for k, v in asdict(self).items()}
@@ -234,6 +238,7 @@ def compare(
         err, norm = _relative([g_test[k] for k in keys], [g_ref[k] for k in keys])
         mode = str(stage.backward_mode)
         recon = reconstruction_error(stage, inputs[name], seed) if mode == "invert" else None
+        anchors = stage.anchor_plan(dtype, x.device).count if mode == "invert" else None
         rows.append(
             StageError(
                 stage=name,
@@ -245,6 +250,7 @@ def compare(
                 grad_norm=norm,
                 parameters=sum(g_ref[k].numel() for k in keys),
                 reconstruction_error=recon,
+                anchors=anchors,
             )
         )
     keys = list(g_ref)

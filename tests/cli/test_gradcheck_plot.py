@@ -25,6 +25,7 @@ KEYS = {
     "grad_norm",
     "parameters",
     "reconstruction_error",
+    "anchors",
 }
 
 

@@ -33,8 +33,8 @@ def _momentum(gamma: float, depth: int, scale: float, residual=None, **kwargs):
 def test_residuals_that_amplify_rounding_get_denser_anchors():
     """γ = 1/2 with large linear residuals grows rounding faster than the 2^n the factor
     predicts (x's error reaches v through f): the planned spacing leaves the float64 gradient
-    2e-7 off store's, the measured one exact to rounding."""
-    stage = _momentum(0.5, 64, 30.0)
+    8e-6 off store's, the measured one exact to rounding (1e-16)."""
+    stage = _momentum(0.5, 64, 100.0)
     x = torch.randn(16, 8, dtype=torch.float64)
     store = run(stage, x, "store")
     with warnings.catch_warnings():
@@ -42,8 +42,8 @@ def test_residuals_that_amplify_rounding_get_denser_anchors():
         measured = run(stage, x, Invert())
     with pytest.warns(InversionDriftWarning):  # the sketch sees the drift, and says so
         planned = run(stage, x, Invert(measure_anchors=False))
-    assert grad_error(measured, store) < 1e-10
-    assert grad_error(planned, store) > 1e-9  # the test's case does need the measurement
+    assert grad_error(measured, store) < 1e-12
+    assert grad_error(planned, store) > 1e-7  # the test's case does need the measurement
     plan = Invert().plan(stage.program, 64, torch.float64)
     got = measured.module.anchor_plan(torch.float64)
     assert got.every is not None and got.every < plan.every and got.count > plan.count

@@ -118,3 +118,16 @@ def test_dropout_is_replayed_in_both_models_and_in_the_reconstruction(tmp_path: 
     (tmp_path / "drop.ode").write_text(DROPOUT)
     body = _by_stage(gradient_errors(tmp_path / "drop.ode"))["body"]
     assert body.grad_error < 1e-12 and body.reconstruction_error < 1e-12
+
+
+def test_gradcheck_reports_the_anchors_invert_kept(specs: Path) -> None:
+    """The anchors column: what the checked run kept (planned or measured), so a user sees the
+    memory an exact gradient cost; none for store, none for a stable exact stage."""
+    rows = _by_stage(gradient_errors(specs / "momentum.ode", overrides={"depth": 256, "size": 8}))
+    body = rows["body"]
+    assert body.anchors is not None and body.anchors >= 2 and body.grad_error < 1e-11
+    assert rows["all"].anchors is None
+    stored = _by_stage(gradient_errors(specs / "revnet.ode", overrides=TINY, backward="store"))
+    assert stored["body"].anchors is None
+    stable = _by_stage(gradient_errors(specs / "revnet.ode", overrides={"depth": 3, "size": 8}))
+    assert stable["body"].anchors == 0
