@@ -2,21 +2,26 @@
 
 (a) For each code E100–E250 that a spec's text can trigger, representative bad specs and the
 hint each must carry (its content, not just that there is one). E260 and E261 are not here:
-the exporter reports them for names and output paths, never for a spec's text.
+the exporter reports them for names and output paths, never for a spec's text (their hints
+are checked in tests/export/test_safety.py).
 
 (b) A static check over ``odedsl/``: every ``.error(`` call with an ``"E2..."`` code literal
 passes a hint; in the front end (``odedsl/syntax``, ``odedsl/spec``, ``odedsl/integrators``)
 every located diagnostic does, whatever its code or how it is built, and a bare
 ``did_you_mean(...)`` hint only stands for a small fixed set of choices (it says nothing past
-12 names with none close). Outside it (the CLI, training, checkpoints, the compiler, limits),
-every diagnostic does too, built directly or through the helpers that make one
-(``CheckpointError``, ``bad_option``, ``bad_data``, training checkpoints' ``_error``); a helper
-whose ``hint`` defaults to None must be one of those, so that its calls are checked.
+12 names with none close). Outside it (the CLI, training, checkpoints, the compiler, limits,
+the exporter), every diagnostic does too, built directly or through the helpers that make one
+(``CheckpointError``, ``bad_option``, ``bad_data``, training checkpoints' ``_error``, the
+exporter's ``refuse``); a helper whose ``hint`` defaults to None must be one of those, so that
+its calls are checked. The exporter's refusals that no input can reach say they are a bug
+(``safety.BUG``), and exactly the sites listed in :data:`EXPORT_INTERNAL` do.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -553,12 +558,13 @@ def test_every_front_end_diagnostic_passes_a_useful_hint() -> None:
 
 
 #: Outside the front end: the parts of ``odedsl/`` whose diagnostics are checked.
-OUTSIDE = ("cli", "training", "checkpoints.py", "compiler", "limits.py")
+OUTSIDE = ("cli", "training", "checkpoints.py", "compiler", "limits.py", "export")
 
 #: Calls that make a diagnostic outside the front end → (hint position, code position or
 #: None, default code). ``Diagnostic(code, message, span, hint)``; ``CheckpointError(message,
 #: hint, *, code="E220")``; ``bad_option(message, hint, code="E205")``; ``bad_data(message,
-#: hint)`` (E110); ``_error(code, message, hint)`` of ``odedsl/training/checkpoint.py``.
+#: hint)`` (E110); ``_error(code, message, hint)`` of ``odedsl/training/checkpoint.py``;
+#: ``refuse(code, message, *, hint)`` of ``odedsl/export/safety.py``.
 OUTSIDE_CALLS: dict[str, tuple[int, int | None, str | None]] = {
     "Diagnostic": (3, 0, None),
     "error": (3, 0, None),
@@ -566,6 +572,7 @@ OUTSIDE_CALLS: dict[str, tuple[int, int | None, str | None]] = {
     "bad_option": (1, 2, "E205"),
     "bad_data": (1, None, "E110"),
     "_error": (2, 0, None),
+    "refuse": (2, 0, None),
 }
 
 #: (file under odedsl/, code): diagnostics outside the front end left without a hint, each
@@ -638,7 +645,7 @@ def test_every_diagnostic_outside_the_front_end_passes_a_hint() -> None:
                 used.add((rel, code))
                 continue
             missing.append(f"{rel}:{line} {name} {code}")
-    assert seen > 50, seen  # the scan finds the sites (63 when written)
+    assert seen > 80, seen  # the scan finds the sites (63, then 89 with the exporter's)
     assert not missing, "diagnostics without a hint:\n" + "\n".join(missing)
     assert used == set(ALLOWED_OUTSIDE), "stale allow-list entries"
 
@@ -667,11 +674,14 @@ def test_the_outside_scan_sees_missing_hints(tmp_path: Path) -> None:
         "raise _error('E110', 'm')\n"
         "DslError([Diagnostic('E205', 'm', None)])\n"
         "DslError([Diagnostic('E205', 'm', None, hint)])\n"
+        "raise refuse(E_NAME, 'm')\n"
+        "raise refuse('E261', 'm', hint='h')\n"
         "def helper(message, hint=None): pass\n"
         "class Boom(Exception):\n"
         "    def __init__(self, message, *, hint=None): pass\n"
     )
-    found = [(name, code, hint is None) for _, name, code, hint in _outside_sites(sample)]
+    sites = sorted(_outside_sites(sample), key=lambda site: site[0])  # ast.walk: breadth first
+    found = [(name, code, hint is None) for _, name, code, hint in sites]
     assert found == [
         ("CheckpointError", "E110", True),
         ("CheckpointError", "E220", False),
@@ -681,6 +691,8 @@ def test_the_outside_scan_sees_missing_hints(tmp_path: Path) -> None:
         ("_error", "E110", True),
         ("Diagnostic", "E205", True),
         ("Diagnostic", "E205", False),
+        ("refuse", "?", True),
+        ("refuse", "E261", False),
     ]
     assert [n for _, n in _hint_parameters_defaulting_to_none(sample)] == ["helper", "Boom"]
 
@@ -722,3 +734,87 @@ def test_e231_of_a_backward_override_names_both_modes_without_an_inverse() -> No
     (d,) = err.value.diagnostics
     assert d.code == "E231", d.render()
     assert "backward='store'" in (d.hint or "") and "backward='checkpoint(k)'" in (d.hint or "")
+
+
+# -- the exporter: refusals no spec, option or output folder can reach say they are a bug
+
+#: (file under odedsl/, innermost function) → (how many of its refusals, why no input reaches
+#: them): the exporter's refusals of broken internal invariants, whose hint is ``safety.BUG`` (or
+#: ``vendor.MERGE_BUG``, which starts with it). Every other refusal has a hint of its own.
+EXPORT_INTERNAL: dict[tuple[str, str], tuple[int, str]] = {
+    ("export/safety.py", "literal"): (1, "callers pass a validated spec's numbers and booleans"),
+    ("export/layers.py", "_transpose"): (1, "validation gives each transpose layer its reference"),
+    ("export/layers.py", "layer_call"): (1, "CALLS covers every layer kind (test_compile_export)"),
+    ("export/steps.py", "_kind"): (1, "inverse kinds are the runtime's four"),
+    ("export/steps.py", "_step_expr"): (1, "exact updates are AffineUpdate or SwapUpdate"),
+    ("export/steps.py", "_init_lines"): (1, "integrator programs start from an InitState"),
+    ("export/steps.py", "_output_line"): (1, "integrator programs end with an Output"),
+    ("export/graphcode.py", "_number"): (1, "integrator graphs hold int and float constants"),
+    ("export/graphcode.py", "render"): (1, "graphcode renders every operation emit writes"),
+    ("export/graphcode.py", "render_graph"): (1, "graphs hold placeholders, calls and an output"),
+    ("export/vendor.py", "_load"): (2, "the runtime's own imports, not a spec's"),
+    ("export/vendor.py", "visit"): (1, "the runtime's own import graph"),
+    ("export/vendor.py", "vendor"): (1, "the runtime's own top-level names"),
+    ("export/writer.py", "target_path"): (1, "file names are vetted network names plus .py"),
+}
+
+
+def _refusals(path: Path):
+    """(innermost enclosing function, hint node) of each ``refuse(...)`` call in ``path``."""
+
+    def walk(node: ast.AST, fn: str):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef):
+                yield from walk(child, child.name)
+                continue
+            if isinstance(child, ast.Call) and getattr(child.func, "id", None) == "refuse":
+                hints = [k.value for k in child.keywords if k.arg == "hint"]
+                yield fn, (hints[0] if hints else None)
+            yield from walk(child, fn)
+
+    yield from walk(ast.parse(path.read_text(), str(path)), "<module>")
+
+
+def _says_bug(hint: ast.expr | None) -> bool:
+    names = {n.id for n in ast.walk(hint) if isinstance(n, ast.Name)} if hint else set()
+    return bool(names & {"BUG", "MERGE_BUG"})
+
+
+def test_export_refusals_of_internal_invariants_say_it_is_a_bug() -> None:
+    from odedsl.export.safety import BUG
+
+    vendor = importlib.import_module("odedsl.export.vendor")  # not the function `vendor`
+    assert vendor.MERGE_BUG.startswith(BUG) and "odedsl bug" in BUG and "report" in BUG
+    bugs: dict[tuple[str, str], int] = {}
+    total = 0
+    for path in sorted((ROOT / "export").glob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for fn, hint in _refusals(path):
+            total += 1
+            assert hint is not None, f"{rel} {fn}: refuse without a hint"
+            if _says_bug(hint):
+                bugs[(rel, fn)] = bugs.get((rel, fn), 0) + 1
+    assert bugs == {site: n for site, (n, _) in EXPORT_INTERNAL.items()}
+    assert total >= 25, total  # the scan sees the refusals (26 when written)
+
+
+def test_the_export_scan_sees_internal_refusals(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "def outer():\n"
+        "    def inner():\n"
+        "        raise refuse('E260', 'm', hint=f'{BUG}: why')\n"
+        "    raise refuse('E260', 'm', hint='rename it')\n"
+        "    raise refuse('E260', 'm')\n"
+        "raise refuse('E260', 'm', hint=MERGE_BUG)\n"
+    )
+    found = [(fn, hint is not None and _says_bug(hint)) for fn, hint in _refusals(sample)]
+    assert found == [("inner", True), ("outer", False), ("outer", False), ("<module>", True)]
+
+
+def test_refuse_requires_a_keyword_hint() -> None:
+    from odedsl.export.safety import refuse
+
+    hint = inspect.signature(refuse).parameters["hint"]
+    assert hint.kind is inspect.Parameter.KEYWORD_ONLY
+    assert hint.default is inspect.Parameter.empty
