@@ -43,7 +43,11 @@ def target_path(out_dir: Path, name: str, force: bool) -> Path:
             hint=f"{BUG}: generated file names are vetted network names with .py",
         )
     path = out_dir / name
-    if path.resolve().parent != out_dir.resolve():
+    try:
+        resolved = path.resolve()
+    except RuntimeError:  # a link loop (Python 3.11, 3.12): refused below as a link
+        resolved = out_dir.resolve() / name
+    if resolved.parent != out_dir.resolve():
         raise refuse(
             E_OUTPUT,
             f"refusing to write {path}: it resolves outside {out_dir}",
