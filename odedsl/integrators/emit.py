@@ -11,6 +11,7 @@ variables are ``x_1``, ``x_2``...
 
 from __future__ import annotations
 
+import keyword
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -40,18 +41,33 @@ def residual(call: ResidualCall, name: str, x: Tensor, c: float) -> Tensor:
     return call(name, x, c)
 
 
+def _py_name(name: str) -> str:
+    """A DSL name as an fx node name: fx writes names into Python source verbatim, so a state
+    variable or temporary called ``lambda`` (a DSL identifier, a Python keyword) made the
+    generated ``forward`` a SyntaxError; ``self`` would shadow the module argument."""
+    return f"{name}_" if keyword.iskeyword(name) or name == "self" else name
+
+
 class _Graph:
     """One graph under construction: placeholders, the CSE memo and node naming."""
 
     def __init__(self, state: Sequence[str]):
         self.graph = fx.Graph()
-        self.slots: list[fx.Node] = [self.graph.placeholder(n) for n in state]
+        taken = {"h", "t", "call"}  # a placeholder's name is its argument name: no repeats
+        self.slots: list[fx.Node] = []
+        for n in state:
+            name = _py_name(n)
+            while name in taken:
+                name += "_"
+            taken.add(name)
+            self.slots.append(self.graph.placeholder(name))
         self.h = self.graph.placeholder("h")
         self.t = self.graph.placeholder("t")
         self.call = self.graph.placeholder("call")
         self.memo: dict[ir.Expr, Value] = {ir.H: self.h, ir.T: self.t}
 
     def node(self, target: Callable[..., object], args: tuple, name: str | None = None) -> fx.Node:
+        name = _py_name(name) if name is not None else None
         return self.graph.create_node("call_function", target, args, name=name)
 
     def value(self, e: ir.Expr, name: str | None = None) -> Value:
