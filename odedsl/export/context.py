@@ -32,6 +32,7 @@ from odedsl.export.safety import (
 from odedsl.export.steps import StepClass, step_class
 from odedsl.export.vendor import Imports, Vendored
 from odedsl.runtime import OdeStage
+from odedsl.runtime import layers as runtime_layers
 from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
@@ -145,7 +146,7 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
     """The model template's data; ``vendored``: the runtime to embed (``--standalone``)."""
     net = spec.network
     taken = set(FIXED) | (
-        set(vendored.defines) | set(vendored.imports.bound()) if vendored else set()
+        set(vendored.defines) | set(vendored.imports.bound()) if vendored else importable()
     )
     ns = Namespace(taken)
     cls = ns.claim(class_name(net.name), "network class", source=f"the network '{net.name}'")
@@ -308,6 +309,18 @@ def _stage_class(stage: StageSpec, step_cls: Code, ns: Namespace, used: set[str]
         backward=Code(f'"{mode}"'),
         stochastic=literal(any(s.stochastic for s in stage.residuals.values())),
     )
+
+
+def importable() -> set[str]:
+    """Every name the import block of a file without ``--standalone`` may bind: a network,
+    step or stage class of that name would be shadowed by it, or shadow it (a network called
+    ``sequence`` made a class ``Sequence`` that built itself until RecursionError)."""
+    own = {
+        n
+        for n, v in vars(runtime_layers).items()
+        if getattr(v, "__module__", None) == runtime_layers.__name__
+    }
+    return set(runtime.__all__) | own | {"IntegratorProgram", "Step", "AffineUpdate", "SwapUpdate"}
 
 
 def _imports(ctx: ModelContext, vendored: Vendored | None) -> Code:

@@ -151,6 +151,22 @@ def test_module_names_that_would_shadow_are_refused(
     assert "would shadow" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("standalone", [False, True])
+@pytest.mark.parametrize("network", ["sequence", "step_", "ode_stage", "invert"])
+def test_network_names_that_clash_with_runtime_imports_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], network: str, standalone: bool
+) -> None:
+    """Without --standalone the runtime's names are imported, not defined: a network called
+    ``sequence`` (class ``Sequence``) built a file whose ``build()`` recursed until
+    RecursionError, ``step_`` (``Step``) one that raised TypeError (red-team, 2026-12-02)."""
+    spec = tmp_path / "clash.ode"
+    spec.write_text(f"network {network}(p: int = 1) {{ input vector[4] {STAGE} }}")
+    argv = ["build", str(spec), "-o", str(tmp_path / "out")]
+    assert main(argv + (["--standalone"] if standalone else [])) == 2
+    err = capsys.readouterr().err
+    assert "E260" in err and f"rename the network '{network}'" in err and "Traceback" not in err
+
+
 def test_parameter_constant_clash_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
