@@ -4,7 +4,12 @@ Imports only torch and the standard library, so generated standalone code can ca
 """
 
 from odedsl.runtime.compiled import StepCompiler
-from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
+from odedsl.runtime.errors import (
+    AnchorWarning,
+    InversionDriftError,
+    InversionDriftWarning,
+    NumericalFault,
+)
 from odedsl.runtime.invert import AnchorPlan, Invert
 from odedsl.runtime.memory import activation_bytes, cuda_activation_bytes
 from odedsl.runtime.modes import BackwardMode, Checkpoint, Store, parse_backward
@@ -24,6 +29,7 @@ from odedsl.runtime.weights import WeightSchedule, expand_state_dict
 __all__ = [
     "AffineUpdate",
     "AnchorPlan",
+    "AnchorWarning",
     "BackwardMode",
     "Checkpoint",
     "IntegratorProgram",

@@ -39,3 +39,12 @@ class InversionDriftWarning(UserWarning):
         super().__init__(message)
         self.stage = stage
         self.relative_error = relative_error
+
+
+class AnchorWarning(UserWarning):
+    """Invert mode's measured anchors cost as much memory as ``store`` (an anchor at every
+    layer): the inverse grows rounding too fast for anything sparser."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -82,10 +83,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from odedsl.runtime.calls import LayerCall, ResidualMemo, RunContext, SlotKey, keep_dtypes
-from odedsl.runtime.errors import NumericalFault
+from odedsl.runtime.errors import AnchorWarning, InversionDriftWarning, NumericalFault
 from odedsl.runtime.guard import (
     NON_FINITE_HINTS,
     FiniteProbe,
@@ -113,6 +113,9 @@ DEFAULT_ANCHOR_EVERY = 16
 #: Measured spacing aims this far below the anchor tolerance: the sketch estimates within a
 #: factor of about 2, and rounding does not grow exactly geometrically.
 MEASURE_MARGIN = 8.0
+#: ... but never below this many units of rounding of the state's dtype (bfloat16's unit
+#: roundoff is above 1e-2 / 8: one layer's rounding crossed the target, every layer anchored).
+MEASURE_FLOOR_EPS = 8.0
 #: A backward whose drift passes this fraction of the tolerance makes the next call measure.
 RECHECK_FRACTION = 0.5
 
@@ -191,8 +194,11 @@ class Invert:
         measure = (
             self._measures(stage)
             and not torch.compiler.is_compiling()  # torch.export traces: nothing to sync
-            and (key not in _measured(stage) or stage.__dict__.get(_RECHECK, False))
+            and (key not in _measured(stage) or key in _rechecks(stage))
         )
+        group = _collective_group(stage) if self._measures(stage) else None
+        if group is not None and not torch.compiler.is_compiling():  # every rank, or none
+            measure = _agree_max([float(measure)], group, device)[0] > 0
         cfg = _Config(
             stage=stage,
             tables=tables,
@@ -202,9 +208,10 @@ class Invert:
             tracker=tracker,
             check_tol=(tol := inverse_tolerance(stage.check_inverse)),
             sketch=tol is None and stage.kind in EXACT_KINDS and sketch_enabled(stage),
+            key=key,
             measure=key if measure else None,
             measure_drift=self._measures(stage),
-            group=_collective_group(stage) if self._measures(stage) else None,
+            group=group,
             anchor_tol=self.tolerance(dtype),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
@@ -218,11 +225,34 @@ class Invert:
 _Key = tuple[int, torch.dtype, str, float]
 _MEASURED = "_anchor_measured"  # stage.__dict__ entries: not parameters, not in state_dict
 _RECHECK = "_anchor_recheck"
+_WARNED_DENSE = "_anchor_dense_warned"
+_WARNED_RECOMPUTE = "_anchor_recompute_warned"
 
 
 def _measured(stage: OdeStage) -> dict[_Key, int | None]:
     """Measured spacings by (depth, dtype, device type, tolerance); ``None``: plan suffices."""
     return stage.__dict__.setdefault(_MEASURED, {})
+
+
+def _rechecks(stage: OdeStage) -> set[_Key]:
+    """Keys whose last backward saw the drift grow: their next call measures again (per key:
+    one flag for the stage let a depth the stage alternates with clear another's)."""
+    return stage.__dict__.setdefault(_RECHECK, set())
+
+
+class _Targets(NamedTuple):
+    """Drift levels for one tolerance and dtype: what a measured spacing aims for, above what
+    a backward makes the next call re-measure, and above what it recomputes a segment (the
+    tolerance itself, unless the dtype's rounding floor lifts all three)."""
+
+    aim: float
+    recheck: float
+    recompute: float
+
+
+def _targets(tol: float, dtype: torch.dtype) -> _Targets:
+    aim = max(tol / MEASURE_MARGIN, MEASURE_FLOOR_EPS * torch.finfo(dtype).eps)
+    return _Targets(aim, aim * MEASURE_MARGIN * RECHECK_FRACTION, aim * MEASURE_MARGIN)
 
 
 def forget_measurements(stage: OdeStage, *_: object) -> None:
@@ -261,6 +291,7 @@ class _Config:
     tracker: FiniteTracker | None
     check_tol: float | None
     sketch: bool = False  # estimate the input's drift from a sketch (exact kinds, no full check)
+    key: _Key | None = None  # this call's entry in the stage's measurements
     measure_drift: bool = False  # watch restart drift, to re-measure anchors when it grows
     measure: _Key | None = None  # measure the anchor spacing in this forward, stored under key
     anchor_tol: float = 1e-3
@@ -296,9 +327,15 @@ class _InvertFunction(torch.autograd.Function):
         return tuple(state)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         cfg: _Config = ctx.cfg
+        if torch.is_grad_enabled():  # create_graph=True: a derivative of these grads is wanted
+            raise RuntimeError(
+                f"stage {cfg.stage.name!r}: invert mode's backward is not differentiable "
+                "(create_graph=True: a double backward, a gradient penalty); its gradients "
+                "would silently count as constants there. Use backward store or checkpoint(k) "
+                "for this stage."
+            )
         param_grads, input_grads = _walk_back(cfg, ctx.saved_tensors, grads)
         n_params = len(ctx.needs_input_grad) - 1 - cfg.n_state
         params_out = [
@@ -312,14 +349,26 @@ class _InvertFunction(torch.autograd.Function):
 def _walk_back(
     cfg: _Config, saved: tuple[Tensor, ...], grads: tuple[Tensor, ...]
 ) -> tuple[list[Tensor | None], list[Tensor]]:
+    """Reconstruct and differentiate layer by layer, from the output down to the input.
+
+    Exact kinds compare the reconstruction with each anchor they meet (the anchors are the
+    forward's own states). A drift above the tolerance there means the plan no longer fits
+    the weights (they grew since the anchors were measured, or changed since the forward):
+    the segment above the anchor is then recomputed from the anchor like ``checkpoint``
+    (exact), once warned, and the next call measures again. Only the segment below the first
+    anchor (or a stage without anchors) relies on the input sketch, which warns."""
     stage, k = cfg.stage, cfg.n_state
     state: State = tuple(s.detach() for s in saved[:k])
     anchors = _anchors(cfg, saved)
     g = [gr.to(s.dtype) for gr, s in zip(grads, state, strict=True)]
     assert cfg.autocast is not None
     walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
+    exact = stage.kind in EXACT_KINDS
+    probes: list[FiniteProbe] = []
     probe = FiniteProbe()
-    restart_drift: list[Tensor] = []  # exact drift where an anchor replaces the reconstruction
+    restart_drift: list[float] = []  # exact drift where an anchor replaces the reconstruction
+    targets = _targets(cfg.anchor_tol, state[0].dtype)
+    top, top_g, top_acc = stage.depth, list(g), list(walk.acc)  # the segment's exact end
     with BufferGuard() as guard:
         walk.guard = guard
         for n in reversed(range(stage.depth)):
@@ -329,17 +378,29 @@ def _walk_back(
             else:
                 probe.add(state)  # an arbitrary inverse may mask a non-finite input
                 state, g = walk.undo_recompute(n, step, state, g)
-            if n in anchors:
-                probe.add(state)
-                if cfg.measure_drift:
-                    restart_drift.append(_anchor_drift(state, anchors[n]))
-                state = anchors[n]
+            if n not in anchors:
+                continue
+            anchor = anchors[n]
+            probe.add(state)
+            if exact:
+                drift = float(_anchor_drift(state, anchor))  # one sync per anchor
+                restart_drift.append(drift)
+                if not drift <= targets.recompute:
+                    probe = FiniteProbe()  # what the drifted walk saw no longer counts
+                    walk.acc = list(top_acc)
+                    g = walk.recompute_segment(n, top, anchor, top_g, probe)
+                    _warn_recomputed(stage, drift, n, top, targets.recompute)
+            probes.append(probe)
+            probe = FiniteProbe()
+            state = anchor
+            top, top_g, top_acc = n, list(g), list(walk.acc)
     probe.add(state)
-    if not probe.finite():
+    probes.append(probe)
+    if not all(p.finite() for p in probes):
         _locate_non_finite(cfg, saved)
     rest = saved[k + cfg.plan.count * k :]  # the true input or its sketch, if kept
-    recheck = cfg.anchor_tol * RECHECK_FRACTION
-    drifted = bool(restart_drift) and float(torch.stack(restart_drift).max()) > recheck
+    recheck = targets.recheck
+    drifted = max(restart_drift, default=0.0) > recheck
     if cfg.check_tol is not None:
         error = relative_error(state, rest)
         drifted = drifted or not error <= recheck
@@ -350,9 +411,32 @@ def _walk_back(
         warn_if_drifted(stage, drift, state[0].dtype)
     if cfg.group is not None:
         drifted = _agree_max([float(drifted)], cfg.group, state[0].device)[0] > 0
-    if drifted and cfg.measure_drift:
-        stage.__dict__[_RECHECK] = True
+    if drifted and cfg.measure_drift and cfg.key is not None:
+        if _measured(stage).get(cfg.key) != 1:  # an anchor at every layer: nothing denser
+            _rechecks(stage).add(cfg.key)
     return walk.acc, g
+
+
+def _warn_recomputed(stage: OdeStage, drift: float, low: int, high: int, tol: float) -> None:
+    """Once per stage, unless drift reports are off (``check_inverse=False``,
+    ``ODEDSL_CHECK_INVERSE=0``; the segment is recomputed all the same)."""
+    if stage.__dict__.get(_WARNED_RECOMPUTE) or not sketch_enabled(stage):
+        return
+    stage.__dict__[_WARNED_RECOMPUTE] = True
+    warnings.warn(
+        InversionDriftWarning(
+            f"stage {stage.name!r}: the reconstruction drifted by {drift:.3g} (tolerance "
+            f"{tol:.3g}) by the time it reached the anchor at layer {low}, so invert recomputed "
+            f"layers {low} to {high - 1} from that anchor instead (exact, as checkpoint), and "
+            "measures its anchors again on the next call. Weights that grew since the anchors "
+            "were measured do this once; if it repeats, the weights or the random streams "
+            "change between forward and backward, and no mode's gradients are then right. "
+            "Further warnings of this kind for this stage are suppressed.",
+            stage=stage.name,
+            relative_error=drift,
+        ),
+        stacklevel=4,
+    )
 
 
 def _anchor_drift(state: State, anchor: State) -> Tensor:
@@ -370,7 +454,7 @@ def _measure(
     to save: ``anchors`` when the plan suffices, else a replayed forward's denser ones."""
     stage, depth, key = cfg.stage, cfg.stage.depth, cfg.measure
     assert key is not None and cfg.autocast is not None
-    stage.__dict__[_RECHECK] = False
+    _rechecks(stage).discard(key)
     finite = all(bool(torch.isfinite(s).all()) for s in output)
     if cfg.group is not None:
         finite = _agree_max([float(not finite)], cfg.group, output[0].device)[0] == 0
@@ -387,7 +471,7 @@ def _measure(
             distances.append(restart - n)
             if n in kept:
                 state, restart = kept[n], n
-    target = cfg.anchor_tol / MEASURE_MARGIN
+    target = _targets(cfg.anchor_tol, output[0].dtype).aim
     values = torch.stack(drifts).tolist()  # one sync
     crossed = [d for d, v in zip(distances, values, strict=True) if not v <= target]
     found = max(1, min(crossed) - 1) if crossed else None
@@ -397,11 +481,36 @@ def _measure(
     known = _measured(stage).get(key)
     every = found if known is None else known if found is None else min(found, known)
     _measured(stage)[key] = every
+    if every == 1 and depth > 1 and crossed:
+        first = min(crossed)
+        worst = max(v for d, v in zip(distances, values, strict=True) if d == first)
+        _warn_dense(stage, worst, first, target, output[0].dtype)
     plan = _denser(cfg.plan, every, depth)
     if plan == cfg.plan:
         return anchors
     cfg.plan = plan
     return _replay_anchors(cfg, inputs, plan)
+
+
+def _warn_dense(
+    stage: OdeStage, drift: float, layers: int, target: float, dtype: torch.dtype
+) -> None:
+    """Once per stage: measured anchors at every layer cost store's memory (and more time)."""
+    if stage.__dict__.get(_WARNED_DENSE):
+        return
+    stage.__dict__[_WARNED_DENSE] = True
+    warnings.warn(
+        AnchorWarning(
+            f"stage {stage.name!r}: its inverse grows rounding so fast (a drift of {drift:.3g} "
+            f"after {layers} layer{'s' if layers > 1 else ''} in "
+            f"{str(dtype).removeprefix('torch.')}; the anchors aim at {target:.3g}) "
+            "that invert now keeps the state of every layer: the memory of store, and more "
+            "time. Use backward store for this stage, or a looser Invert(anchor_tol=...) if "
+            "that drift is acceptable.",
+            stage=stage.name,
+        ),
+        stacklevel=6,
+    )
 
 
 def _collective_group(stage: OdeStage) -> Any:
@@ -612,6 +721,35 @@ class _Walk:
             gr if gr is not None else torch.zeros_like(p) for gr, p in zip(got, prev, strict=True)
         ]
         return prev, new_g
+
+    def recompute_segment(
+        self, low: int, high: int, anchor: State, g_high: list[Tensor], probe: FiniteProbe
+    ) -> list[Tensor]:
+        """Layers ``low .. high - 1`` forward from the exact ``anchor`` with grad, then their
+        VJP with ``g_high`` (parameter grads accumulated): ``checkpoint`` for one segment,
+        when reconstructing it drifted. Returns the gradient at the anchor."""
+        self.memo = ResidualMemo()  # values of the drifted walk must not be reused
+        leaves = [s.detach().requires_grad_() for s in anchor]
+        cur: State = tuple(leaves)
+        with torch.enable_grad(), self._amp():
+            for n in range(low, high):
+                cur = self.stage.run_layer(n, cur, self.ctx, self.guard, self.tables)
+        probe.add(cur)
+        idx = [i for i, p in enumerate(self.params) if p.requires_grad]
+        pairs = [(o, go.to(o.dtype)) for o, go in zip(cur, g_high, strict=True) if o.requires_grad]
+        got = torch.autograd.grad(
+            [o for o, _ in pairs],
+            [*leaves, *(self.params[i] for i in idx)],
+            [go for _, go in pairs],
+            allow_unused=True,
+        )
+        for i, gr in zip(idx, got[len(leaves) :], strict=True):
+            if gr is not None:
+                self.acc[i] = gr if self.acc[i] is None else self.acc[i] + gr
+        return [
+            gr if gr is not None else torch.zeros_like(s)
+            for gr, s in zip(got[: len(leaves)], anchor, strict=True)
+        ]
 
     def reconstruct(self, n: int, step: Step, state: State) -> State:
         """Layer ``n``'s input from its output, no VJP (the non-finite locator's walk)."""

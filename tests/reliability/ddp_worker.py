@@ -39,7 +39,9 @@ def run_case(name: str, rank: int, world: int) -> dict[str, object]:
     grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
     opt.zero_grad()
-    for _ in range(STEPS):
+    for step in range(STEPS):
+        if name == "measured" and step == 1 and rank == 0:  # only rank 0 forgets what it
+            model.load_state_dict(model.state_dict())  # measured: both must measure again
         opt.zero_grad()
         loss_fn(ddp(x[mine]), y[mine]).backward()
         opt.step()

@@ -98,7 +98,8 @@ def test_ranks_agree_on_measured_anchors(ddp_results: dict[str, Any]) -> None:
     """Rank 0 measures a drift that needs anchors (its margin made infinite), rank 1 none (its
     target made huge), as different data could; agreed over the process group, both keep the
     denser plan and replay their forward, SyncBatchNorm's all-reduces included (without the
-    agreement gloo aborts on mismatched collectives)."""
+    agreement gloo aborts on mismatched collectives). At the second step only rank 0 loads
+    its state dict, which makes it measure again: the decision to measure is agreed too."""
     plans = ddp_results["measured"]["plans"]
     assert plans[0] == plans[1] and plans[0][0][1] > 0, plans
     for name in ("tiny", "syncbn"):  # the others measured too, and agree

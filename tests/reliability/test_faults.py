@@ -201,14 +201,16 @@ def test_without_the_exact_check_a_sketch_warns_once_with_the_drift(
     (w,) = [c.message for c in caught if isinstance(c.message, InversionDriftWarning)]
     assert w.stage == "body" and exact / 4 < w.relative_error < exact * 4
     assert "estimated relative error" in str(w) and "checkpoint(k)" in str(w)
-    with warnings.catch_warnings():  # once per stage
-        warnings.simplefilter("error")
+    with warnings.catch_warnings():  # once per stage (AnchorWarning: see below)
+        warnings.simplefilter("error", InversionDriftWarning)
         model(X.clone().requires_grad_()).sum().backward()
     monkeypatch.setenv("ODEDSL_CHECK_INVERSE", "0")
     quiet = compile_net("additive_coupling")
     _jitter(quiet, 2, 1e-3)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        # the drift warning only: measuring anchors still sees the unreplayed noise as
+        # rounding and says (AnchorWarning) that it anchors every layer
+        warnings.simplefilter("error", InversionDriftWarning)
         quiet(X.clone().requires_grad_()).sum().backward()
 
 

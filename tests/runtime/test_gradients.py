@@ -159,3 +159,24 @@ def test_anchor_growth_counts_only_dividing_updates():
     mixed = (first, AffineUpdate(second.target, 4.0, second.increment))
     prog = replace(prog, step=replace(prog.step, updates=mixed))
     assert Invert().plan(prog, 1000, torch.float64).every == 12  # 2^12 ε ≤ 1e-12 < 2^13 ε
+
+
+def test_double_backward_is_refused_by_invert_and_exact_in_the_other_modes():
+    """A gradient penalty differentiates the gradients: store and checkpoint(k) do it alike;
+    invert's backward is not differentiable and says so when asked (create_graph=True),
+    where it had returned gradients that a second backward treated as constants."""
+    results = {}
+    for mode in ("store", ("checkpoint", 2), "invert"):
+        torch.manual_seed(2)
+        stage = make_stage("hamiltonian", 6, backward=mode)
+        x = torch.randn(4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        x.requires_grad_()
+        if mode == "invert":
+            with pytest.raises(RuntimeError, match=r"not differentiable.*store or checkpoint"):
+                torch.autograd.grad(stage(x).square().sum(), x, create_graph=True)
+            continue
+        (g,) = torch.autograd.grad(stage(x).square().sum(), x, create_graph=True)
+        g.square().sum().backward()
+        results[str(mode)] = x.grad
+    store, ckpt = results.values()
+    torch.testing.assert_close(ckpt, store, rtol=1e-12, atol=1e-12)

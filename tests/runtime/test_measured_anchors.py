@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from odedsl.runtime import InversionDriftWarning, Invert
+from odedsl.runtime import AnchorWarning, InversionDriftWarning, Invert, WeightSchedule
 from odedsl.runtime import invert as invert_module
 
 from .programs import MLP, PROGRAMS
@@ -189,3 +189,103 @@ def test_loading_weights_forgets_the_measurement(monkeypatch):
         warnings.simplefilter("error")
         got = run(stage, x, None)
     assert len(calls) == 2 and grad_error(got, store) < 1e-10
+
+
+def _count_measures(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = invert_module._measure
+    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_a_sudden_weight_change_is_recomputed_not_returned_wrong(monkeypatch):
+    """Weights that jump after the anchors were measured (an optimizer step, an in-place
+    edit): the segments whose reconstruction drifts past the tolerance at their anchor are
+    recomputed from it, so the gradient is still store's; it is said once, and the next call
+    measures again. Red-team (2026-12-02): float64 gradients were 2e3 (×300) to 3e10 (×1000)
+    off, silently, because only the input sketch could warn and the segment below the first
+    anchor reconstructed fine."""
+    calls = _count_measures(monkeypatch)
+    stage = _momentum(3.0, 32, 1.0)
+    stage.backward_mode = Invert()
+    x = torch.randn(16, 8, dtype=torch.float64)
+    run(stage, x, None, copy_module=False)  # measures
+    assert stage.anchor_plan(torch.float64).count >= 2
+    with torch.no_grad():
+        for name, p in stage.named_parameters():
+            if 8 <= int(name.split(".")[1]) < 16:
+                p.mul_(300.0)
+    store = run(stage, x, "store")
+    stage.zero_grad()
+    with pytest.warns(InversionDriftWarning, match="recomputed layers"):
+        got = run(stage, x, None, copy_module=False)
+    assert grad_error(got, store) < 1e-9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InversionDriftWarning)  # (×300: anchors every layer)
+        stage.zero_grad()
+        again = run(stage, x, None, copy_module=False)
+    assert len(calls) == 2 and grad_error(again, store) < 1e-9
+
+
+def test_re_measuring_is_kept_per_depth(monkeypatch):
+    """A stage trained at two depths in turn: the depth whose drift grew is measured again,
+    not the other one (one flag for the stage let each depth clear the other's)."""
+    calls = _count_measures(monkeypatch)
+    stage = _momentum(0.5, 32, 0.1, schedule=WeightSchedule("tied"))
+    stage.backward_mode = Invert()
+    x = torch.randn(8, 8, dtype=torch.float64)
+
+    def step(depth: int) -> None:
+        stage.set_depth(depth)
+        stage(x.clone().requires_grad_()).sum().backward()
+
+    for depth in (32, 8, 32, 8):
+        step(depth)
+    assert len(calls) == 2  # once per depth
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.mul_(400.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the step that sees the jump says so
+        for depth in (32, 8, 32, 8, 32, 8):
+            step(depth)
+    assert len(calls) <= 4  # each depth at most once more, then steady
+    for depth in (32, 8):  # both re-measured: exact without a word
+        stage.set_depth(depth)
+        store = run(stage, x, "store")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = run(stage, x, None)
+        assert grad_error(got, store) < 1e-11, depth
+
+
+def test_an_unreachable_tolerance_measures_once_and_says_so(monkeypatch):
+    """float32 momentum γ = 0.1 with large linear residuals: one layer's rounding is already
+    past the aim, so every layer is anchored (store's memory); that is said once, and later
+    calls do not measure again (they did on every call: red-team, 2026-12-02)."""
+    calls = _count_measures(monkeypatch)
+    stage = _momentum(0.1, 16, 3.0).float()
+    stage.backward_mode = Invert()
+    x = torch.randn(16, 8)
+    with pytest.warns(AnchorWarning, match="every layer"):
+        stage(x.clone().requires_grad_()).sum().backward()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(4):
+            stage(x.clone().requires_grad_()).sum().backward()
+    assert len(calls) == 1 and stage.anchor_plan(torch.float32) == (1, 15)
+
+
+def test_half_precision_states_are_not_anchored_below_their_rounding():
+    """The aim never goes below a few units of the dtype's rounding: bfloat16's unit roundoff
+    (3.9e-3) is above 1e-2 / 8, and a bfloat16 Hamiltonian stage had anchors every 8 layers
+    (7× the memory) for no accuracy at all."""
+    from odedsl.runtime import activation_bytes
+
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 64, backward="invert").to(torch.bfloat16)
+    x = torch.randn(64, 8, dtype=torch.bfloat16, requires_grad=True)
+    measured = activation_bytes(stage, x)
+    assert stage.anchor_plan(torch.bfloat16) == (None, 0)
+    stage.backward_mode = Invert(measure_anchors=False)
+    assert activation_bytes(stage, x) == measured
