@@ -28,17 +28,23 @@ residuals: factors of 1, "exact") reconstructs its input only to within rounding
 gradient-taking call of an exact stage (per depth, dtype, device and tolerance) *measures*:
 its forward also keeps a :mod:`sketch <odedsl.runtime.sketch>` of every layer's input
 (17 numbers each), then walks back from the output without grad, estimating each
-reconstructed input's drift, and takes the spacing below which the drift stays under
-``anchor_tol / MEASURE_MARGIN``. When that is denser than the plan it replays the forward
-(no grad, buffers guarded, same random streams) to keep those anchors. The measured spacing
-is kept on the stage and only ever tightens (``load_state_dict`` forgets it); every backward
-re-measures the drift where it restarts (at anchors, exactly; at the stage input, by the
-sketch) and a drift above half the tolerance makes the next call measure again (weights that
-grew in training). The measuring call costs 1.3–1.5× a steady invert step, once
-(``benchmarks.overhead``). When the residuals
-communicate (a ``SyncBatchNorm`` in training, over more than one process), every decision
-that changes how many residual evaluations a call makes (measure, replay, re-measure) is
-agreed over that process group first, so no rank waits in a collective the others skip.
+reconstructed input's drift, and takes the spacing below which the drift stays under the
+aim, ``anchor_tol / MEASURE_MARGIN`` (never below ``MEASURE_FLOOR_EPS`` units of the dtype's
+rounding). When that is denser than the plan it replays the forward (no grad, buffers
+guarded, same random streams) to keep those anchors. The measuring call costs 1.3–1.5× a
+steady invert step, once (``benchmarks.overhead``). The measured spacing is kept on the
+stage and only ever tightens (``load_state_dict`` forgets it); a spacing of 1 (every layer:
+store's memory) is warned once (:class:`AnchorWarning`).
+
+Every backward of an exact kind compares its reconstruction with each anchor it meets (one
+sync per anchor). Above half the tolerance the next call measures again (weights that grew
+in training); above the tolerance the segment above that anchor is recomputed from it like
+``checkpoint`` (exact) and warned once (weights that jumped since the measurement, or that
+changed between forward and backward). Only the segment below the first anchor, or a stage
+without anchors, depends on the input sketch, which warns. When the residuals communicate
+(a ``SyncBatchNorm`` in training, over more than one process), every decision that changes
+how many residual evaluations a call makes (measure, replay, re-measure) is agreed over that
+process group first, so no rank waits in a collective the others skip.
 ``Invert(measure_anchors=False)`` (or an explicit ``anchor_every``) keeps the static plan.
 An anchor keeps the whole state, not only the variables whose update divides: keeping
 momentum's ``v`` alone (half the memory) lets ``x``'s reconstruction error, never reset, feed
