@@ -649,7 +649,12 @@ class _Walk:
         self, outs: list[Tensor], leaves: list[Tensor], touched: set[SlotKey], gouts: list[Tensor]
     ) -> list[Tensor | None]:
         """Grads w.r.t. ``leaves`` (returned) and touched parameters (accumulated)."""
-        pidx = self._params_of(touched)
+        return self._grads(outs, leaves, self._params_of(touched), gouts)
+
+    def _grads(
+        self, outs: list[Tensor], leaves: list[Tensor], pidx: list[int], gouts: list[Tensor]
+    ) -> list[Tensor | None]:
+        """Grads w.r.t. ``leaves`` (returned) and parameters ``pidx`` (accumulated)."""
         pairs = [
             (o, go if go.dtype == o.dtype else go.to(o.dtype))
             for o, go in zip(outs, gouts, strict=True)
@@ -742,19 +747,9 @@ class _Walk:
                 cur = self.stage.run_layer(n, cur, self.ctx, self.guard, self.tables)
         probe.add(cur)
         idx = [i for i, p in enumerate(self.params) if p.requires_grad]
-        pairs = [(o, go.to(o.dtype)) for o, go in zip(cur, g_high, strict=True) if o.requires_grad]
-        got = torch.autograd.grad(
-            [o for o, _ in pairs],
-            [*leaves, *(self.params[i] for i in idx)],
-            [go for _, go in pairs],
-            allow_unused=True,
-        )
-        for i, gr in zip(idx, got[len(leaves) :], strict=True):
-            if gr is not None:
-                self.acc[i] = gr if self.acc[i] is None else self.acc[i] + gr
+        got = self._grads(list(cur), leaves, idx, g_high)
         return [
-            gr if gr is not None else torch.zeros_like(s)
-            for gr, s in zip(got[: len(leaves)], anchor, strict=True)
+            gr if gr is not None else torch.zeros_like(s) for gr, s in zip(got, anchor, strict=True)
         ]
 
     def reconstruct(self, n: int, step: Step, state: State) -> State:

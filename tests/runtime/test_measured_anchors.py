@@ -89,9 +89,7 @@ def test_measurement_runs_once_and_again_when_the_drift_grows(monkeypatch):
     """One measurement per stage, depth and dtype; when training makes the weights amplify
     (here: scaled up at once), the backward that sees the drift (and warns, if it passes the
     sketch tolerance) makes the next call measure again, and that call is exact."""
-    calls = []
-    real = invert_module._measure
-    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    calls = _count_measures(monkeypatch)
     stage = _momentum(0.5, 64, 0.1)
     stage.backward_mode = Invert()
     x = torch.randn(8, 8, dtype=torch.float64)
@@ -175,9 +173,7 @@ def test_float32_momentum_meets_the_exactness_target(gamma):
 def test_loading_weights_forgets_the_measurement(monkeypatch):
     """Loaded weights may amplify rounding more than the measured ones: the next call
     measures again, and is exact from its first step."""
-    calls = []
-    real = invert_module._measure
-    monkeypatch.setattr(invert_module, "_measure", lambda *a: calls.append(1) or real(*a))
+    calls = _count_measures(monkeypatch)
     stage = _momentum(0.5, 64, 0.1)
     stage.backward_mode = Invert()
     x = torch.randn(8, 8, dtype=torch.float64)
