@@ -158,7 +158,7 @@ class Invert:
         step = program.step
         if step.kind != "exact-unstable":
             return AnchorPlan(None, 0)
-        tol = self.anchor_tol if self.anchor_tol is not None else ANCHOR_TOL.get(dtype, 1e-2)
+        tol = self.tolerance(dtype)
         growth = _growth(step)
         if growth is None:
             every = DEFAULT_ANCHOR_EVERY
@@ -433,10 +433,11 @@ def _warn_recomputed(stage: OdeStage, drift: float, low: int, high: int, tol: fl
         InversionDriftWarning(
             f"stage {stage.name!r}: the reconstruction drifted by {drift:.3g} (tolerance "
             f"{tol:.3g}) by the time it reached the anchor at layer {low}, so invert recomputed "
-            f"layers {low} to {high - 1} from that anchor instead (exact, as checkpoint), and "
-            "measures its anchors again on the next call. Weights that grew since the anchors "
-            "were measured do this once; if it repeats, the weights or the random streams "
-            "change between forward and backward, and no mode's gradients are then right. "
+            f"layers {low} to {high - 1} from that anchor instead (exact, as checkpoint); a "
+            "stage that measures its anchors measures them again on the next call. Weights "
+            "that grew since the anchors were planned do this once; if it repeats, the weights "
+            "or the random streams change between forward and backward, and no mode's "
+            "gradients are then right. "
             "Further warnings of this kind for this stage are suppressed.",
             stage=stage.name,
             relative_error=drift,
