@@ -16,7 +16,7 @@ state every ``anchor_every`` layers, the largest ``k`` with ``growth**k * eps <=
 (``growth`` = the product of ``1 / |factor|`` over a step's updates, ``eps`` the state dtype's
 machine epsilon), and backward restarts reconstruction from each anchor. Memory is then
 ``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
-Default tolerances: 1e-12 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
+Default tolerances: 1e-10 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
@@ -29,10 +29,14 @@ gradient-taking call of an exact stage (per depth, dtype, device and tolerance) 
 its forward also keeps a :mod:`sketch <odedsl.runtime.sketch>` of every layer's input
 (17 numbers each), then walks back from the output without grad, estimating each
 reconstructed input's drift, and takes the spacing below which the drift stays under the
-aim, ``anchor_tol / MEASURE_MARGIN`` (never below ``MEASURE_FLOOR_EPS`` units of the dtype's
-rounding). When that is denser than the plan it replays the forward (no grad, buffers
-guarded, same random streams) to keep those anchors. The measuring call costs 1.3–1.5× a
-steady invert step, once (``benchmarks.overhead``). The measured spacing is kept on the
+aim, ``anchor_tol / MEASURE_MARGIN``, never below ``MEASURE_FLOOR_EPS`` units of the dtype's
+rounding nor below ``ONE_LAYER_GROWTH`` times the drift one reconstructed layer already has
+(anchors bound the growth of rounding; the one-layer floor is no anchor's to remove). When
+that is denser than the plan it replays the forward (no grad, buffers guarded, same random
+streams) to keep those anchors, then reconstructs once more against them and the true input,
+halving the spacing while a segment drifts too far (the first walk saw growth near the input
+only far from a restart). The measuring call costs MEASURING_COST a steady invert step, once
+(``benchmarks.overhead``). The measured spacing is kept on the
 stage and only ever tightens (``load_state_dict`` forgets it); a spacing of 1 (every layer:
 store's memory) is warned once (:class:`AnchorWarning`).
 
@@ -114,7 +118,7 @@ if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
     from odedsl.runtime.tables import StageTables
 
-ANCHOR_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+ANCHOR_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 DEFAULT_ANCHOR_EVERY = 16
 #: Measured spacing aims this far below the anchor tolerance: the sketch estimates within a
 #: factor of about 2, and rounding does not grow exactly geometrically.
@@ -122,6 +126,10 @@ MEASURE_MARGIN = 8.0
 #: ... but never below this many units of rounding of the state's dtype (bfloat16's unit
 #: roundoff is above 1e-2 / 8: one layer's rounding crossed the target, every layer anchored).
 MEASURE_FLOOR_EPS = 8.0
+#: ... nor below this multiple of the drift one reconstructed layer already has (measured):
+#: anchors bound the *growth* of rounding; the one-layer floor is no anchor's to remove
+#: (a float64 Hamiltonian stage with 2e-13 after one layer was anchored at every layer).
+ONE_LAYER_GROWTH = 16.0
 #: A backward whose drift passes this fraction of the tolerance makes the next call measure.
 RECHECK_FRACTION = 0.5
 
@@ -183,7 +191,7 @@ class Invert:
         if not self._measures(stage):
             return plan
         measured = _measured(stage).get(self._key(stage, dtype, device))
-        return _denser(plan, measured, stage.depth)
+        return _denser(plan, measured.every if measured else None, stage.depth)
 
     def _measures(self, stage: OdeStage) -> bool:
         return self.measure_anchors and self.anchor_every is None and stage.kind in EXACT_KINDS
@@ -235,8 +243,16 @@ _WARNED_DENSE = "_anchor_dense_warned"
 _WARNED_RECOMPUTE = "_anchor_recompute_warned"
 
 
-def _measured(stage: OdeStage) -> dict[_Key, int | None]:
-    """Measured spacings by (depth, dtype, device type, tolerance); ``None``: plan suffices."""
+class _Measured(NamedTuple):
+    """What a measuring call found: the spacing (``None``: the plan suffices) and the drift
+    it aimed at (backwards compare against the same)."""
+
+    every: int | None
+    aim: float
+
+
+def _measured(stage: OdeStage) -> dict[_Key, _Measured]:
+    """Measurements by (depth, dtype, device type, tolerance)."""
     return stage.__dict__.setdefault(_MEASURED, {})
 
 
@@ -256,8 +272,10 @@ class _Targets(NamedTuple):
     recompute: float
 
 
-def _targets(tol: float, dtype: torch.dtype) -> _Targets:
-    aim = max(tol / MEASURE_MARGIN, MEASURE_FLOOR_EPS * torch.finfo(dtype).eps)
+def _targets(tol: float, dtype: torch.dtype, aim: float | None = None) -> _Targets:
+    """From the tolerance, or from the ``aim`` a measurement settled on."""
+    if aim is None:
+        aim = max(tol / MEASURE_MARGIN, MEASURE_FLOOR_EPS * torch.finfo(dtype).eps)
     return _Targets(aim, aim * MEASURE_MARGIN * RECHECK_FRACTION, aim * MEASURE_MARGIN)
 
 
@@ -373,7 +391,8 @@ def _walk_back(
     probes: list[FiniteProbe] = []
     probe = FiniteProbe()
     restart_drift: list[float] = []  # exact drift where an anchor replaces the reconstruction
-    targets = _targets(cfg.anchor_tol, state[0].dtype)
+    found = _measured(stage).get(cfg.key) if cfg.key is not None and cfg.measure_drift else None
+    targets = _targets(cfg.anchor_tol, state[0].dtype, found.aim if found else None)
     top, top_g, top_acc = stage.depth, list(g), list(walk.acc)  # the segment's exact end
     with BufferGuard() as guard:
         walk.guard = guard
@@ -391,7 +410,10 @@ def _walk_back(
             if exact:
                 drift = float(_anchor_drift(state, anchor))  # one sync per anchor
                 restart_drift.append(drift)
-                if not drift <= targets.recompute:
+                recompute = not drift <= targets.recompute
+                if cfg.group is not None:  # it evaluates residuals: every rank, or none
+                    recompute = _agree_max([float(recompute)], cfg.group, state[0].device)[0] > 0
+                if recompute:
                     probe = FiniteProbe()  # what the drifted walk saw no longer counts
                     walk.acc = list(top_acc)
                     g = walk.recompute_segment(n, top, anchor, top_g, probe)
@@ -407,8 +429,8 @@ def _walk_back(
     rest = saved[k + cfg.plan.count * k :]  # the true input or its sketch, if kept
     recheck = targets.recheck
     drifted = max(restart_drift, default=0.0) > recheck
-    if cfg.check_tol is not None:
-        error = relative_error(state, rest)
+    if cfg.check_tol is not None:  # the exact check also raises on a drift at an anchor
+        error = max(relative_error(state, rest), max(restart_drift, default=0.0))
         drifted = drifted or not error <= recheck
         report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
     elif cfg.sketch:
@@ -418,7 +440,7 @@ def _walk_back(
     if cfg.group is not None:
         drifted = _agree_max([float(drifted)], cfg.group, state[0].device)[0] > 0
     if drifted and cfg.measure_drift and cfg.key is not None:
-        if _measured(stage).get(cfg.key) != 1:  # an anchor at every layer: nothing denser
+        if found is None or found.every != 1:  # an anchor at every layer: nothing denser
             _rechecks(stage).add(cfg.key)
     return walk.acc, g
 
@@ -462,6 +484,7 @@ def _measure(
     stage, depth, key = cfg.stage, cfg.stage.depth, cfg.measure
     assert key is not None and cfg.autocast is not None
     _rechecks(stage).discard(key)
+    before = cfg.plan.every
     finite = all(bool(torch.isfinite(s).all()) for s in output)
     if cfg.group is not None:
         finite = _agree_max([float(not finite)], cfg.group, output[0].device)[0] == 0
@@ -478,25 +501,76 @@ def _measure(
             distances.append(restart - n)
             if n in kept:
                 state, restart = kept[n], n
-    target = _targets(cfg.anchor_tol, output[0].dtype).aim
     values = torch.stack(drifts).tolist()  # one sync
+    one_layer = max((v for d, v in zip(distances, values, strict=True) if d == 1), default=0.0)
+    target = _targets(cfg.anchor_tol, output[0].dtype).aim
+    if math.isfinite(one_layer):
+        target = max(target, ONE_LAYER_GROWTH * one_layer)
     crossed = [d for d, v in zip(distances, values, strict=True) if not v <= target]
     found = max(1, min(crossed) - 1) if crossed else None
-    if cfg.group is not None:  # the densest spacing any rank needs (depth + 1: none)
-        code = -_agree_max([-float(found or depth + 1)], cfg.group, output[0].device)[0]
-        found = int(code) if code <= depth else None
     known = _measured(stage).get(key)
-    every = found if known is None else known if found is None else min(found, known)
-    _measured(stage)[key] = every
-    if every == 1 and depth > 1 and crossed:
-        first = min(crossed)
-        worst = max(v for d, v in zip(distances, values, strict=True) if d == first)
-        _warn_dense(stage, worst, first, target, output[0].dtype)
+    every = found if known is None or known.every is None else known.every
+    if found is not None and every is not None:
+        every = min(found, every)
+    if cfg.group is not None:  # the densest spacing any rank keeps (depth + 1: none)
+        code = -_agree_max([-float(every or depth + 1)], cfg.group, output[0].device)[0]
+        every = int(code) if code <= depth else None
     plan = _denser(cfg.plan, every, depth)
-    if plan == cfg.plan:
-        return anchors
-    cfg.plan = plan
-    return _replay_anchors(cfg, inputs, plan)
+    replay = plan != cfg.plan
+    if cfg.group is not None:  # a rank that forgot its measurement replays: all do
+        replay = _agree_max([float(replay)], cfg.group, output[0].device)[0] > 0
+    if replay:
+        cfg.plan = plan
+        anchors = _replay_anchors(cfg, inputs, plan)
+    anchors = _verify(cfg, inputs, output, anchors, target)
+    _measured(stage)[key] = _Measured(cfg.plan.every, target)
+    if cfg.plan.every == 1 and before != 1 and depth > 1:
+        first = min(crossed) if crossed else 2
+        worst = max((v for d, v in zip(distances, values, strict=True) if d == first), default=0)
+        _warn_dense(stage, worst, first, target, output[0].dtype)
+    return anchors
+
+
+def _verify(
+    cfg: _Config, inputs: State, output: State, anchors: list[Tensor], aim: float
+) -> list[Tensor]:
+    """Reconstruct once more with the anchors to keep, comparing at each anchor and at the
+    true input (the measuring call has it), and halve the spacing while a segment drifts past
+    the re-measure level. The measuring walk restarts only at the anchors it had, so growth
+    near the input was sampled only far from a restart: a spacing measured there could be
+    too wide near the input, where no backward can recompute, and took several calls of
+    re-measuring to tighten (tied momentum, ×400 weights)."""
+    depth, limit = cfg.stage.depth, _targets(cfg.anchor_tol, inputs[0].dtype, aim).recheck
+    while True:
+        worst = _worst_segment_drift(cfg, inputs, output, anchors)
+        if cfg.group is not None:
+            worst = _agree_max([worst], cfg.group, inputs[0].device)[0]
+        if worst <= limit or cfg.plan.every == 1 or depth == 1:
+            return anchors
+        every = max(1, (cfg.plan.every or depth) // 2)
+        cfg.plan = AnchorPlan(every, (depth - 1) // every)
+        anchors = _replay_anchors(cfg, inputs, cfg.plan)
+
+
+def _worst_segment_drift(
+    cfg: _Config, inputs: State, output: State, anchors: list[Tensor]
+) -> float:
+    """The largest exact drift of a gradient-free reconstruction where it meets an anchor or
+    the input (NaN: inf)."""
+    stage = cfg.stage
+    assert cfg.autocast is not None
+    kept = _anchors(cfg, (*output, *anchors))
+    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
+    drifts, state = [], output
+    with BufferGuard() as guard:
+        walk.guard = guard
+        for n in reversed(range(stage.depth)):
+            state = walk.reconstruct(n, stage.step_at(n), state)
+            if n in kept:
+                drifts.append(_anchor_drift(state, kept[n]))
+                state = kept[n]
+    drifts.append(_anchor_drift(state, inputs))
+    return float(torch.stack(drifts).max())
 
 
 def _warn_dense(

@@ -42,11 +42,11 @@ def test_anchor_plan():
     f32 = inv.plan(PROGRAMS["momentum"](0.9), 1000, torch.float32)
     expected = math.floor(math.log(1e-5 / torch.finfo(torch.float32).eps) / math.log(1 / 0.9))
     assert f32.every == expected == 42 and f32.count == 999 // 42
-    assert inv.plan(PROGRAMS["momentum"](0.9), 64, torch.float64).every is None  # 80 > 64
-    assert inv.plan(PROGRAMS["momentum"](0.5), 64, torch.float64) == (12, 5)
+    assert inv.plan(PROGRAMS["momentum"](0.9), 64, torch.float64).every is None  # 123 > 64
+    assert inv.plan(PROGRAMS["momentum"](0.5), 64, torch.float64) == (18, 3)
     assert inv.plan(PROGRAMS["hamiltonian"](), 1000, torch.float32) == (None, 0)
     stage = make_stage("momentum", 1000, backward="invert")
-    assert stage.anchor_plan(torch.float32) == f32 and stage.anchor_plan(torch.float64).count == 12
+    assert stage.anchor_plan(torch.float32) == f32 and stage.anchor_plan(torch.float64).count == 8
     stage.backward_mode = "store"
     assert stage.anchor_plan(torch.float32) == (None, 0)
 
@@ -68,7 +68,7 @@ def test_reanchoring_keeps_unstable_inversion_accurate():
     stage.backward_mode = Invert()
     with_anchors = activation_bytes(stage, x.requires_grad_())
     count = stage.anchor_plan(torch.float64).count
-    assert count >= Invert().plan(stage.program, 64, torch.float64).count == 5
+    assert count >= Invert().plan(stage.program, 64, torch.float64).count == 3
     stage.backward_mode = Invert(anchor_tol=1e300)
     assert with_anchors - activation_bytes(stage, x) == count * 2 * x.numel() * x.element_size()
 
@@ -158,7 +158,7 @@ def test_anchor_growth_counts_only_dividing_updates():
     first, second = prog.step.updates
     mixed = (first, AffineUpdate(second.target, 4.0, second.increment))
     prog = replace(prog, step=replace(prog.step, updates=mixed))
-    assert Invert().plan(prog, 1000, torch.float64).every == 12  # 2^12 ε ≤ 1e-12 < 2^13 ε
+    assert Invert().plan(prog, 1000, torch.float64).every == 18  # 2^18 ε ≤ 1e-10 < 2^19 ε
 
 
 def test_double_backward_is_refused_by_invert_and_exact_in_the_other_modes():

@@ -209,7 +209,7 @@ def test_a_sudden_weight_change_is_recomputed_not_returned_wrong(monkeypatch):
     assert stage.anchor_plan(torch.float64).count >= 2
     with torch.no_grad():
         for name, p in stage.named_parameters():
-            if 8 <= int(name.split(".")[1]) < 16:
+            if 14 <= int(name.split(".")[1]) < 24:
                 p.mul_(300.0)
     store = run(stage, x, "store")
     stage.zero_grad()
@@ -256,20 +256,36 @@ def test_re_measuring_is_kept_per_depth(monkeypatch):
 
 
 def test_an_unreachable_tolerance_measures_once_and_says_so(monkeypatch):
-    """float32 momentum γ = 0.1 with large linear residuals: one layer's rounding is already
-    past the aim, so every layer is anchored (store's memory); that is said once, and later
-    calls do not measure again (they did on every call: red-team, 2026-12-02)."""
+    """A stage whose rounding grows too fast for any spacing but 1 measures once, says once
+    (AnchorWarning) that it now costs store's memory, and is exact; it had re-measured on every
+    call (red-team, 2026-12-02: float32 momentum γ = 0.1 with large weights, which the factor's
+    plan now anchors at every layer without measuring more than once)."""
     calls = _count_measures(monkeypatch)
     stage = _momentum(0.1, 16, 3.0).float()
     stage.backward_mode = Invert()
     x = torch.randn(16, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            stage(x.clone().requires_grad_()).sum().backward()
+    assert len(calls) == 1 and stage.anchor_plan(torch.float32) == (1, 15)
+    calls.clear()
+    torch.manual_seed(0)
+    coupled = make_stage("hamiltonian", 8, residual=lambda w: nn.Linear(w, w))
+    with torch.no_grad():
+        for p in coupled.parameters():
+            p.normal_(0, 100.0)  # growth far above 16 per layer: nothing sparser works
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(coupled, x, "store")
+    coupled.backward_mode = Invert()
     with pytest.warns(AnchorWarning, match="every layer"):
-        stage(x.clone().requires_grad_()).sum().backward()
+        got = run(coupled, x, None, copy_module=False)
+    assert grad_error(got, store) < 1e-12 and coupled.anchor_plan(torch.float64) == (1, 7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for _ in range(4):
-            stage(x.clone().requires_grad_()).sum().backward()
-    assert len(calls) == 1 and stage.anchor_plan(torch.float32) == (1, 15)
+            coupled(x.clone().requires_grad_()).sum().backward()
+    assert len(calls) == 1
 
 
 def test_half_precision_states_are_not_anchored_below_their_rounding():

@@ -110,7 +110,7 @@ def test_nan_hidden_by_an_anchor_is_found():
     torch.manual_seed(0)
     stage = make_stage("momentum", 64, backward="invert", residual=Poisonable)
     stage.program = PROGRAMS["momentum"](0.5)
-    assert stage.anchor_plan(torch.float64).every == 12
+    assert stage.anchor_plan(torch.float64).every == 18
     x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
     out = stage(x)
     stage.f[40].poison = True

@@ -125,7 +125,7 @@ def test_gradcheck_reports_the_anchors_invert_kept(specs: Path) -> None:
     memory an exact gradient cost; none for store, none for a stable exact stage."""
     rows = _by_stage(gradient_errors(specs / "momentum.ode", overrides={"depth": 256, "size": 8}))
     body = rows["body"]
-    assert body.anchors is not None and body.anchors >= 2 and body.grad_error < 1e-11
+    assert body.anchors is not None and body.anchors >= 2 and body.grad_error < 1e-9
     assert rows["all"].anchors is None
     stored = _by_stage(gradient_errors(specs / "revnet.ode", overrides=TINY, backward="store"))
     assert stored["body"].anchors is None
