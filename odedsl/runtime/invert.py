@@ -35,7 +35,7 @@ rounding nor below ``ONE_LAYER_GROWTH`` times the drift one reconstructed layer 
 that is denser than the plan it replays the forward (no grad, buffers guarded, same random
 streams) to keep those anchors, then reconstructs once more against them and the true input,
 halving the spacing while a segment drifts too far (the first walk saw growth near the input
-only far from a restart). The measuring call costs MEASURING_COST a steady invert step, once
+only far from a restart). The measuring call costs 1.5–1.6× a steady invert step, once
 (``benchmarks.overhead``). The measured spacing is kept on the
 stage and only ever tightens (``load_state_dict`` forgets it); a spacing of 1 (every layer:
 store's memory) is warned once (:class:`AnchorWarning`).
