@@ -6,6 +6,7 @@ Checks never synchronise the device per layer: :class:`FiniteTracker` folds each
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -117,11 +118,29 @@ def inverse_tolerance(explicit: float | bool | None) -> float | None:
         raise ValueError(f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a tolerance") from exc
 
 
-def relative_error(got: Sequence[Tensor], true: Sequence[Tensor]) -> float:
-    """‖got − true‖ / ‖true‖ over all state tensors (one sync)."""
+def _squares(got: Sequence[Tensor], true: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """‖got − true‖² and ‖true‖² over all state tensors, in float64 (no sync)."""
     num = sum(((g.double() - t.double()) ** 2).sum() for g, t in zip(got, true, strict=True))
     den = sum((t.double() ** 2).sum() for t in true)
-    return float(torch.as_tensor(num).sqrt() / torch.as_tensor(den).sqrt().clamp_min(1e-300))
+    return torch.as_tensor(num), torch.as_tensor(den)
+
+
+def relative_error(got: Sequence[Tensor], true: Sequence[Tensor]) -> float:
+    """‖got − true‖ / ‖true‖ over all state tensors (one sync)."""
+    num, den = _squares(got, true)
+    return float(num.sqrt() / den.sqrt().clamp_min(1e-300))
+
+
+def drift_ratio(err2: Tensor, ref2: Tensor) -> Tensor:
+    """sqrt(err2 / ref2) as a float64 tensor (no sync): 0 against an exactly zero reference
+    (a zero-initialised state: rounding there is no drift), Inf for a non-finite error."""
+    value = torch.where(ref2 > 0, (err2 / ref2.clamp_min(1e-300)).sqrt(), err2 * 0)
+    return torch.nan_to_num(value, nan=math.inf)
+
+
+def relative_drift(got: Sequence[Tensor], true: Sequence[Tensor]) -> Tensor:
+    """:func:`drift_ratio` of ``got`` against ``true`` over all state tensors (no sync)."""
+    return drift_ratio(*_squares(got, true))
 
 
 def report_drift(stage: str, kind: str, error: float, tol: float, dtype: torch.dtype) -> None:

@@ -86,6 +86,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -101,6 +102,7 @@ from odedsl.runtime.guard import (
     FiniteProbe,
     FiniteTracker,
     inverse_tolerance,
+    relative_drift,
     relative_error,
     report_drift,
 )
@@ -161,8 +163,7 @@ class Invert:
         """Where the forward keeps anchors for a state of ``dtype`` (exact-unstable kinds, or
         every ``anchor_every`` layers when that is set)."""
         if self.anchor_every is not None:
-            every = self.anchor_every
-            return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
+            return _spaced(self.anchor_every, depth)
         step = program.step
         if step.kind != "exact-unstable":
             return AnchorPlan(None, 0)
@@ -177,7 +178,7 @@ class Invert:
             if layers >= depth:
                 return AnchorPlan(None, 0)
             every = max(1, math.floor(layers))
-        return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
+        return _spaced(every, depth)
 
     def tolerance(self, dtype: torch.dtype) -> float:
         """The re-anchoring tolerance for a state of ``dtype``."""
@@ -204,13 +205,13 @@ class Invert:
     ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
         dtype, device = state[0].dtype, state[0].device
-        key = self._key(stage, dtype, device)
+        key = self._key(stage, dtype, device) if self._measures(stage) else None
         measure = (
-            self._measures(stage)
+            key is not None
             and not torch.compiler.is_compiling()  # torch.export traces: nothing to sync
             and (key not in _measured(stage) or key in _rechecks(stage))
         )
-        group = _collective_group(stage) if self._measures(stage) else None
+        group = _collective_group(stage) if key is not None else None
         if group is not None and not torch.compiler.is_compiling():  # every rank, or none
             measure = _agree_max([float(measure)], group, device)[0] > 0
         cfg = _Config(
@@ -223,8 +224,7 @@ class Invert:
             check_tol=(tol := inverse_tolerance(stage.check_inverse)),
             sketch=tol is None and stage.kind in EXACT_KINDS and sketch_enabled(stage),
             key=key,
-            measure=key if measure else None,
-            measure_drift=self._measures(stage),
+            measure=measure,
             group=group,
             anchor_tol=self.tolerance(dtype),
         )
@@ -285,10 +285,15 @@ def forget_measurements(stage: OdeStage, *_: object) -> None:
     stage.__dict__.pop(_MEASURED, None)
 
 
+def _spaced(every: int, depth: int) -> AnchorPlan:
+    """An anchor every ``every`` layers (none when that reaches past the last layer)."""
+    return AnchorPlan(every, (depth - 1) // every) if every < depth else AnchorPlan(None, 0)
+
+
 def _denser(plan: AnchorPlan, every: int | None, depth: int) -> AnchorPlan:
-    if every is None or (plan.every is not None and plan.every <= every) or every >= depth:
+    if every is None or (plan.every is not None and plan.every <= every):
         return plan
-    return AnchorPlan(every, (depth - 1) // every)
+    return _spaced(every, depth) if every < depth else plan
 
 
 def _growth(step: Step) -> float | None:
@@ -315,9 +320,8 @@ class _Config:
     tracker: FiniteTracker | None
     check_tol: float | None
     sketch: bool = False  # estimate the input's drift from a sketch (exact kinds, no full check)
-    key: _Key | None = None  # this call's entry in the stage's measurements
-    measure_drift: bool = False  # watch restart drift, to re-measure anchors when it grows
-    measure: _Key | None = None  # measure the anchor spacing in this forward, stored under key
+    key: _Key | None = None  # the stage's measurements entry (None: this mode does not measure)
+    measure: bool = False  # measure the anchor spacing in this forward, stored under key
     anchor_tol: float = 1e-3
     group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
@@ -332,7 +336,7 @@ class _InvertFunction(torch.autograd.Function):
         cfg.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         every, anchors = cfg.plan.every, []
         tables = cfg.tables
-        layer_sketches: list[Tensor] | None = [] if cfg.measure is not None else None
+        layer_sketches: list[Tensor] | None = [] if cfg.measure else None
         with torch.no_grad():
             for n in range(stage.depth):
                 if every and n and n % every == 0:
@@ -391,7 +395,7 @@ def _walk_back(
     probes: list[FiniteProbe] = []
     probe = FiniteProbe()
     restart_drift: list[float] = []  # exact drift where an anchor replaces the reconstruction
-    found = _measured(stage).get(cfg.key) if cfg.key is not None and cfg.measure_drift else None
+    found = _measured(stage).get(cfg.key) if cfg.key is not None else None
     targets = _targets(cfg.anchor_tol, state[0].dtype, found.aim if found else None)
     top, top_g, top_acc = stage.depth, list(g), list(walk.acc)  # the segment's exact end
     with BufferGuard() as guard:
@@ -408,7 +412,7 @@ def _walk_back(
             anchor = anchors[n]
             probe.add(state)
             if exact:
-                drift = float(_anchor_drift(state, anchor))  # one sync per anchor
+                drift = float(relative_drift(state, anchor))  # one sync per anchor
                 restart_drift.append(drift)
                 recompute = not drift <= targets.recompute
                 if cfg.group is not None:  # it evaluates residuals: every rank, or none
@@ -439,7 +443,7 @@ def _walk_back(
         warn_if_drifted(stage, drift, state[0].dtype)
     if cfg.group is not None:
         drifted = _agree_max([float(drifted)], cfg.group, state[0].device)[0] > 0
-    if drifted and cfg.measure_drift and cfg.key is not None:
+    if drifted and cfg.key is not None:
         if found is None or found.every != 1:  # an anchor at every layer: nothing denser
             _rechecks(stage).add(cfg.key)
     return walk.acc, g
@@ -468,20 +472,12 @@ def _warn_recomputed(stage: OdeStage, drift: float, low: int, high: int, tol: fl
     )
 
 
-def _anchor_drift(state: State, anchor: State) -> Tensor:
-    """‖state − anchor‖ / ‖anchor‖ over the whole state (0 for a zero anchor), no sync."""
-    err2 = sum((s.double() - a.double()).square().sum() for s, a in zip(state, anchor, strict=True))
-    ref2 = sum(a.double().square().sum() for a in anchor)
-    value = torch.where(ref2 > 0, (err2 / ref2.clamp_min(1e-300)).sqrt(), err2 * 0)
-    return torch.nan_to_num(value, nan=math.inf)
-
-
 def _measure(
     cfg: _Config, inputs: State, output: State, anchors: list[Tensor], sketches: list[Tensor]
 ) -> list[Tensor]:
     """Measure the anchor spacing this stage needs (module docstring) and return the anchors
     to save: ``anchors`` when the plan suffices, else a replayed forward's denser ones."""
-    stage, depth, key = cfg.stage, cfg.stage.depth, cfg.measure
+    stage, depth, key = cfg.stage, cfg.stage.depth, cfg.key
     assert key is not None and cfg.autocast is not None
     _rechecks(stage).discard(key)
     before = cfg.plan.every
@@ -491,16 +487,11 @@ def _measure(
     if not finite:
         return anchors  # the forward's own fault, reported by its checks; measure next time
     kept = _anchors(cfg, (*output, *anchors))
-    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
-    drifts, distances, restart, state = [], [], depth, output
-    with BufferGuard() as guard:
-        walk.guard = guard
-        for n in reversed(range(depth)):
-            state = walk.reconstruct(n, stage.step_at(n), state)
-            drifts.append(layer_drift(state, sketches[n]))
-            distances.append(restart - n)
-            if n in kept:
-                state, restart = kept[n], n
+    drifts, distances, restart = [], [], depth
+    for n, state in _reconstructed(cfg, output, kept):
+        drifts.append(layer_drift(state, sketches[n]))
+        distances.append(restart - n)
+        restart = n if n in kept else restart
     values = torch.stack(drifts).tolist()  # one sync
     one_layer = max((v for d, v in zip(distances, values, strict=True) if d == 1), default=0.0)
     target = _targets(cfg.anchor_tol, output[0].dtype).aim
@@ -547,8 +538,7 @@ def _verify(
             worst = _agree_max([worst], cfg.group, inputs[0].device)[0]
         if worst <= limit or cfg.plan.every == 1 or depth == 1:
             return anchors
-        every = max(1, (cfg.plan.every or depth) // 2)
-        cfg.plan = AnchorPlan(every, (depth - 1) // every)
+        cfg.plan = _spaced(max(1, (cfg.plan.every or depth) // 2), depth)
         anchors = _replay_anchors(cfg, inputs, cfg.plan)
 
 
@@ -557,20 +547,31 @@ def _worst_segment_drift(
 ) -> float:
     """The largest exact drift of a gradient-free reconstruction where it meets an anchor or
     the input (NaN: inf)."""
+    kept = _anchors(cfg, (*output, *anchors))
+    drifts = [
+        relative_drift(state, kept.get(n, inputs))
+        for n, state in _reconstructed(cfg, output, kept)
+        if n in kept or n == 0
+    ]
+    return float(torch.stack(drifts).max())
+
+
+def _reconstructed(
+    cfg: _Config, output: State, kept: dict[int, State]
+) -> Iterator[tuple[int, State]]:
+    """Each layer's input, reconstructed from ``output`` without grad (same random streams,
+    buffers guarded), from the last layer down; after layer ``n``'s the walk goes on from the
+    anchor ``kept[n]``, where there is one. The measuring walks and the non-finite locator."""
     stage = cfg.stage
     assert cfg.autocast is not None
-    kept = _anchors(cfg, (*output, *anchors))
     walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
-    drifts, state = [], output
-    with BufferGuard() as guard:
+    state = output
+    with torch.no_grad(), BufferGuard() as guard:
         walk.guard = guard
         for n in reversed(range(stage.depth)):
             state = walk.reconstruct(n, stage.step_at(n), state)
-            if n in kept:
-                drifts.append(_anchor_drift(state, kept[n]))
-                state = kept[n]
-    drifts.append(_anchor_drift(state, inputs))
-    return float(torch.stack(drifts).max())
+            yield n, state
+            state = kept.get(n, state)
 
 
 def _warn_dense(
@@ -652,16 +653,10 @@ def _locate_non_finite(cfg: _Config, saved: tuple[Tensor, ...]) -> None:
             hint="ODEDSL_CHECK_FORWARD=1 (or check_forward=True) names the layer; "
             + NON_FINITE_HINTS["forward state"],
         )
-    walk = _Walk(stage, cfg.ctx, cfg.tables, cfg.autocast)
     tracker = FiniteTracker(stage.name, "state reconstructed by invert backward")
-    anchors = _anchors(cfg, saved)
-    state: State = tuple(s.detach() for s in saved[:k])
-    with torch.no_grad(), BufferGuard() as guard:
-        walk.guard = guard
-        for n in reversed(range(stage.depth)):
-            state = walk.reconstruct(n, stage.step_at(n), state)
-            tracker.update(n, state)
-            state = anchors.get(n, state)
+    output: State = tuple(s.detach() for s in saved[:k])
+    for n, state in _reconstructed(cfg, output, _anchors(cfg, saved)):
+        tracker.update(n, state)
     tracker.check()
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from odedsl.runtime.errors import InversionDriftWarning
-from odedsl.runtime.guard import CHECK_INVERSE_ENV
+from odedsl.runtime.guard import CHECK_INVERSE_ENV, drift_ratio
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
@@ -101,8 +101,7 @@ def estimated_drift(
     input to within rounding of the *output*, which can be all of the input; the gradients
     were then 0.36 to 5.7 off in float64 while that estimate stayed below tolerance."""
     (sk,) = saved
-    err2 = (_project(_rows(state)) - sk[:PROJECTIONS]).square().mean()
-    in2 = sk[PROJECTIONS]
+    err2, in2 = _error2(state, sk), sk[PROJECTIONS]
     scale2 = torch.where(in2 > 0, in2, _rows(output).square().sum(dtype=torch.float64))
     value = float((err2 / scale2.clamp_min(1e-300)).sqrt())
     return value if math.isfinite(value) else float("inf")
@@ -112,10 +111,12 @@ def layer_drift(state: Sequence[Tensor], saved: Tensor) -> Tensor:
     """Estimated ‖state − original‖ / ‖original‖ against one :func:`sketch`, as a float64
     scalar tensor (no sync: anchor measurement stacks one per layer); 0 when the original is
     exactly zero, NaN/Inf states give Inf."""
-    err2 = (_project(_rows(state)) - saved[:PROJECTIONS]).square().mean()
-    in2 = saved[PROJECTIONS]
-    value = torch.where(in2 > 0, (err2 / in2.clamp_min(1e-300)).sqrt(), err2 * 0)
-    return torch.nan_to_num(value, nan=math.inf)
+    return drift_ratio(_error2(state, saved), saved[PROJECTIONS])
+
+
+def _error2(state: Sequence[Tensor], saved: Tensor) -> Tensor:
+    """The estimate of ‖state − original‖² from the original's :func:`sketch`."""
+    return (_project(_rows(state)) - saved[:PROJECTIONS]).square().mean()
 
 
 def sketch_tolerance(dtype: torch.dtype) -> float:

@@ -75,7 +75,7 @@ def test_a_re_measurement_only_tightens(monkeypatch):
 
 # --- M19 / M20 / M21 / M27: the backward's anchor-drift thresholds
 def _fixed_anchor_drift(monkeypatch, value):
-    monkeypatch.setattr(inv, "_anchor_drift", lambda s, a: torch.tensor(value, dtype=F64))
+    monkeypatch.setattr(inv, "relative_drift", lambda s, a: torch.tensor(value, dtype=F64))
 
 
 @pytest.mark.parametrize(
@@ -85,8 +85,7 @@ def _fixed_anchor_drift(monkeypatch, value):
 def test_anchor_drift_thresholds(monkeypatch, fraction, remeasures, recomputes):
     """Below half the tolerance: nothing; between half and the tolerance: re-measure next
     call, no recomputation; above: the segment is recomputed (warned), gradients exact."""
-    stage = _momentum(0.5, 64, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, backward="invert")
     x = torch.randn(8, 8, dtype=F64)
     run(stage, x, None, copy_module=False)  # measures
     assert stage.anchor_plan(F64).count > 0
@@ -100,7 +99,7 @@ def test_anchor_drift_thresholds(monkeypatch, fraction, remeasures, recomputes):
     recomputed = [w for w in record if "recomputed layers" in str(w.message)]
     assert bool(recomputed) == recomputes, [str(w.message) for w in record]
     assert grad_error(got, store) < 1e-10
-    monkeypatch.setattr(inv, "_anchor_drift", lambda s, a: torch.tensor(0.0, dtype=F64))
+    monkeypatch.setattr(inv, "relative_drift", lambda s, a: torch.tensor(0.0, dtype=F64))
     stage.zero_grad()
     run(stage, x, None, copy_module=False)
     assert len(calls) == int(remeasures)
@@ -124,8 +123,7 @@ class Fragile(nn.Module):
 
 
 def test_recomputed_segment_forgets_the_drifted_walks_non_finite_values():
-    stage = _momentum(3.0, 32, 1.0, residual=Fragile)
-    stage.backward_mode = Invert()
+    stage = _momentum(3.0, 32, 1.0, residual=Fragile, backward="invert")
     x = torch.randn(16, 8, dtype=F64)
     run(stage, x, None, copy_module=False)  # measures: anchors every 13
     assert stage.anchor_plan(F64) == (13, 2)
@@ -145,8 +143,7 @@ def test_recomputed_segment_forgets_the_drifted_walks_non_finite_values():
 
 # --- M34: segment recomputation with frozen parameters
 def test_recompute_with_frozen_parameters(monkeypatch):
-    stage = _momentum(0.5, 64, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, backward="invert")
     x = torch.randn(8, 8, dtype=F64)
     run(stage, x, None, copy_module=False)
     stage.f[3].weight.requires_grad_(False)
@@ -161,8 +158,7 @@ def test_recompute_with_frozen_parameters(monkeypatch):
 
 # --- M47: the recomputation warning is said once per stage
 def test_recomputation_is_warned_once(monkeypatch):
-    stage = _momentum(0.5, 64, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, backward="invert")
     x = torch.randn(8, 8, dtype=F64)
     run(stage, x, None, copy_module=False)
     _fixed_anchor_drift(monkeypatch, 2 * TOL)
@@ -175,8 +171,7 @@ def test_recomputation_is_warned_once(monkeypatch):
 
 # --- M48: check_inverse=False silences the recomputation warning (it still recomputes)
 def test_recomputation_is_silent_when_drift_reports_are_off(monkeypatch):
-    stage = _momentum(0.5, 64, 0.1, check_inverse=False)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, check_inverse=False, backward="invert")
     x = torch.randn(8, 8, dtype=F64)
     run(stage, x, None, copy_module=False)
     store = run(stage, x, "store")
@@ -222,8 +217,7 @@ def test_every_layer_anchored_does_not_re_measure_even_when_one_layer_drifts(mon
 
 # --- M31: only the drifted segment is recomputed, not everything above it
 def test_only_the_drifted_segment_is_recomputed():
-    stage = _momentum(3.0, 32, 1.0)
-    stage.backward_mode = Invert()
+    stage = _momentum(3.0, 32, 1.0, backward="invert")
     x = torch.randn(16, 8, dtype=F64)
     run(stage, x, None, copy_module=False)
     assert stage.anchor_plan(F64) == (13, 2)
@@ -265,16 +259,14 @@ def test_measuring_call_agrees_on_a_non_finite_output(monkeypatch):
 
     monkeypatch.setattr(inv, "_collective_group", lambda stage: "group")
     monkeypatch.setattr(inv, "_agree_max", agree)
-    stage = _momentum(0.5, 64, 100.0)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 100.0, backward="invert")
     _step(stage, torch.randn(8, 8, dtype=F64))
     assert inv._measured(stage) == {}  # returned like the other rank: measure next time
 
 
 # --- M50: a one-layer stage has nothing to anchor: no "every layer" AnchorWarning
 def test_a_one_layer_stage_is_not_warned_about_dense_anchors():
-    stage = _momentum(0.1, 1, 300.0)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.1, 1, 300.0, backward="invert")
     with warnings.catch_warnings():
         warnings.simplefilter("error", AnchorWarning)
         _step(stage, torch.randn(16, 8, dtype=F64))
@@ -286,8 +278,7 @@ def test_a_one_layer_stage_is_not_warned_about_dense_anchors():
 def test_a_non_finite_measuring_call_does_not_pin_dense_anchors():
     from odedsl.runtime import NumericalFault
 
-    stage = _momentum(0.5, 16, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 16, 0.1, backward="invert")
     bad = torch.randn(4, 8, dtype=F64)
     bad[0, 0] = float("nan")
     with warnings.catch_warnings(), pytest.raises(NumericalFault):

@@ -90,8 +90,7 @@ def test_measurement_runs_once_and_again_when_the_drift_grows(monkeypatch):
     (here: scaled up at once), the backward that sees the drift (and warns, if it passes the
     sketch tolerance) makes the next call measure again, and that call is exact."""
     calls = _count_measures(monkeypatch)
-    stage = _momentum(0.5, 64, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, backward="invert")
     x = torch.randn(8, 8, dtype=torch.float64)
 
     def step():
@@ -174,8 +173,7 @@ def test_loading_weights_forgets_the_measurement(monkeypatch):
     """Loaded weights may amplify rounding more than the measured ones: the next call
     measures again, and is exact from its first step."""
     calls = _count_measures(monkeypatch)
-    stage = _momentum(0.5, 64, 0.1)
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 64, 0.1, backward="invert")
     x = torch.randn(8, 8, dtype=torch.float64)
     stage(x.clone().requires_grad_()).sum().backward()
     large = _momentum(0.5, 64, 30.0)
@@ -202,8 +200,7 @@ def test_a_sudden_weight_change_is_recomputed_not_returned_wrong(monkeypatch):
     off, silently, because only the input sketch could warn and the segment below the first
     anchor reconstructed fine."""
     calls = _count_measures(monkeypatch)
-    stage = _momentum(3.0, 32, 1.0)
-    stage.backward_mode = Invert()
+    stage = _momentum(3.0, 32, 1.0, backward="invert")
     x = torch.randn(16, 8, dtype=torch.float64)
     run(stage, x, None, copy_module=False)  # measures
     assert stage.anchor_plan(torch.float64).count >= 2
@@ -227,8 +224,7 @@ def test_re_measuring_is_kept_per_depth(monkeypatch):
     """A stage trained at two depths in turn: the depth whose drift grew is measured again,
     not the other one (one flag for the stage let each depth clear the other's)."""
     calls = _count_measures(monkeypatch)
-    stage = _momentum(0.5, 32, 0.1, schedule=WeightSchedule("tied"))
-    stage.backward_mode = Invert()
+    stage = _momentum(0.5, 32, 0.1, schedule=WeightSchedule("tied"), backward="invert")
     x = torch.randn(8, 8, dtype=torch.float64)
 
     def step(depth: int) -> None:
@@ -261,8 +257,7 @@ def test_an_unreachable_tolerance_measures_once_and_says_so(monkeypatch):
     call (red-team, 2026-12-02: float32 momentum γ = 0.1 with large weights, which the factor's
     plan now anchors at every layer without measuring more than once)."""
     calls = _count_measures(monkeypatch)
-    stage = _momentum(0.1, 16, 3.0).float()
-    stage.backward_mode = Invert()
+    stage = _momentum(0.1, 16, 3.0, backward="invert").float()
     x = torch.randn(16, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
