@@ -250,9 +250,7 @@ def read_checkpoint(
             ) from None
     elif isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]  # an odedsl training checkpoint
-    if not isinstance(data, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
-    ):
+    if not _is_state_dict(data):
         raise CheckpointError(
             f"{where} is not a state dict (names → tensors)",
             _not_a_state_dict_hint(data),
@@ -262,10 +260,9 @@ def read_checkpoint(
 
 
 def _is_state_dict(data: Any) -> bool:
-    return (
-        isinstance(data, Mapping)
-        and bool(data)
-        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items())
+    """Names mapped to tensors (an empty mapping included)."""
+    return isinstance(data, Mapping) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()
     )
 
 
@@ -273,7 +270,7 @@ def _not_a_state_dict_hint(data: Any) -> str:
     """Point at a nested state dict when there is one (``{"state_dict": ...}``, as other
     trainers write), else say what a state dict is."""
     if isinstance(data, Mapping):
-        nested = [k for k, v in data.items() if isinstance(k, str) and _is_state_dict(v)]
+        nested = [k for k, v in data.items() if isinstance(k, str) and _is_state_dict(v) and len(v)]
         if nested:
             return (
                 f"it holds {', '.join(repr(k) for k in nested[:3])}: pass the state dict inside, "

@@ -19,6 +19,8 @@ from odedsl.training.config import INT_BOUNDS
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 #: The largest ``--seed`` of gradcheck and plot: train's, from the one table of bounds.
 MAX_SEED = INT_BOUNDS["seed"][1]
+#: The files ``plot -o`` and ``show --draw`` write: what matplotlib saves by the suffix.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def int_in(low: int, high: int) -> Any:

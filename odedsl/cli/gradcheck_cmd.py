@@ -74,10 +74,15 @@ def _bad(option: str, text: str) -> DslError:
     )
 
 
-#: The hint of ``--batch 1`` (gradcheck and plot): train-mode BatchNorm needs two samples.
-BATCH_HINT = (
-    "pass --batch 2 or more (the default is 4): in train mode, batch statistics need two samples"
-)
+def check_batch(batch: int) -> None:
+    """``--batch`` of gradcheck and plot: train-mode BatchNorm needs two samples."""
+    if batch < 2:
+        hint = (
+            "pass --batch 2 or more (the default is 4): in train mode, batch statistics need "
+            "two samples"
+        )
+        raise DslError([Diagnostic("E205", f"--batch {batch}: must be at least 2", None, hint)])
+
 
 #: Depths one ``--depth-list``/``--depths`` may name: each is a full gradient check.
 MAX_LIST = 64
@@ -179,10 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depth_list, "--depth-list") if args.depth_list else [None]
-    if args.batch < 2:
-        raise DslError(
-            [Diagnostic("E205", f"--batch {args.batch}: must be at least 2", None, BATCH_HINT)]
-        )
+    check_batch(args.batch)
     rows = []
     for depth in depths:
         params = dict(overrides) if depth is None else {**overrides, "depth": depth}

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from odedsl.cli.common import EXIT_OK, MAX_SEED, add_spec_arguments, int_in, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_OK,
+    FIGURE_SUFFIXES,
+    MAX_SEED,
+    add_spec_arguments,
+    int_in,
+    parse_set,
+    print_json,
+)
 from odedsl.diagnostics import Diagnostic, DslError
 
 DEFAULT_DEPTHS = "4,8,16,32,64,128"
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from odedsl.cli.gradcheck_cmd import BATCH_HINT, parse_int_list
+    from odedsl.cli.gradcheck_cmd import check_batch, parse_int_list
     from odedsl.cli.train_cmd import set_threads
     from odedsl.spec.load import load_spec
     from odedsl.training.plot import depth_sweep, fit_slope, machine, plot_sweep
@@ -79,10 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depths, "--depths")
-    if args.batch < 2:
-        raise DslError(
-            [Diagnostic("E205", f"--batch {args.batch}: must be at least 2", None, BATCH_HINT)]
-        )
+    check_batch(args.batch)
     integrators: list[str | None] = [None]
     if args.integrators:
         integrators = [s.strip() for s in args.integrators.split(",") if s.strip()]
@@ -113,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         ) from None
     name = load_spec(args.spec, network=args.network, **overrides).network.name
     out = Path(args.output or f"{name}-gradient-error.png")
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
         raise DslError(
             [
                 Diagnostic(

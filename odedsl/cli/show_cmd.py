@@ -9,7 +9,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from odedsl.cli.common import EXIT_OK, add_spec_arguments, load_from_args, print_json
+from odedsl.cli.common import (
+    EXIT_OK,
+    FIGURE_SUFFIXES,
+    add_spec_arguments,
+    load_from_args,
+    print_json,
+)
 from odedsl.spec.model import NetworkSpec, SectionSpec, SequenceSpec, StageSpec
 
 
@@ -54,7 +60,7 @@ def _check_draw_target(target: str) -> None:
     from odedsl.diagnostics import Diagnostic, DslError
 
     path = Path(target)
-    if path.suffix.lower() not in (".png", ".pdf", ".svg") or path.is_dir():
+    if path.suffix.lower() not in FIGURE_SUFFIXES or path.is_dir():
         raise DslError(
             [
                 Diagnostic(

@@ -251,8 +251,11 @@ class Trainer:
         if inverted:
             names = ", ".join(f"'{n}'" for n in inverted[:4])
             names += ", ..." if len(inverted) > 4 else ""
-            which = f"stage {names} backpropagates" if len(inverted) == 1 else f"stages {names}"
-            which += "" if len(inverted) == 1 else " backpropagate"
+            which = (
+                f"stage {names} backpropagates"
+                if len(inverted) == 1
+                else f"stages {names} backpropagate"
+            )
             tips.append(
                 f"{which} by inversion, whose gradients come from "
                 "reconstructed states: compare them with store's using `odedsl gradcheck SPEC` "
