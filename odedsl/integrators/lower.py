@@ -103,7 +103,7 @@ class _Lowerer(ExprLowerer):
                     "e.g. start { next = x + h * f(x, t) }",
                 )
         inits = self.inits(declared)
-        x = declared[0] if declared else "x"
+        x = self.x()
         state = ("prev", x) if d.two_step else declared
         base: dict[str, ir.Expr] = {p.name: ir.Sym(p.name) for p in params}
         base |= {"h": ir.H, "t": ir.T}
