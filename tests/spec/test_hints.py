@@ -30,17 +30,7 @@ import odedsl
 from odedsl import DslError, Limits, load_spec
 from odedsl.diagnostics import Diagnostic
 
-BASE = """\
-network net(depth: int = 4, width: int = 8) {
-    input image[3, 16, 16]
-    stem { conv2d(width, kernel=3, padding=1) batchnorm2d relu }
-    stage body = ode(depth) {
-        integrator euler
-        residual { conv2d(width, kernel=3, padding=1) relu }
-    }
-    head { adaptive_avgpool2d(1) flatten linear(10) }
-}
-"""
+from .test_validate import BASE
 
 STEM = "    stem { conv2d(width, kernel=3, padding=1) batchnorm2d relu }\n"
 HEAD = "    head { adaptive_avgpool2d(1) flatten linear(10) }\n"
