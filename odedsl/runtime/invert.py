@@ -211,7 +211,7 @@ class Invert:
             and not torch.compiler.is_compiling()  # torch.export traces: nothing to sync
             and (key not in _measured(stage) or key in _rechecks(stage))
         )
-        group = _collective_group(stage) if key is not None else None
+        group = _collective_group(tables) if key is not None else None
         if group is not None and not torch.compiler.is_compiling():  # every rank, or none
             measure = _agree_max([float(measure)], group, device)[0] > 0
         cfg = _Config(
@@ -595,14 +595,14 @@ def _warn_dense(
     )
 
 
-def _collective_group(stage: OdeStage) -> Any:
+def _collective_group(tables: StageTables) -> Any:
     """The process group the stage's residuals communicate over in training (a
     ``SyncBatchNorm``, torch's or :mod:`odedsl.parallel`'s, over more than one process), else
-    ``None``."""
-    if not (dist.is_available() and dist.is_initialized()):
+    ``None``. The SyncBatchNorms are found once per tree (:class:`StageTables`), not per call."""
+    if not tables.sync_norms or not (dist.is_available() and dist.is_initialized()):
         return None
-    for m in stage.modules():
-        if m.training and any(t.__name__ == "SyncBatchNorm" for t in type(m).__mro__):
+    for m in tables.sync_norms:
+        if m.training:
             group = getattr(m, "process_group", None) or dist.group.WORLD
             if dist.get_world_size(group) > 1:
                 return group

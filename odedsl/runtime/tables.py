@@ -30,8 +30,9 @@ class StageTables:
     """``params`` (the invert Function's inputs), ``slot_index`` (indices of each slot's
     parameters), ``modules`` (residual name → its ModuleList; ``slots``: the same as lists),
     ``buffered`` (slots holding buffers, the only ones a
-    :class:`~odedsl.runtime.replay.BufferGuard` must protect) and a memo of the parameter
-    indices of a set of touched slots."""
+    :class:`~odedsl.runtime.replay.BufferGuard` must protect), ``sync_norms`` (the tree's
+    ``SyncBatchNorm`` modules, whose process group invert's decisions are agreed over) and a
+    memo of the parameter indices of a set of touched slots."""
 
     def __init__(self, stage: OdeStage) -> None:
         self.params: list[nn.Parameter] = list(stage.parameters())
@@ -52,7 +53,11 @@ class StageTables:
                     self.buffered.add((r, j))
         self._touched: dict[frozenset[SlotKey], list[int]] = {}
         self._tensors: dict[SlotKey, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
-        self._dicts = [d for m in stage.modules() for d in (m._parameters, m._buffers, m._modules)]
+        modules = list(stage.modules())
+        self.sync_norms: list[nn.Module] = [
+            m for m in modules if any(t.__name__ == "SyncBatchNorm" for t in type(m).__mro__)
+        ]
+        self._dicts = [d for m in modules for d in (m._parameters, m._buffers, m._modules)]
         self._lengths = list(map(len, self._dicts))
         self._values = list(chain.from_iterable(map(dict.values, self._dicts)))
 

@@ -257,7 +257,7 @@ def test_measuring_call_agrees_on_a_non_finite_output(monkeypatch):
             return [1.0]  # the other rank's is
         return list(values)
 
-    monkeypatch.setattr(inv, "_collective_group", lambda stage: "group")
+    monkeypatch.setattr(inv, "_collective_group", lambda tables: "group")
     monkeypatch.setattr(inv, "_agree_max", agree)
     stage = _momentum(0.5, 64, 100.0, backward="invert")
     _step(stage, torch.randn(8, 8, dtype=F64))
