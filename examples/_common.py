@@ -274,6 +274,21 @@ def train(
     }
 
 
+@torch.no_grad()
+def dataset_loss(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:
+    """Mean cross-entropy over a whole set in eval mode: how far training got (the last
+    minibatches' loss is noisier)."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    total = sum(
+        float(F.cross_entropy(model(xb.to(dev)), yb.to(dev), reduction="sum"))
+        for xb, yb in zip(x.split(batch), y.split(batch), strict=True)
+    )
+    model.train(was)
+    return total / len(y)
+
+
 # --------------------------------------------------------------------------- gradients
 def grads(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """Gradients of the mean cross-entropy on ``(x, y)`` for every trainable parameter."""
