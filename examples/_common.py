@@ -178,6 +178,44 @@ def digits() -> Data:
     return (x[tr] - mean) / std, y[tr], (x[te] - mean) / std, y[te]
 
 
+NOISE_SEED = 7  # the pixel noise is one draw, independent of the training seeds
+
+
+def add_noise_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="Gaussian pixel noise on train and test images (standardised units; default 0): "
+        "a harder task than the plain digits",
+    )
+
+
+def check_noise(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not (0.0 <= args.noise < math.inf):
+        p.error(f"--noise must be a finite number >= 0, got {args.noise}")
+
+
+def noisy(data: Data, sigma: float) -> Data:
+    """``data`` with N(0, σ²) added to every pixel of the training and test images (one
+    fixed draw, the same in every run)."""
+    if sigma == 0:
+        return data
+    x_tr, y_tr, x_te, y_te = data
+    gen = torch.Generator().manual_seed(NOISE_SEED)
+
+    def add(x: Tensor) -> Tensor:
+        return x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+    return add(x_tr), y_tr, add(x_te), y_te
+
+
+def data_label(sigma: float) -> str:
+    """How captions name the data set."""
+    return f"8×8 digits + N(0, {sigma:g}²) pixel noise (one draw)" if sigma else "8×8 digits"
+
+
 # --------------------------------------------------------------------------- training
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:

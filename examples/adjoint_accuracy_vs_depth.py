@@ -31,25 +31,10 @@ from typing import Any
 
 import _common as C
 import torch
-from torch import Tensor
 
 NETS = {"euler": "resnet", "heun": "heunnet"}
 LABEL = {"euler": "ResNet", "heun": "HeunNet"}
 MODE = {"store": "backprop", "invert": "adjoint"}
-NOISE_SEED = 7  # the pixel noise is one draw, independent of the training seeds
-
-
-def noisy(data: C.Data, sigma: float) -> C.Data:
-    """``data`` with N(0, σ²) added to every pixel of the training and test images."""
-    if sigma == 0:
-        return data
-    x_tr, y_tr, x_te, y_te = data
-    gen = torch.Generator().manual_seed(NOISE_SEED)
-
-    def add(x: Tensor) -> Tensor:
-        return x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
-
-    return add(x_tr), y_tr, add(x_te), y_te
 
 
 def run_one(integrator: str, mode: str, depth: int, seed: int, args: Any, data: C.Data) -> dict:
@@ -238,23 +223,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--probe-batch", type=int, default=256, help="training images in the gradient probe"
     )
     p.add_argument("--integrators", nargs="+", default=list(NETS), choices=list(NETS))
-    p.add_argument(
-        "--noise",
-        type=float,
-        default=0.0,
-        metavar="SIGMA",
-        help="Gaussian pixel noise on train and test images (standardised units; default 0)",
-    )
+    C.add_noise_option(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    if not (0.0 <= args.noise < float("inf")):
-        p.error(f"--noise must be a finite number >= 0, got {args.noise}")
+    C.check_noise(p, args)
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
     args.depths = sorted(args.depths or ([2, 8] if args.quick else [2, 4, 8, 16, 32]))
     args.epochs = args.epochs or (1.0 if args.quick else 4.0)
-    data = noisy(C.digits(), args.noise)
+    data = C.noisy(C.digits(), args.noise)
     t0 = time.perf_counter()
     rows = []
     for seed in args.seeds:
@@ -273,9 +251,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                     )
     seconds = time.perf_counter() - t0
     summ = summary(rows, args.depths)
-    noise = f" + N(0, {args.noise:g}²) pixel noise (one draw)" if args.noise else ""
     caption = (
-        f"8×8 digits{noise} (sklearn, 1438 train / 359 test), {args.optimizer} "
+        f"{C.data_label(args.noise)} (sklearn, 1438 train / 359 test), {args.optimizer} "
         f"lr {args.lr:g} cosine, batch {args.batch_size}, {args.epochs:g} epochs, width 16, "
         f"seeds {args.seeds}; "
         f"{C.machine()}"

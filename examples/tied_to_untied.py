@@ -21,6 +21,9 @@ statistics of the untied copy layer by layer (no gradients, no labels:
 ``_common.recalibrate_batchnorm``); "tied" accuracies in that column are those of the tied
 network's untied copy at the same depth, which computes the same function in train mode.
 
+``--noise σ``: digits with Gaussian pixel noise, a task where the tied network is not already
+at the ceiling (see ``adjoint_accuracy_vs_depth.py``).
+
     python examples/tied_to_untied.py           # 3 seeds: ~1 min CPU
     python examples/tied_to_untied.py --quick   # seconds
 """
@@ -163,7 +166,8 @@ def plot(record: dict, path: Any) -> None:
     ax.set_ylim(max(0, 100 * min(lows) - 8), 101.5)
     ax.set_ylabel("test accuracy (%), median over seeds (bars: min–max)")
     ax.set_title(
-        f"Seed 000 §5.2: tied depth {n0} → untied depth {n1} → fine-tune with the adjoint",
+        f"Seed 000 §5.2 on {C.data_label(record.get('noise') or 0)}:\ntied depth {n0} → "
+        f"untied depth {n1} → fine-tune with the adjoint",
         fontsize=10,
     )
     ax.legend(fontsize=8, loc="lower left")
@@ -181,7 +185,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning (AdamW, cosine)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    C.add_noise_option(p)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    C.check_noise(p, args)
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
@@ -190,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args.pretrain_epochs = args.pretrain_epochs or (3.0 if args.quick else 6.0)
     args.finetune_epochs = args.finetune_epochs or (1.0 if args.quick else 2.0)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    data = C.digits()
+    data = C.noisy(C.digits(), args.noise)
     t0 = time.perf_counter()
     detail = []
     for seed in args.seeds:
@@ -202,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for k, _ in STAGES
     }
     caption = (
-        f"8×8 digits (sklearn); tied N₀={args.tied_depth}: AdamW lr {args.lr:g}, "
+        f"{C.data_label(args.noise)} (sklearn); tied N₀={args.tied_depth}: AdamW lr {args.lr:g}, "
         f"{args.pretrain_epochs:g} epochs; untied N₁={args.depth}: AdamW lr {args.finetune_lr:g}, "
         f"{args.finetune_epochs:g} epochs; batch {args.batch_size}; seeds {args.seeds}; "
         f"{C.machine()}"
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     record = C.env_record(
         args,
         experiment="tied_to_untied",
-        command="python examples/tied_to_untied.py" + (" --quick" if args.quick else ""),
+        command=" ".join(["python examples/tied_to_untied.py", *argv]),
         tied_depth=args.tied_depth,
         depth=args.depth,
         pretrain_epochs=args.pretrain_epochs,
@@ -219,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         finetune_lr=args.finetune_lr,
         batch_size=args.batch_size,
         seeds=args.seeds,
+        noise=args.noise,
         seeds_detail=detail,
         summary=summary,
         seconds=seconds,
@@ -238,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     )
     print(f"median over seeds {args.seeds}; {seconds:.0f} s")
-    out = args.out / "tied_to_untied"
+    out = args.out / ("tied_to_untied" + (f"-noise{args.noise:g}" if args.noise else ""))
     C.write_json(out.with_suffix(".json"), record)
     if not args.no_plot:
         plot(record, out.with_suffix(".png"))
