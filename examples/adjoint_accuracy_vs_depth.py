@@ -199,9 +199,7 @@ def plot(record: dict, path: Any) -> None:
         cx.set_xticks(depths, [str(d) for d in depths])
         cx.minorticks_off()
         cx.set_xlabel("depth N")
-        cx.set_ylabel(
-            f"training loss at the end (whole training set), median over {record['seeds']}"
-        )
+        cx.set_ylabel("training loss at the end\n(whole training set, median over seeds)")
         cx.set_title("(c) how far each training run got", fontsize=10)
         cx.grid(True, which="major", alpha=0.3)
         cx.legend(fontsize=8)

@@ -322,6 +322,88 @@ def test_gradient_error_table_is_the_recorded_run():
             assert_agree(numbers(cells[column]), [recon], where + " (reconstruction)")
 
 
+NOISY_ADJOINT_JSON = "examples/results/adjoint_accuracy_vs_depth-noise1.json"
+NOISY_TIED_JSON = "examples/results/tied_to_untied-noise1.json"
+
+
+def test_noisy_adjoint_table_is_the_recorded_run():
+    record = load(NOISY_ADJOINT_JSON)
+    assert record["command"] in prose(EXAMPLES_README) and record["command"] in prose(README)
+    rows = table(EXAMPLES_README, "| N | ResNet backprop: test accuracy")
+    assert sorted(int(n) for n in rows) == record["depths"]
+    columns = [("euler", "store"), ("euler", "invert"), ("heun", "store"), ("heun", "invert")]
+    for n, cells in rows.items():
+        for column, (integrator, mode) in enumerate(columns, start=1):
+            sel = [
+                r
+                for r in record["rows"]
+                if (r["integrator"], r["backward"], r["depth"]) == (integrator, mode, int(n))
+            ]
+            accuracy = _median_range([100 * r["test_accuracy"] for r in sel])
+            loss = statistics.median(r["train_loss"] for r in sel)
+            where = f"examples noisy adjoint table, N = {n}, {integrator} {mode}"
+            assert_agree(numbers(cells[column]), [*accuracy, loss], where)
+
+
+def _loss_ratios(record: dict[str, Any], integrator: str, depth: int) -> list[float]:
+    by = {
+        (r["backward"], r["seed"]): r["train_loss"]
+        for r in record["rows"]
+        if r["integrator"] == integrator and r["depth"] == depth
+    }
+    return [by[("invert", s)] / by[("store", s)] for s in record["seeds"]]
+
+
+def test_noisy_adjoint_sentences_are_the_recorded_run():
+    record = load(NOISY_ADJOINT_JSON)
+    text = prose(README)
+    found = re.search(
+        rf"ResNet's adjoint ends with ({_F})–({_F})× backprop's training loss and ({_F}) % "
+        rf"against ({_F}) % test accuracy \(median of 3 seeds\), the HeunNet's ({_F})–({_F})× "
+        rf"and ({_F}) % against ({_F}) %",
+        text,
+    )
+    assert found, "README: the noisy Fig. 4 sentence moved; update this test"
+    assert len(record["seeds"]) == 3
+
+    def accuracy(integrator: str, mode: str) -> float:
+        return 100 * statistics.median(
+            r["test_accuracy"]
+            for r in record["rows"]
+            if (r["integrator"], r["backward"], r["depth"]) == (integrator, mode, 2)
+        )
+
+    figures = []
+    for integrator in ("euler", "heun"):
+        ratios = _loss_ratios(record, integrator, 2)
+        figures += [min(ratios), max(ratios)]
+        figures += [accuracy(integrator, "invert"), accuracy(integrator, "store")]
+    assert_agree(list(found.groups()), figures, "README noisy")
+    deep = [
+        abs(ratio - 1)
+        for integrator in ("euler", "heun")
+        for depth in record["depths"]
+        if depth >= 8
+        for ratio in _loss_ratios(record, integrator, depth)
+    ]
+    assert max(deep) < 0.03, "README: 'from N = 8 up both are within 3 % of backprop's loss'"
+
+
+def test_noisy_tied_to_untied_sentence_is_the_recorded_run():
+    record = load(NOISY_TIED_JSON)
+    text = prose(EXAMPLES_README)
+    assert record["command"] in text
+    found = re.search(
+        rf"tied N₀ = 4 ({_F}) %, untied copy ({_F}) %, fine-tuned with the adjoint ({_F}) %, "
+        rf"with backprop ({_F}) %, tied trained longer ({_F}) %",
+        text,
+    )
+    assert found, "examples/README: the noisy tied-to-untied sentence moved; update this test"
+    keys = ("tied", "converted", "finetuned_adjoint", "finetuned_backprop", "tied_longer")
+    medians = [100 * record["summary"][k]["recalibrated"] for k in keys]
+    assert_agree(list(found.groups()), medians, "examples noisy tied-to-untied")
+
+
 MEMORY_JSON = "examples/results/reversible_memory.json"
 
 
