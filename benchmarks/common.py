@@ -21,6 +21,7 @@ The measuring conventions are those of DESIGN.md §6:
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -36,7 +37,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from odedsl.integrators import standard_library
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# ----------------------------------------------------------------------------- command line
+def check_split_width(
+    parser: argparse.ArgumentParser, width: int, integrators: Iterable[str]
+) -> None:
+    """A usage error for an odd ``--width`` when one of ``integrators`` splits the state's
+    channels in two (``hamiltonian``, ``additive_coupling``): the stage would raise on its
+    first forward, after the benchmark had started."""
+    library = standard_library()
+    split = [i for i in dict.fromkeys(integrators) if library[i].split_channels]
+    if split and width % 2:
+        parser.error(
+            f"--width {width}: {' and '.join(split)} split the state's channels in two halves, "
+            "so the width must be even"
+        )
 
 
 # ----------------------------------------------------------------------------- machine

@@ -45,12 +45,22 @@ from torch._dynamo.utils import counters
 from benchmarks.common import (
     RESULTS,
     Residual,
+    check_split_width,
     configure_threads,
     machine_description,
     machine_tag,
     markdown_table,
     median,
     write_json,
+)
+from odedsl.cli.common import (
+    MAX_BATCH,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    MAX_THREADS,
+    MAX_WIDTH,
+    depth_in,
+    int_in,
 )
 
 MODES = ("store", "checkpoint", "invert")
@@ -164,18 +174,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.compile", description=__doc__.split("\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="CI sizes, aot_eager, in process: seconds")
-    p.add_argument("--depths", nargs="+", type=int, default=None, help="default 8 64 512")
+    width = int_in(1, MAX_WIDTH)
+    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 8 64 512")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument(
-        "--unrolled-depths", nargs="*", type=int, default=None, help="python-loop reference"
+        "--unrolled-depths", nargs="*", type=depth_in(), default=None, help="python-loop reference"
     )
     p.add_argument("--backend", default=None, help="torch.compile backend (default inductor)")
-    p.add_argument("--width", type=int, default=None, help="channels (default 16)")
-    p.add_argument("--hidden", type=int, default=None, help="residual hidden channels (16)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 32)")
-    p.add_argument("--size", type=int, default=8, help="spatial size")
-    p.add_argument("--repeat", type=int, default=None, help="timed steps (default 5)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--width", type=width, default=None, help="channels, even (default 16)")
+    p.add_argument("--hidden", type=width, default=None, help="residual hidden channels (16)")
+    p.add_argument(
+        "--batch", type=int_in(1, MAX_BATCH), default=None, help="batch size (default 32)"
+    )
+    p.add_argument("--size", type=int_in(1, MAX_SPATIAL), default=8, help="spatial size")
+    p.add_argument(
+        "--repeat", type=int_in(1, MAX_STEPS), default=None, help="timed steps (default 5)"
+    )
+    p.add_argument("--threads", type=int_in(1, MAX_THREADS), default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     p.add_argument(
@@ -197,6 +212,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    check_split_width(p, args.width, ["hamiltonian"])
     if quick:
         args.no_warm = args.in_process = True
     return args

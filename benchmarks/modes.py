@@ -41,6 +41,7 @@ from benchmarks.common import (
     Case,
     Clock,
     Residual,
+    check_split_width,
     configure_threads,
     cuda_step_bytes,
     flat_grads,
@@ -57,6 +58,18 @@ from benchmarks.common import (
     time_round_robin,
     train_step,
     write_json,
+)
+from odedsl.cli.common import (
+    MAX_BATCH,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    MAX_THREADS,
+    MAX_WIDTH,
+    depth_in,
+    int_in,
+    real_in,
 )
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
@@ -280,29 +293,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="CI sizes (seconds): small width, N 4 and 40"
     )
     p.add_argument("--integrators", nargs="+", default=list(INTEGRATORS), choices=INTEGRATORS)
-    p.add_argument("--depths", nargs="+", type=int, default=None, help="default 10 100 1000")
+    width, count = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
+    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 10 100 1000")
     p.add_argument("--residual", choices=("mlp", "conv"), default="mlp")
     p.add_argument("--activation", choices=("relu", "silu", "tanh"), default="relu")
-    p.add_argument("--width", type=int, default=None, help="state width/channels (default 64)")
-    p.add_argument("--hidden", type=int, default=None, help="residual hidden width (default 128)")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 256)")
-    p.add_argument("--size", type=int, default=8, help="spatial size of the conv residual")
+    p.add_argument("--width", type=width, default=None, help="state width/channels (default 64)")
+    p.add_argument("--hidden", type=width, default=None, help="residual hidden width (default 128)")
+    p.add_argument(
+        "--batch", type=int_in(1, MAX_BATCH), default=None, help="batch size (default 256)"
+    )
+    p.add_argument(
+        "--size", type=int_in(1, MAX_SPATIAL), default=8, help="spatial size of the conv residual"
+    )
     p.add_argument("--weights", choices=("tied", "untied"), default="untied")
-    p.add_argument("--gamma", type=float, default=0.9, help="momentum γ")
+    p.add_argument(
+        "--gamma",
+        type=real_in(0.0, 1.0, low_open=True),  # 0: no inverse
+        default=0.9,
+        help="momentum γ, in (0, 1]",
+    )
     p.add_argument(
         "--unscaled",
         action="store_true",
         help="do not scale the residual of momentum/additive_coupling by 1/N (states explode)",
     )
     p.add_argument("--checkpoint-every", default="sqrt", help="k of checkpoint(k): int or sqrt")
-    p.add_argument("--repeat", type=int, default=None, help="timed rounds (default 7)")
-    p.add_argument("--min-repeat", type=int, default=None, help="rounds even over budget (3)")
-    p.add_argument("--budget", type=float, default=None, help="timing seconds per depth (150)")
-    p.add_argument("--grad-batch", type=int, default=16, help="batch of the gradient check")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
+    p.add_argument("--repeat", type=count, default=None, help="timed rounds (default 7)")
+    p.add_argument("--min-repeat", type=count, default=None, help="rounds even over budget (3)")
+    p.add_argument(
+        "--budget",
+        type=real_in(0.0, MAX_SECONDS),  # 0: --min-repeat rounds (what --quick times)
+        default=None,
+        help="timing seconds per depth (150)",
+    )
+    p.add_argument(
+        "--grad-batch", type=int_in(1, MAX_BATCH), default=16, help="batch of the gradient check"
+    )
+    p.add_argument(
+        "--threads",
+        type=int_in(0, MAX_THREADS),
+        default=1,
+        help="torch threads (0: torch default)",
+    )
     p.add_argument("--clock", choices=("cpu", "wall"), default=None, help="cpu on CPU, else wall")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
@@ -319,6 +354,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    check_split_width(p, args.width, args.integrators)
+    every = depth_in()
+    if args.checkpoint_every != "sqrt":
+        try:
+            every(args.checkpoint_every)
+        except argparse.ArgumentTypeError:
+            low, high = every.bounds
+            p.error(
+                f"argument --checkpoint-every: expected sqrt or an integer between {low} and "
+                f"{high}, got {args.checkpoint_every!r}"
+            )
     if args.clock is None:
         args.clock = "wall" if args.device.startswith("cuda") else "cpu"
     return args

@@ -52,6 +52,7 @@ from benchmarks.common import (
     RESULTS,
     Case,
     Residual,
+    check_split_width,
     configure_threads,
     machine_description,
     machine_tag,
@@ -59,7 +60,8 @@ from benchmarks.common import (
     train_step,
     write_json,
 )
-from benchmarks.modes import build_stage, with_mode
+from benchmarks.modes import INTEGRATORS, build_stage, with_mode
+from odedsl.cli.common import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in
 
 
 class _NoProbe:
@@ -264,30 +266,45 @@ def _paired(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[list[float]
     return [t["on"] / t["store"] for t in per_round], [t["off"] / t["store"] for t in per_round]
 
 
-def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--depth", type=int, default=100)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--integrators", nargs="+", default=["euler", "midpoint", "hamiltonian"])
+    width, rounds = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
+    p.add_argument("--width", type=width, default=64)
+    p.add_argument("--hidden", type=width, default=128)
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=256)
+    p.add_argument("--depth", type=depth_in(), default=100)
+    p.add_argument("--rounds", type=rounds, default=7)
+    p.add_argument(
+        "--integrators",
+        nargs="+",
+        default=["euler", "midpoint", "hamiltonian"],
+        choices=INTEGRATORS,
+    )
     p.add_argument(
         "--features",
         nargs="+",
         default=["euler", "heun", "rk4", "hamiltonian"],
+        choices=INTEGRATORS,
         help="integrators for the on/off table",
     )
-    p.add_argument("--feature-depth", type=int, default=64)
-    p.add_argument("--feature-rounds", type=int, default=30)
+    p.add_argument("--feature-depth", type=depth_in(), default=64)
+    p.add_argument("--feature-rounds", type=rounds, default=30)
     p.add_argument(
         "--measuring",
         nargs="+",
         default=["hamiltonian", "momentum"],
+        choices=INTEGRATORS,
         help="exact integrators for the measuring-call table",
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    # the fixed-overhead table runs at width 4; the other two at --width
+    check_split_width(p, args.width, [*args.features, *args.measuring])
+    return args
+
+
+def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
+    args = parse_args(argv)
     configure_threads(1)
     residual = Residual("mlp", args.width, args.hidden, args.batch)
     a = arithmetic(residual, args.depth, args.rounds)

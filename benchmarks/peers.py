@@ -53,6 +53,7 @@ from benchmarks.common import (
     Case,
     Clock,
     Residual,
+    check_split_width,
     configure_threads,
     cuda_step_bytes,
     flat_grads,
@@ -70,11 +71,25 @@ from benchmarks.common import (
     train_step,
     write_json,
 )
+from odedsl.cli.common import (
+    MAX_BATCH,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    MAX_THREADS,
+    MAX_WIDTH,
+    depth_in,
+    int_in,
+    real_in,
+)
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
 
 PEERS = ("momentumnet", "memcnn", "torchdiffeq")
 GROUPS = ("resnet", "heun", "rk4", "momentum", "coupling", "hamiltonian", "midpoint", "leapfrog")
+#: The odedsl integrator of each group not named after its own.
+GROUP_INTEGRATOR = {"resnet": "euler", "coupling": "additive_coupling"}
 
 
 def import_peers() -> tuple[dict[str, Any], dict[str, str]]:
@@ -387,7 +402,7 @@ def _first_n(bank: Bank, depth: int) -> Bank:
 
 def bank_for(group: str, depth: int, residual: Residual, args: Any) -> Bank:
     """The group's initial weights: as many slots as the odedsl stage of the group has."""
-    integrator = {"resnet": "euler", "coupling": "additive_coupling"}.get(group, group)
+    integrator = GROUP_INTEGRATOR.get(group, group)
     decl = standard_library()[integrator]
     slots = WeightSchedule(args.weights).slots(depth, decl.offsets)
     width = residual.width // 2 if decl.split_channels else residual.width
@@ -512,30 +527,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.peers", description=__doc__.split("\n")[0]
     )
     p.add_argument("--quick", action="store_true", help="CI sizes (seconds)")
-    p.add_argument("--depths", nargs="+", type=int, default=None, help="default 16 128 1024")
+    width, count = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
+    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 16 128 1024")
     p.add_argument("--groups", nargs="+", default=None, choices=GROUPS)
     p.add_argument("--rk4", action="store_true", help="add the rk4 group (4 evaluations a step)")
     p.add_argument("--residual", choices=("mlp", "conv"), default="mlp")
     p.add_argument("--activation", choices=("relu", "silu", "tanh"), default="relu")
-    p.add_argument("--width", type=int, default=None, help="state width (default 64)")
-    p.add_argument("--hidden", type=int, default=None, help="residual hidden width (default 128)")
-    p.add_argument("--batch", type=int, default=None, help="batch (default 256)")
-    p.add_argument("--size", type=int, default=8)
+    p.add_argument("--width", type=width, default=None, help="state width (default 64)")
+    p.add_argument("--hidden", type=width, default=None, help="residual hidden width (default 128)")
+    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=None, help="batch (default 256)")
+    p.add_argument("--size", type=int_in(1, MAX_SPATIAL), default=8)
     p.add_argument("--weights", choices=("tied", "untied"), default="tied")
-    p.add_argument("--gamma", type=float, default=0.9)
+    p.add_argument(
+        "--gamma", type=real_in(0.0, 1.0, low_open=True), default=0.9, help="momentum γ, in (0, 1]"
+    )
     p.add_argument(
         "--unscaled",
         action="store_true",
         help="do not scale the momentum/coupling residual by 1/N (states explode)",
     )
-    p.add_argument("--repeat", type=int, default=None)
-    p.add_argument("--min-repeat", type=int, default=None)
-    p.add_argument("--budget", type=float, default=None, help="timing seconds per depth")
-    p.add_argument("--grad-batch", type=int, default=16)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
+    p.add_argument("--repeat", type=count, default=None)
+    p.add_argument("--min-repeat", type=count, default=None)
+    p.add_argument(
+        "--budget",
+        type=real_in(0.0, MAX_SECONDS),  # 0: --min-repeat rounds (what --quick times)
+        default=None,
+        help="timing seconds per depth",
+    )
+    p.add_argument("--grad-batch", type=int_in(1, MAX_BATCH), default=16)
+    p.add_argument(
+        "--threads",
+        type=int_in(0, MAX_THREADS),
+        default=1,
+        help="torch threads (0: torch default)",
+    )
     p.add_argument("--clock", choices=("cpu", "wall"), default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
@@ -554,6 +582,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.groups is None:
         args.groups = [g for g in GROUPS if g != "rk4" or args.rk4]
+    check_split_width(p, args.width, (GROUP_INTEGRATOR.get(g, g) for g in args.groups))
     if args.clock is None:
         args.clock = "wall" if args.device.startswith("cuda") else "cpu"
     return args

@@ -24,20 +24,39 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import odedsl
+from odedsl.cli.common import MAX_SEED, MAX_THREADS, int_in, real_in
 from odedsl.runtime import OdeStage, expand_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 RESULTS = Path(__file__).resolve().parent / "results"
 DIGITS = {"channels": 1, "size": 8, "stride": 1}  # spec parameters for the 8×8 digits
+TRAIN_IMAGES = 1438  # digits(): the training split (1438 train / 359 test)
 
 
 # --------------------------------------------------------------------------- command line
+# argparse types of the options several experiments share (a bad value: exit 2 naming it)
+#: learning rates, flow times: finite and above 0
+POSITIVE = real_in(0.0, math.inf, low_open=True)
+#: fractional epochs; at most 10,000 (train() keeps every step's loss)
+EPOCHS = real_in(0.0, 10_000.0, low_open=True)
+#: seeds of weights, batch order and data draws (as ``odedsl train --seed``)
+SEED = int_in(0, MAX_SEED)
+#: train()'s minibatch on the digits: two images for BatchNorm's batch statistics, at most
+#: the training set (a larger batch makes no full batch: an epoch that never ends)
+TRAIN_BATCH = int_in(2, TRAIN_IMAGES)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument(
+        "--threads",
+        type=int_in(1, MAX_THREADS),
+        default=1,
+        help="torch intra-op threads (default 1)",
+    )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument(
         "--replot", type=Path, default=None, metavar="JSON", help="redraw the PNG of a saved run"
@@ -61,9 +80,12 @@ def setup(args: argparse.Namespace) -> None:
 
 
 def device_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
-    """``--device`` as a torch device; a usage error (not a traceback later) when it asks for
-    CUDA and torch sees none."""
-    device = torch.device(args.device)
+    """``--device`` as a torch device; a usage error (not a traceback later) when it names no
+    device torch knows, or CUDA where torch sees none."""
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        parser.error(f"--device {args.device}: {err}")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device visible to torch")
     return device

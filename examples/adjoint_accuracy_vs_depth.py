@@ -32,6 +32,8 @@ from typing import Any
 import _common as C
 import torch
 
+from odedsl.cli.common import depth_in, int_in
+
 NETS = {"euler": "resnet", "heun": "heunnet"}
 LABEL = {"euler": "ResNet", "heun": "HeunNet"}
 MODE = {"store": "backprop", "invert": "adjoint"}
@@ -211,14 +213,17 @@ def plot(record: dict, path: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--depths", type=int, nargs="+", default=None)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
+    p.add_argument("--epochs", type=C.EPOCHS, default=None)
+    p.add_argument("--lr", type=C.POSITIVE, default=1e-2)
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--batch-size", type=C.TRAIN_BATCH, default=32)
+    p.add_argument("--seeds", type=C.SEED, nargs="+", default=[0])
     p.add_argument(
-        "--probe-batch", type=int, default=256, help="training images in the gradient probe"
+        "--probe-batch",
+        type=int_in(2, C.TRAIN_IMAGES),  # train-mode BatchNorm: two images at least
+        default=256,
+        help="training images in the gradient probe",
     )
     p.add_argument("--integrators", nargs="+", default=list(NETS), choices=list(NETS))
     C.add_noise_option(p)

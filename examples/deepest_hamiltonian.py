@@ -31,6 +31,15 @@ import _common as C
 import torch
 import torch.nn.functional as F
 
+from odedsl.cli.common import (
+    MAX_BATCH,
+    MAX_SECONDS,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    depth_in,
+    int_in,
+    real_in,
+)
 from odedsl.runtime import activation_bytes
 
 MODES = ("store", "invert")
@@ -146,17 +155,25 @@ def plot(record: dict, path: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch", type=int, default=None, help="default 128 (quick 4)")
-    p.add_argument("--size", type=int, default=None, help="image side, default 32 (quick 8)")
-    p.add_argument("--start", type=int, default=None, help="first depth/stage (16; quick 2)")
-    p.add_argument("--max-depth", type=int, default=None, help="default 65536 (quick 64)")
-    p.add_argument("--steps", type=int, default=None, help="training steps per depth (3)")
-    p.add_argument("--step-budget", type=float, default=None, help="seconds per step (30)")
-    p.add_argument("--budget", type=float, default=None, help="whole run, seconds (420)")
+    seconds = real_in(0.0, MAX_SECONDS, low_open=True)
+    p.add_argument("--batch", type=int_in(2, MAX_BATCH), default=None, help="default 128 (quick 4)")
     p.add_argument(
-        "--memory-cap-mib", type=float, default=None, help="CPU: cap on saved activations"
+        "--size",
+        type=int_in(4, MAX_SPATIAL),  # two 2×2 poolings: 4×4 at least
+        default=None,
+        help="image side, default 32 (quick 8)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=depth_in(), default=None, help="first depth/stage (16; quick 2)")
+    p.add_argument("--max-depth", type=depth_in(), default=None, help="default 65536 (quick 64)")
+    p.add_argument(
+        "--steps", type=int_in(1, MAX_STEPS), default=None, help="training steps per depth (3)"
+    )
+    p.add_argument("--step-budget", type=seconds, default=None, help="seconds per step (30)")
+    p.add_argument("--budget", type=seconds, default=None, help="whole run, seconds (420)")
+    p.add_argument(
+        "--memory-cap-mib", type=C.POSITIVE, default=None, help="CPU: cap on saved activations"
+    )
+    p.add_argument("--seed", type=C.SEED, default=0)
     args = p.parse_args(argv)
     if (done := C.replot(args, plot)) is not None:
         return done
@@ -175,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.start > args.max_depth:
+        p.error(f"--start {args.start} is above --max-depth {args.max_depth}: no depth to try")
     if quick and args.memory_cap_mib is None:
         args.memory_cap_mib = 2.0
     started = time.perf_counter()

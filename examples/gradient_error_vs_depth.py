@@ -32,6 +32,8 @@ import _common as C
 import torch
 from torch import Tensor, nn
 
+from odedsl.cli.common import depth_in, int_in
+
 NETS = {"euler": "resnet", "heun": "heunnet"}  # integrator -> spec (ResNet, HeunNet)
 LABEL = {"euler": "ResNet (Euler)", "heun": "HeunNet (Heun)"}
 
@@ -212,12 +214,17 @@ def plot(record: dict, path: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--depths", type=int, nargs="+", default=None)
-    p.add_argument("--train-depth", type=int, default=8)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--batch", type=int, default=None, help="images in the gradient batch")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
+    p.add_argument("--train-depth", type=depth_in(), default=8)
+    p.add_argument("--epochs", type=C.EPOCHS, default=None)
+    p.add_argument("--lr", type=C.POSITIVE, default=1e-2)
+    p.add_argument(
+        "--batch",
+        type=int_in(1, C.TRAIN_IMAGES),
+        default=None,
+        help="training images in the gradient batch (default 32; quick 16)",
+    )
+    p.add_argument("--seeds", type=C.SEED, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     p.add_argument(
         "--bn",
         choices=["eval", "train"],
@@ -227,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     p.add_argument("--integrators", nargs="+", default=["euler", "heun"], choices=list(NETS))
     args = p.parse_args(argv)
+    if args.bn == "train" and args.batch == 1:
+        p.error("--batch 1 with --bn train: batch statistics need two images at least")
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)

@@ -17,6 +17,7 @@ hypothesis fails and N · max‖ΔA‖ grows like N.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -26,8 +27,11 @@ import _common as C
 import torch
 from torch import Tensor, nn
 
+from odedsl.cli.common import MAX_STEPS, depth_in, int_in, real_in
+
 S = torch.tensor([[0.2, 0.9], [-0.6, -0.1]], dtype=torch.float64)  # target M = expm(S)
 GRID = 400  # points s in [0, 1) where weight functions are compared
+MAX_LOGS = 5_000  # logged points per depth, each with its GRID × 2 × 2 float64 grid (12.8 kB)
 
 
 def weights(model: nn.Module) -> Tensor:
@@ -188,21 +192,29 @@ def plot(record: dict, runs: list[dict], path: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--depths", type=int, nargs="+", default=None)
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--eta", type=float, default=0.02, help="flow time per iteration")
-    p.add_argument("--samples", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
+    p.add_argument("--iterations", type=int_in(1, MAX_STEPS), default=None)
+    p.add_argument("--eta", type=C.POSITIVE, default=0.02, help="flow time per iteration")
+    p.add_argument("--samples", type=int_in(1, 1_000_000), default=64)
+    p.add_argument("--seed", type=C.SEED, default=0)
     p.add_argument("--init", choices=["zero", "random"], default="zero")
-    p.add_argument("--init-scale", type=float, default=0.1, help="std of --init random")
-    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument(
+        "--init-scale", type=real_in(0.0, math.inf), default=0.1, help="std of --init random"
+    )
+    p.add_argument("--log-every", type=int_in(1, MAX_STEPS), default=None)
     args = p.parse_args(argv)
+    args.iterations = args.iterations or (150 if args.quick else 400)
+    args.log_every = args.log_every or max(1, args.iterations // 50)
+    if args.iterations // args.log_every > MAX_LOGS:
+        p.error(
+            f"--log-every {args.log_every}: {args.iterations} iterations would log over "
+            f"{MAX_LOGS} points per depth; pass --log-every "
+            f"{args.iterations // (MAX_LOGS + 1) + 1} or more"
+        )
     if (done := C.replot(args, lambda rec, path: plot(rec, rec["runs"], path))) is not None:
         return done
     C.setup(args)
     args.depths = sorted(args.depths or ([5, 10, 20, 40] if args.quick else [10, 25, 50, 100, 200]))
-    args.iterations = args.iterations or (150 if args.quick else 400)
-    args.log_every = args.log_every or max(1, args.iterations // 50)
     x, y = problem(args.samples, args.seed)
     t0 = time.perf_counter()
     runs = [train_depth(n, args, x, y, args.seed) for n in args.depths]

@@ -38,6 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from odedsl.cli.common import (
+    MAX_BATCH,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    MAX_WIDTH,
+    depth_in,
+    int_in,
+)
 from odedsl.runtime import activation_bytes, cuda_activation_bytes
 
 NETS = ("hamiltonian", "midpoint", "leapfrog")
@@ -186,31 +194,41 @@ def plot(record: dict, path: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--networks", nargs="+", default=list(NETS), choices=list(NETS))
-    p.add_argument("--depths", type=int, nargs="+", default=[10, 100, 1000])
+    step_count = int_in(0, MAX_STEPS)  # 0: memory only
+    p.add_argument("--depths", type=depth_in(), nargs="+", default=[10, 100, 1000])
     p.add_argument(
-        "--steps", type=int, default=None, help="training steps per run (default 5; quick 2)"
+        "--steps", type=step_count, default=None, help="training steps per run (default 5; quick 2)"
     )
     p.add_argument(
         "--store-steps-1000",
-        type=int,
+        type=step_count,
         default=None,
         help="store-mode training steps at depth ≥ 1000 (default: --steps; quick 0)",
     )
     p.add_argument(
         "--max-train-depth",
-        type=int,
+        type=depth_in(0),
         default=None,
         help="deeper runs only measure memory (default: all; quick 100)",
     )
-    p.add_argument("--gradcheck-max-depth", type=int, default=None)
-    p.add_argument("--batch", type=int, default=None, help="default 16 (quick 4; cuda 128)")
-    p.add_argument("--width", type=int, default=None, help="midpoint/leapfrog (default 16)")
-    p.add_argument("--channels", type=int, default=1)
-    p.add_argument("--size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gradcheck-max-depth", type=depth_in(0), default=None)
+    p.add_argument(
+        "--batch",
+        type=int_in(2, MAX_BATCH),  # BatchNorm trains: two images at least
+        default=None,
+        help="default 16 (quick 4; cuda 128)",
+    )
+    p.add_argument(
+        "--width", type=int_in(1, MAX_WIDTH), default=None, help="midpoint/leapfrog (default 16)"
+    )
+    p.add_argument("--channels", type=int_in(1, MAX_WIDTH), default=1)
+    p.add_argument("--size", type=int_in(1, MAX_SPATIAL), default=8)
+    p.add_argument("--lr", type=C.POSITIVE, default=1e-3)
+    p.add_argument("--seed", type=C.SEED, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    if "hamiltonian" in args.networks and args.size < 4:
+        p.error(f"--size {args.size}: the hamiltonian network pools 2×2 twice, so 4 at least")
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
@@ -224,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.gradcheck_max_depth is None:
         args.gradcheck_max_depth = 10 if args.quick else 100
     args.batch = args.batch or (128 if device.type == "cuda" else 4 if args.quick else 16)
+    if (args.channels, args.size) == (1, 8) and args.batch > C.TRAIN_IMAGES:
+        p.error(f"--batch {args.batch}: the digits have {C.TRAIN_IMAGES} training images")
     args.width = args.width or (8 if args.quick else 16)
     data = batches(args, device)
     t0 = time.perf_counter()

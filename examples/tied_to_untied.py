@@ -40,6 +40,8 @@ import _common as C
 import torch
 from torch import nn
 
+from odedsl.cli.common import depth_in
+
 
 def untied(tied: nn.Module, depth: int, backward: str) -> nn.Module:
     net = C.compile_net("resnet", backward=backward, depth=depth, **C.DIGITS)
@@ -177,23 +179,30 @@ def plot(record: dict, path: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--tied-depth", type=int, default=None, help="N₀ (default 4; quick 2)")
-    p.add_argument("--depth", type=int, default=None, help="N₁ (default 32; quick 8)")
-    p.add_argument("--pretrain-epochs", type=float, default=None)
-    p.add_argument("--finetune-epochs", type=float, default=None)
-    p.add_argument("--lr", type=float, default=1e-2, help="pretraining (AdamW, cosine)")
-    p.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning (AdamW, cosine)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
+    p.add_argument("--tied-depth", type=depth_in(), default=None, help="N₀ (default 4; quick 2)")
+    p.add_argument("--depth", type=depth_in(), default=None, help="N₁ (default 32; quick 8)")
+    p.add_argument("--pretrain-epochs", type=C.EPOCHS, default=None)
+    p.add_argument("--finetune-epochs", type=C.EPOCHS, default=None)
+    p.add_argument("--lr", type=C.POSITIVE, default=1e-2, help="pretraining (AdamW, cosine)")
+    p.add_argument(
+        "--finetune-lr", type=C.POSITIVE, default=1e-3, help="fine-tuning (AdamW, cosine)"
+    )
+    p.add_argument("--batch-size", type=C.TRAIN_BATCH, default=32)
+    p.add_argument("--seeds", type=C.SEED, nargs="+", default=None, help="default 0 1 2 (quick: 0)")
     C.add_noise_option(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     C.check_noise(p, args)
+    args.tied_depth = args.tied_depth or (2 if args.quick else 4)
+    args.depth = args.depth or (8 if args.quick else 32)
+    if args.depth < args.tied_depth:
+        p.error(
+            f"--depth {args.depth} is below --tied-depth {args.tied_depth}: the untied copy "
+            "is the deeper network (N₁ ≥ N₀)"
+        )
     if (done := C.replot(args, plot)) is not None:
         return done
     C.setup(args)
-    args.tied_depth = args.tied_depth or (2 if args.quick else 4)
-    args.depth = args.depth or (8 if args.quick else 32)
     args.pretrain_epochs = args.pretrain_epochs or (3.0 if args.quick else 6.0)
     args.finetune_epochs = args.finetune_epochs or (1.0 if args.quick else 2.0)
     args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])

@@ -1,0 +1,200 @@
+"""Every numeric option of every example script refuses a bad value at parse time: exit 2 and a
+message naming the option (no traceback, no run). Nothing here trains: a bad value must fail
+before anything starts, so these tests take milliseconds."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import _common as C
+import pytest
+
+SCRIPTS = (
+    "adjoint_accuracy_vs_depth",
+    "deepest_hamiltonian",
+    "gradient_error_vs_depth",
+    "linear_resnet_smoothness",
+    "reversible_memory",
+    "tied_to_untied",
+)
+
+# bad values by kind of option (each script's own bounds: see its add_argument calls)
+NOT_INT = ["2.5", "x", "nan", ""]
+DEPTH = ["0", "-1", "100001", *NOT_INT]  # 100001: above the default ODEDSL_MAX_DEPTH
+DEPTH_OR_0 = ["-1", "100001", *NOT_INT]
+POSITIVE = ["0", "-1", "nan", "inf", "-inf", "x", ""]
+EPOCHS = [*POSITIVE, "10001"]
+TRAIN_BATCH = ["0", "1", "-2", "1439", *NOT_INT]  # BatchNorm: 2; digits: 1438 training images
+SEED = ["-1", "4294967296", *NOT_INT]
+STEPS = ["0", "-1", "1000001", *NOT_INT]
+STEPS_OR_0 = ["-1", "1000001", *NOT_INT]
+NOISE = ["-1", "nan", "inf", "x"]
+SECONDS = [*POSITIVE, "1e7"]
+
+OPTIONS: dict[str, dict[str, list[str]]] = {
+    "adjoint_accuracy_vs_depth": {
+        "--depths": DEPTH,
+        "--epochs": EPOCHS,
+        "--lr": POSITIVE,
+        "--batch-size": TRAIN_BATCH,
+        "--seeds": SEED,
+        "--probe-batch": TRAIN_BATCH,
+        "--noise": NOISE,
+    },
+    "deepest_hamiltonian": {
+        "--batch": ["0", "1", "65537", *NOT_INT],
+        "--size": ["0", "3", "16385", *NOT_INT],  # two 2×2 poolings: 4 at least
+        "--start": DEPTH,
+        "--max-depth": DEPTH,
+        "--steps": STEPS,
+        "--step-budget": SECONDS,
+        "--budget": SECONDS,
+        "--memory-cap-mib": POSITIVE,
+        "--seed": SEED,
+    },
+    "gradient_error_vs_depth": {
+        "--depths": DEPTH,
+        "--train-depth": DEPTH,
+        "--epochs": EPOCHS,
+        "--lr": POSITIVE,
+        "--batch": ["0", "-1", "1439", *NOT_INT],
+        "--seeds": SEED,
+    },
+    "linear_resnet_smoothness": {
+        "--depths": DEPTH,
+        "--iterations": STEPS,
+        "--eta": POSITIVE,
+        "--samples": ["0", "-1", "1000001", *NOT_INT],
+        "--seed": SEED,
+        "--init-scale": ["-1", "nan", "inf", "x"],
+        "--log-every": STEPS,
+    },
+    "reversible_memory": {
+        "--depths": DEPTH,
+        "--steps": STEPS_OR_0,
+        "--store-steps-1000": STEPS_OR_0,
+        "--max-train-depth": DEPTH_OR_0,
+        "--gradcheck-max-depth": DEPTH_OR_0,
+        "--batch": ["0", "1", "65537", *NOT_INT],
+        "--width": ["0", "-1", "65537", *NOT_INT],
+        "--channels": ["0", "-1", "65537", *NOT_INT],
+        "--size": ["0", "-1", "16385", *NOT_INT],
+        "--lr": POSITIVE,
+        "--seed": SEED,
+    },
+    "tied_to_untied": {
+        "--tied-depth": DEPTH,
+        "--depth": DEPTH,
+        "--pretrain-epochs": EPOCHS,
+        "--finetune-epochs": EPOCHS,
+        "--lr": POSITIVE,
+        "--finetune-lr": POSITIVE,
+        "--batch-size": TRAIN_BATCH,
+        "--seeds": SEED,
+        "--noise": NOISE,
+    },
+}
+# the options _common.parser adds to every script
+SHARED = {"--threads": ["0", "-1", "1025", *NOT_INT]}
+
+# bad combinations of valid values: (script, argv, the option the message must name)
+COMBINATIONS = [
+    ("deepest_hamiltonian", ["--start", "64", "--max-depth", "32"], "--start"),
+    ("deepest_hamiltonian", ["--device", "nowhere"], "--device"),
+    ("gradient_error_vs_depth", ["--bn", "train", "--batch", "1"], "--batch"),
+    ("linear_resnet_smoothness", ["--iterations", "100000", "--log-every", "1"], "--log-every"),
+    ("reversible_memory", ["--size", "3"], "--size"),  # the hamiltonian network pools twice
+    ("reversible_memory", ["--batch", "2000"], "--batch"),  # digits: 1438 training images
+    ("reversible_memory", ["--device", "nowhere"], "--device"),
+    ("tied_to_untied", ["--tied-depth", "8", "--depth", "4"], "--depth"),
+]
+
+
+class Reached(Exception):
+    """Raised instead of ``_common.setup``: the arguments parsed, nothing ran."""
+
+
+@pytest.fixture(autouse=True)
+def default_depth_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ODEDSL_MAX_DEPTH", raising=False)
+
+
+def _script(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def _cases() -> Iterator[tuple[str, str, list[str]]]:
+    for script in SCRIPTS:
+        for option, bad in {**OPTIONS[script], **SHARED}.items():
+            yield script, option, bad
+
+
+def _exits_2_naming(
+    script: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _script(script).main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, (argv, err)
+    assert option in err and "error:" in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize(("script", "option", "bad"), list(_cases()))
+def test_a_bad_value_is_a_usage_error_naming_the_option(
+    script: str, option: str, bad: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for value in bad:
+        _exits_2_naming(script, [f"{option}={value}", "--out", str(tmp_path)], option, capsys)
+
+
+@pytest.mark.parametrize(("script", "argv", "option"), COMBINATIONS)
+def test_a_bad_combination_is_a_usage_error_naming_the_option(
+    script: str, argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _exits_2_naming(script, [*argv, "--no-plot", "--out", str(tmp_path)], option, capsys)
+
+
+def test_every_numeric_option_is_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An option added later (a number type, or ``type=int``/``float``) fails here until the
+    table lists it, with its bad values."""
+    caught: list[argparse.ArgumentParser] = []
+
+    def parse_args(self: argparse.ArgumentParser, *_: object) -> None:
+        caught.append(self)
+        raise Reached
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
+    for script in SCRIPTS:
+        with pytest.raises(Reached):
+            _script(script).main([])
+        numeric = {
+            a.option_strings[-1]
+            for a in caught[-1]._actions
+            if a.option_strings and (a.type in (int, float) or hasattr(a.type, "bounds"))
+        }
+        assert numeric == set(OPTIONS[script]) | set(SHARED), script
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("quick", [[], ["--quick"]])
+def test_the_defaults_parse(
+    script: str, quick: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No option given: parsing and the checks before ``setup`` pass (then it would run)."""
+
+    def setup(args: argparse.Namespace) -> None:
+        raise Reached(args)
+
+    monkeypatch.setattr(C, "setup", setup)
+    with pytest.raises(Reached):
+        _script(script).main([*quick, "--out", str(tmp_path)])
+
+
+def test_the_training_split_has_train_images() -> None:
+    """``TRAIN_IMAGES`` bounds the batch options; it is the size of ``digits()``'s split."""
+    pytest.importorskip("sklearn")
+    assert len(C.digits()[1]) == C.TRAIN_IMAGES
