@@ -61,9 +61,13 @@ from odedsl.cli.common import (
     MAX_WIDTH,
     depth_in,
     int_in,
+    out_folder,
+    torch_device,
 )
 
 MODES = ("store", "checkpoint", "invert")
+#: What ``measure`` reads of a configuration (``--worker``: the JSON a parent passes its worker).
+WORKER_KEYS = ("mode", "depth", "backend", "residual", "repeat", "threads")
 #: The done-when criterion of issue 10: cold compile at the deepest N within this of the shallowest.
 TARGET_GROWTH = 1.5
 
@@ -169,6 +173,19 @@ def run_worker(config: dict[str, Any], cache: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the benchmark
+def compile_backend(text: str) -> str:
+    """An argparse ``type`` for ``--backend``: a name ``torch.compile`` knows (looked up only
+    when the option is given: listing the backends imports them), not a traceback in the
+    first worker."""
+    known = torch._dynamo.list_backends(exclude_tags=())  # aot_eager and eager: tagged debug
+    if text not in known:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a torch.compile backend; e.g. inductor or aot_eager "
+            f"(torch._dynamo.list_backends(exclude_tags=()) lists all {len(known)})"
+        )
+    return text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.compile", description=__doc__.split("\n")[0]
@@ -180,7 +197,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--unrolled-depths", nargs="*", type=depth_in(), default=None, help="python-loop reference"
     )
-    p.add_argument("--backend", default=None, help="torch.compile backend (default inductor)")
+    p.add_argument(
+        "--backend",
+        type=compile_backend,
+        default=None,
+        help="torch.compile backend (default inductor; quick aot_eager)",
+    )
     p.add_argument("--width", type=width, default=None, help="channels, even (default 16)")
     p.add_argument("--hidden", type=width, default=None, help="residual hidden channels (16)")
     p.add_argument(
@@ -191,14 +213,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat", type=int_in(1, MAX_STEPS), default=None, help="timed steps (default 5)"
     )
     p.add_argument("--threads", type=int_in(1, MAX_THREADS), default=1)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
     p.add_argument("--no-warm", action="store_true", help="skip the warm-cache runs")
     p.add_argument(
         "--in-process", action="store_true", help="no worker processes (graph counts only)"
     )
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=out_folder, default=RESULTS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker is not None:  # the configuration a parent process passes to its worker
+        try:
+            args.worker = json.loads(args.worker)
+        except ValueError as err:
+            p.error(f"argument --worker: not JSON ({err})")
+        if not isinstance(args.worker, dict) or not set(WORKER_KEYS) <= args.worker.keys():
+            p.error(f"argument --worker: expected a JSON object with {', '.join(WORKER_KEYS)}")
     quick = args.quick
     defaults = {
         "depths": [2, 16] if quick else [8, 64, 512],
@@ -221,7 +250,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     args = parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(measure(json.loads(args.worker))))
+        print(json.dumps(measure(args.worker)))
         return {}
     residual = Residual("conv", args.width, args.hidden, args.batch, args.size)
     machine = machine_description(args.device)

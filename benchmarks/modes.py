@@ -69,7 +69,9 @@ from odedsl.cli.common import (
     MAX_WIDTH,
     depth_in,
     int_in,
+    out_folder,
     real_in,
+    torch_device,
 )
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
@@ -336,9 +338,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="torch threads (0: torch default)",
     )
     p.add_argument("--clock", choices=("cpu", "wall"), default=None, help="cpu on CPU, else wall")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=torch_device, default="cpu")
     p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON and PNG")
+    p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
     quick = args.quick

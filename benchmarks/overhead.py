@@ -40,7 +40,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,7 +60,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.modes import INTEGRATORS, build_stage, with_mode
-from odedsl.cli.common import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in
+from odedsl.cli.common import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in, out_folder
 
 
 class _NoProbe:
@@ -296,7 +295,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=INTEGRATORS,
         help="exact integrators for the measuring-call table",
     )
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=out_folder, default=RESULTS)
     args = p.parse_args(argv)
     # the fixed-overhead table runs at width 4; the other two at --width
     check_split_width(p, args.width, [*args.features, *args.measuring])

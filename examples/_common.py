@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import odedsl
-from odedsl.cli.common import MAX_SEED, MAX_THREADS, int_in, real_in
+from odedsl.cli.common import (
+    MAX_SEED,
+    MAX_THREADS,
+    int_in,
+    json_record,
+    out_folder,
+    real_in,
+    redraw,
+)
 from odedsl.runtime import OdeStage, expand_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +55,12 @@ SEED = int_in(0, MAX_SEED)
 TRAIN_BATCH = int_in(2, TRAIN_IMAGES)
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, experiment: str) -> argparse.ArgumentParser:
+    """The options every experiment has; ``experiment`` is the name its records carry (the
+    script's name), which ``--replot`` checks."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and PNG")
+    p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for the JSON and PNG")
     p.add_argument(
         "--threads",
         type=int_in(1, MAX_THREADS),
@@ -59,36 +69,32 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument(
-        "--replot", type=Path, default=None, metavar="JSON", help="redraw the PNG of a saved run"
+        "--replot",
+        type=json_record("experiment", {experiment}, f"give a JSON that {experiment}.py wrote"),
+        default=None,
+        metavar="JSON",
+        help="redraw the PNG of a saved run",
     )
     return p
 
 
-def replot(args: argparse.Namespace, plot: Callable[[dict, Path], None]) -> dict | None:
-    """``--replot results/x.json``: redraw ``results/x.png`` from the JSON, run nothing."""
+def replot(
+    p: argparse.ArgumentParser, args: argparse.Namespace, plot: Callable[[dict, Path], None]
+) -> dict | None:
+    """``--replot results/x.json``: redraw ``results/x.png`` from the JSON, run nothing (the
+    JSON was loaded and checked to be this experiment's by ``parser``)."""
     if args.replot is None:
         return None
-    record = json.loads(args.replot.read_text())
-    plot(record, args.replot.with_suffix(".png"))
-    print(f"wrote {args.replot.with_suffix('.png')}")
+    path, record = args.replot
+    png = path.with_suffix(".png")
+    redraw(p, "--replot", path, lambda: plot(record, png))
+    print(f"wrote {png}")
     return record
 
 
 def setup(args: argparse.Namespace) -> None:
     torch.set_num_threads(max(1, args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
-
-
-def device_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> torch.device:
-    """``--device`` as a torch device; a usage error (not a traceback later) when it names no
-    device torch knows, or CUDA where torch sees none."""
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as err:
-        parser.error(f"--device {args.device}: {err}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device visible to torch")
-    return device
 
 
 def machine(threads: int | None = None, device: str = "cpu") -> str:

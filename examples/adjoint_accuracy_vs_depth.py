@@ -212,7 +212,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__.splitlines()[0], "adjoint_accuracy_vs_depth")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--epochs", type=C.EPOCHS, default=None)
     p.add_argument("--lr", type=C.POSITIVE, default=1e-2)
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     C.check_noise(p, args)
-    if (done := C.replot(args, plot)) is not None:
+    if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)
     args.depths = sorted(args.depths or ([2, 8] if args.quick else [2, 4, 8, 16, 32]))

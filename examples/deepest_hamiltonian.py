@@ -39,6 +39,7 @@ from odedsl.cli.common import (
     depth_in,
     int_in,
     real_in,
+    torch_device,
 )
 from odedsl.runtime import activation_bytes
 
@@ -153,8 +154,8 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p = C.parser(__doc__.splitlines()[0], "deepest_hamiltonian")
+    p.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
     seconds = real_in(0.0, MAX_SECONDS, low_open=True)
     p.add_argument("--batch", type=int_in(2, MAX_BATCH), default=None, help="default 128 (quick 4)")
     p.add_argument(
@@ -175,10 +176,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     p.add_argument("--seed", type=C.SEED, default=0)
     args = p.parse_args(argv)
-    if (done := C.replot(args, plot)) is not None:
+    if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)
-    device = C.device_of(p, args)
+    device = torch.device(args.device)
     quick = args.quick
     defaults = {
         "batch": 4 if quick else 128,

@@ -213,7 +213,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__.splitlines()[0], "gradient_error_vs_depth")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--train-depth", type=depth_in(), default=8)
     p.add_argument("--epochs", type=C.EPOCHS, default=None)
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.bn == "train" and args.batch == 1:
         p.error("--batch 1 with --bn train: batch statistics need two images at least")
-    if (done := C.replot(args, plot)) is not None:
+    if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)
     args.depths = args.depths or ([4, 8, 16, 32] if args.quick else [4, 8, 16, 32, 64, 128, 256])

@@ -191,7 +191,7 @@ def plot(record: dict, runs: list[dict], path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__.splitlines()[0], "linear_resnet_smoothness")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--iterations", type=int_in(1, MAX_STEPS), default=None)
     p.add_argument("--eta", type=C.POSITIVE, default=0.02, help="flow time per iteration")
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{MAX_LOGS} points per depth; pass --log-every "
             f"{args.iterations // (MAX_LOGS + 1) + 1} or more"
         )
-    if (done := C.replot(args, lambda rec, path: plot(rec, rec["runs"], path))) is not None:
+    if (done := C.replot(p, args, lambda rec, path: plot(rec, rec["runs"], path))) is not None:
         return done
     C.setup(args)
     args.depths = sorted(args.depths or ([5, 10, 20, 40] if args.quick else [10, 25, 50, 100, 200]))

@@ -45,6 +45,7 @@ from odedsl.cli.common import (
     MAX_WIDTH,
     depth_in,
     int_in,
+    torch_device,
 )
 from odedsl.runtime import activation_bytes, cuda_activation_bytes
 
@@ -192,7 +193,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__.splitlines()[0], "reversible_memory")
     p.add_argument("--networks", nargs="+", default=list(NETS), choices=list(NETS))
     step_count = int_in(0, MAX_STEPS)  # 0: memory only
     p.add_argument("--depths", type=depth_in(), nargs="+", default=[10, 100, 1000])
@@ -225,14 +226,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--size", type=int_in(1, MAX_SPATIAL), default=8)
     p.add_argument("--lr", type=C.POSITIVE, default=1e-3)
     p.add_argument("--seed", type=C.SEED, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
     if "hamiltonian" in args.networks and args.size < 4:
         p.error(f"--size {args.size}: the hamiltonian network pools 2×2 twice, so 4 at least")
-    if (done := C.replot(args, plot)) is not None:
+    if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)
-    device = C.device_of(p, args)
+    device = torch.device(args.device)
     args.depths = sorted(args.depths)
     args.steps = args.steps if args.steps is not None else (2 if args.quick else 5)
     if args.store_steps_1000 is None:

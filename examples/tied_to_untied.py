@@ -178,7 +178,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0])
+    p = C.parser(__doc__.splitlines()[0], "tied_to_untied")
     p.add_argument("--tied-depth", type=depth_in(), default=None, help="N₀ (default 4; quick 2)")
     p.add_argument("--depth", type=depth_in(), default=None, help="N₁ (default 32; quick 8)")
     p.add_argument("--pretrain-epochs", type=C.EPOCHS, default=None)
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"--depth {args.depth} is below --tied-depth {args.tied_depth}: the untied copy "
             "is the deeper network (N₁ ≥ N₀)"
         )
-    if (done := C.replot(args, plot)) is not None:
+    if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)
     args.pretrain_epochs = args.pretrain_epochs or (3.0 if args.quick else 6.0)

@@ -1,16 +1,18 @@
 """Shared CLI plumbing: `--set name=value` parsing, loading a spec, reporting errors; and the
-argparse types (``int_in``, ``real_in``, ``depth_in``) the example and benchmark scripts use too."""
+argparse types (``int_in``, ``real_in``, ``depth_in``, ``torch_device``, ``out_folder``,
+``json_record``) and :func:`redraw` that the example and benchmark scripts use too."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
@@ -18,7 +20,7 @@ from odedsl.runtime.weights import depth_limit
 from odedsl.spec.evaluate import Value
 from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
-from odedsl.training.config import INT_BOUNDS
+from odedsl.training.config import INT_BOUNDS, OptionError, resolve_device
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 #: The largest ``--seed`` of gradcheck and plot: train's, from the one table of bounds.
@@ -127,6 +129,126 @@ def depth_in(low: int = 1) -> Any:
     parse.__name__ = "integer"
     parse.bounds = within.bounds  # type: ignore[attr-defined]
     return parse
+
+
+def torch_device(text: str) -> str:
+    """An argparse ``type`` for ``--device``: ``cpu``, ``cuda`` or ``cuda:N`` as torch can use
+    them here (``odedsl train``'s checks: :func:`~odedsl.training.config.resolve_device`), else
+    a usage error saying what to pass (``cuda`` where torch sees no GPU fails at parse time, not
+    with a traceback at the first tensor moved); ``auto``: cuda when available. Returns the
+    device's name (``cuda:1``)."""
+    try:
+        return str(resolve_device(text))
+    except OptionError as err:
+        d = err.diagnostics[0]
+        why = d.message.partition(": ")[2] or d.message  # the message names the option itself
+        raise argparse.ArgumentTypeError(f"{text!r}: {why}; {d.hint}") from None
+
+
+def out_folder(text: str) -> Path:
+    """An argparse ``type`` for ``--out``: a folder the script can create (if missing) and write
+    in. A path to a file, or under one, or in a folder this user cannot write, is a usage error
+    before anything runs, not a traceback from ``mkdir`` or from writing the results after it."""
+    path = Path(text)
+    try:
+        if not text.strip():
+            raise argparse.ArgumentTypeError("expected a folder for the results, got ''")
+        if os.path.lexists(path) and not path.is_dir():
+            what = "a broken link" if not path.exists() else "a file"
+            raise argparse.ArgumentTypeError(
+                f"{text} is {what}, not a folder; name a folder (created if missing)"
+            )
+        existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+        if not existing.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"{text}: {existing} is a file, so no folder can be made under it; "
+                "name a folder (created if missing)"
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(
+                f"{text}: {existing} is not writable; name a folder you can write in"
+            )
+        limit = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+        for name in path.relative_to(existing).parts:  # the folders mkdir would make
+            if len(os.fsencode(name)) > limit:
+                raise argparse.ArgumentTypeError(
+                    f"{text}: a folder name is longer than {limit} bytes; name a shorter one"
+                )
+    except OSError as err:  # a folder that cannot be searched
+        raise argparse.ArgumentTypeError(f"{text}: {err.strerror or err}") from None
+    return path
+
+
+class Record(NamedTuple):
+    """A results JSON that :func:`json_record` loaded: where it is, and its object."""
+
+    path: Path
+    data: dict[str, Any]
+
+
+def json_record(key: str, kinds: Collection[str], hint: str) -> Callable[[str], Record]:
+    """An argparse ``type`` for a results JSON: a file holding a JSON object whose ``key`` is
+    one of ``kinds`` (``"experiment"``: which example wrote it; ``"benchmark"``: which
+    benchmark). A missing file, a folder, text that is not JSON, or the record of another
+    experiment is a usage error (``hint``: which files fit), not a traceback from ``open``,
+    ``json`` or the plot's first missing key."""
+    expected = " or ".join(sorted(kinds))
+
+    def parse(text: str) -> Record:
+        path = Path(text)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except IsADirectoryError:
+            raise argparse.ArgumentTypeError(f"{text} is a folder; {hint}") from None
+        except FileNotFoundError:
+            raise argparse.ArgumentTypeError(f"{text}: no such file; {hint}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            why = getattr(err, "strerror", None) or err
+            raise argparse.ArgumentTypeError(f"cannot read {text}: {why}") from None
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise argparse.ArgumentTypeError(
+                f"{text} is not JSON ({err.msg} at line {err.lineno}, column {err.colno}); {hint}"
+            ) from None
+        except (ValueError, RecursionError) as err:  # an integer of 5000 digits, deep nesting
+            raise argparse.ArgumentTypeError(
+                f"{text} is not readable JSON ({err}); {hint}"
+            ) from None
+        if not isinstance(data, dict) or key not in data:
+            raise argparse.ArgumentTypeError(
+                f"{text} is not a results record (no {key!r} key); {hint}"
+            )
+        if not isinstance(data[key], str) or data[key] not in kinds:
+            found = repr(data[key])
+            found = found if len(found) <= 60 else found[:57] + "..."
+            raise argparse.ArgumentTypeError(
+                f"{text} is a record of {key} {found}, not of {expected}; {hint}"
+            )
+        return Record(path, data)
+
+    parse.__name__ = "JSON file"
+    return parse
+
+
+T = TypeVar("T")
+
+
+def redraw(parser: argparse.ArgumentParser, option: str, path: Path, draw: Callable[[], T]) -> T:
+    """``draw()`` the figure of a record :func:`json_record` accepted. A key the plot needs that
+    the record lacks, or a value of the wrong kind or an empty list (a record edited by hand, or
+    written by an older script), and a figure that cannot be written, are usage errors naming
+    ``option`` and the file, not tracebacks."""
+    try:
+        return draw()
+    except OSError as err:
+        where = err.filename or f"the figure of {path}"
+        parser.error(f"argument {option}: cannot write {where}: {err.strerror or err}")
+    except (LookupError, TypeError, AttributeError, ValueError, ArithmeticError) as err:
+        parser.error(
+            f"argument {option}: no figure can be drawn from {path} ({type(err).__name__}: "
+            f"{err}); redraw a JSON as the script wrote it, or run the script again"
+        )
 
 
 def parse_set(items: Sequence[str] | None) -> dict[str, Value]:

@@ -219,6 +219,11 @@ def resolve_device(name: str) -> torch.device:
             "use --device cpu, or cuda (cuda:N) where torch sees a GPU",
             "E130",
         )
+    if device.type == "cuda" and (device.index or 0) >= (count := torch.cuda.device_count()):
+        raise bad_option(
+            f"--device {name}: torch sees {count} CUDA device{'s' if count != 1 else ''}",
+            f"use cuda:0 to cuda:{count - 1}" if count > 1 else "use --device cuda",
+        )
     return device
 
 

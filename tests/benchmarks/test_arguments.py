@@ -1,17 +1,25 @@
-"""Every numeric option of every benchmark refuses a bad value at parse time: exit 2 and a
-message naming the option (no traceback, nothing measured), so these tests take milliseconds."""
+"""Every option of every benchmark refuses a bad value at parse time: exit 2 and a message
+naming the option (no traceback, nothing measured): numbers out of range, ``--out`` at a file, a
+``--device`` torch cannot use, an unknown ``--backend``, and ``benchmarks.plot`` of a file that
+is not a benchmark's result. These tests take milliseconds (one redraws a recorded figure)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import re
+import shlex
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 
 from benchmarks import compile as compile_bench
-from benchmarks import modes, overhead, peers
+from benchmarks import modes, overhead, peers, plot
 
 BENCHMARKS: dict[str, ModuleType] = {
     "modes": modes,
@@ -94,12 +102,13 @@ def _quiet(*_: Any) -> None:
 
 def _exits_2_naming(
     name: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> str:
     with pytest.raises(SystemExit) as exit_:
         BENCHMARKS[name].main(argv, log=_quiet)
     err = capsys.readouterr().err
     assert exit_.value.code == 2, (argv, err)
     assert option in err and "error:" in err and "Traceback" not in err, (argv, err)
+    return " ".join(err.split())  # argparse wraps the usage, not the message
 
 
 @pytest.mark.parametrize(
@@ -167,3 +176,150 @@ def test_the_defaults_parse_unchanged() -> None:
     args = overhead.parse_args([])
     assert (args.width, args.depth, args.rounds, args.feature_rounds) == (64, 100, 7, 30)
     assert overhead.parse_args(["--features", "euler", "--measuring", "momentum", "--width", "7"])
+
+
+# ----------------------------------------------------------------------------- paths and names
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_out_at_a_file_is_a_usage_error(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mkdir`` raised NotADirectoryError once measured (other folders that cannot be made:
+    the tests of ``out_folder`` in tests/cli)."""
+    (tmp_path / "afile").write_text("")
+    _exits_2_naming(name, ["--out", str(tmp_path / "afile" / "below")], "--out", capsys)
+
+
+@pytest.mark.parametrize("name", ["modes", "peers", "compile"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "meta", "nowhere", ""])
+def test_a_device_torch_cannot_use_here_is_a_usage_error(
+    name: str,
+    device: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--device cuda`` where torch sees no GPU: exit 2 at parse time (a traceback at the
+    first tensor moved before)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _exits_2_naming(name, ["--device", device, "--out", str(tmp_path)], "--device", capsys)
+
+
+def test_a_cuda_device_torch_does_not_see_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert modes.parse_args(["--device", "cuda:0"]).device == "cuda:0"
+    _exits_2_naming("modes", ["--device", "cuda:1", "--out", str(tmp_path)], "--device", capsys)
+
+
+def _gpu_sh_commands() -> list[list[str]]:
+    """The python commands of ``benchmarks/gpu.sh`` (continuation lines joined)."""
+    text = (RESULTS.parent / "gpu.sh").read_text().replace("\\\n", " ")
+    return [
+        shlex.split(m.group(1))
+        for m in re.finditer(r"^\s*part \S+ \d+ python3 (.*)$", text, re.M)
+        if "pytest" not in m.group(1)
+    ]
+
+
+def test_gpu_sh_parses_where_torch_sees_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command of ``gpu.sh`` (``--device cuda`` and its ``--quick`` dry run) parses on a
+    machine with a GPU; its example is run up to ``setup``, where it would start."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.syspath_prepend(str(RESULTS.parents[1] / "examples"))
+    import _common
+
+    class Reached(Exception):
+        pass
+
+    def setup(args: argparse.Namespace) -> None:
+        raise Reached(args)
+
+    monkeypatch.setattr(_common, "setup", setup)
+    commands = _gpu_sh_commands()
+    assert len(commands) == 8 and sum("cuda" in c for c in commands) == 4, commands
+    for command in commands:
+        benchmark = command[0] == "-m"
+        argv = [str(tmp_path) if a.startswith("$work") else a for a in command[1 + benchmark :]]
+        if benchmark:
+            BENCHMARKS[command[1].removeprefix("benchmarks.")].parse_args(argv)
+        else:
+            with pytest.raises(Reached):
+                importlib.import_module(Path(command[0]).stem).main(argv)
+
+
+def test_an_unknown_compile_backend_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for backend in ("nonsense", "Inductor", ""):
+        argv = ["--backend", backend, "--out", str(tmp_path)]
+        err = _exits_2_naming("compile", argv, "--backend", capsys)
+        assert "inductor" in err
+    args = compile_bench.parse_args(["--backend", "aot_eager"])
+    assert args.backend == "aot_eager"
+    assert compile_bench.parse_args(["--backend", "inductor"]).backend == "inductor"
+
+
+def test_a_bad_worker_configuration_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--worker`` is the parent's JSON to its worker process (hidden, but a typo there is no
+    traceback either)."""
+    for config in ("x", "[1]", '{"mode": "store"}'):
+        _exits_2_naming("compile", ["--worker", config], "--worker", capsys)
+
+
+# ----------------------------------------------------------------------------- benchmarks.plot
+def _plot_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        plot.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, (argv, err)
+    assert "JSON" in err and "error:" in err and "Traceback" not in err, (argv, err)
+    return " ".join(err.split())
+
+
+def test_plot_of_a_file_that_is_no_benchmark_result_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "not.json").write_text("{")
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "other.json").write_text('{"benchmark": "sorting"}')
+    example = RESULTS.parents[1] / "examples" / "results" / "tied_to_untied.json"
+    for path in ("missing.json", ".", "not.json", "list.json", "other.json", str(example)):
+        assert "argument JSON" in _plot_exits_2([str(tmp_path / path)], capsys)
+    assert "no 'benchmark' key" in _plot_exits_2([str(example)], capsys)
+    assert "required: JSON" in _plot_exits_2([], capsys)
+
+
+def test_plot_of_a_result_without_what_the_plot_needs_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, payload in (("norows", {"benchmark": "modes"}), ("empty", {"benchmark": "peers"})):
+        if name == "empty":
+            payload = {**json.loads((RESULTS / "peers-cpu2.json").read_text()), "rows": []}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(payload))
+        _plot_exits_2([str(path)], capsys)
+        assert not path.with_suffix(".png").exists()
+
+
+def test_plot_redraws_recorded_results_and_skips_those_without_a_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m benchmarks.plot benchmarks/results/*.json``: the compile and overhead results
+    have no figure (a KeyError before); the modes one is drawn."""
+    pytest.importorskip("matplotlib")
+    for name in ("compile-cpu2.json", "overhead-cpu2.json", "modes-cpu2.json"):
+        shutil.copyfile(RESULTS / name, tmp_path / name)
+    plot.main(sorted(str(p) for p in tmp_path.iterdir()))
+    out, err = capsys.readouterr()
+    assert "skipped" in err and "compile draws no figure" in err and "overhead" in err
+    assert (tmp_path / "modes-cpu2.png").stat().st_size > 10_000 and "wrote" in out

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import pytest
+import torch
 
-from odedsl.cli.common import depth_in, int_in, real_in
+from odedsl.cli.common import depth_in, int_in, out_folder, real_in, torch_device
 
 
 def _refuses(parse: object, text: str) -> str:
@@ -73,3 +75,29 @@ def test_int_in_refuses_what_int_would_read() -> None:
     assert count("3") == 3
     for bad in ("٣", "1_0", "1e1", "nan"):
         assert _refuses(count, bad) == f"expected an integer between 1 and 10, got {bad!r}"
+
+
+def test_torch_device_takes_what_torch_can_use_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert torch_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert torch_device("auto") == "cpu"
+    assert "use --device cpu" in _refuses(torch_device, "cuda")
+    assert "only cpu and cuda" in _refuses(torch_device, "meta")
+    assert "unknown device" in _refuses(torch_device, "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [torch_device(d) for d in ("cuda", "cuda:1", "auto")] == ["cuda", "cuda:1", "cuda"]
+    refused = "'cuda:2': torch sees 2 CUDA devices; use cuda:0 to cuda:1"
+    assert _refuses(torch_device, "cuda:2") == refused
+
+
+def test_out_folder_is_a_folder_that_can_be_made(tmp_path: Path) -> None:
+    assert out_folder(str(tmp_path / "a" / "b")) == tmp_path / "a" / "b"
+    assert not (tmp_path / "a").exists()  # made by the script, not by parsing
+    (tmp_path / "f").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    assert "is a file" in _refuses(out_folder, str(tmp_path / "f"))
+    assert "no folder can be made" in _refuses(out_folder, str(tmp_path / "f" / "x"))
+    assert "broken link" in _refuses(out_folder, str(tmp_path / "link"))
+    assert "expected a folder" in _refuses(out_folder, "")
+    assert "longer than" in _refuses(out_folder, str(tmp_path / "a" / ("x" * 300) / "b"))

@@ -1,17 +1,22 @@
-"""Every numeric option of every example script refuses a bad value at parse time: exit 2 and a
-message naming the option (no traceback, no run). Nothing here trains: a bad value must fail
-before anything starts, so these tests take milliseconds."""
+"""Every option of every example script refuses a bad value at parse time: exit 2 and a message
+naming the option (no traceback, no run): numbers out of range, and ``--replot`` of a file that
+is not this experiment's record, ``--out`` at a file, a ``--device`` torch cannot use. Nothing
+here trains: a bad value must fail before anything starts, so these tests take milliseconds
+(one replot draws a recorded run's figure)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import _common as C
 import pytest
+import torch
 
 SCRIPTS = (
     "adjoint_accuracy_vs_depth",
@@ -135,12 +140,13 @@ def _cases() -> Iterator[tuple[str, str, list[str]]]:
 
 def _exits_2_naming(
     script: str, argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> str:
     with pytest.raises(SystemExit) as exit_:
         _script(script).main(argv)
     err = capsys.readouterr().err
     assert exit_.value.code == 2, (argv, err)
     assert option in err and "error:" in err and "Traceback" not in err, (argv, err)
+    return " ".join(err.split())  # argparse wraps the usage, not the message
 
 
 @pytest.mark.parametrize(("script", "option", "bad"), list(_cases()))
@@ -198,3 +204,136 @@ def test_the_training_split_has_train_images() -> None:
     """``TRAIN_IMAGES`` bounds the batch options; it is the size of ``digits()``'s split."""
     pytest.importorskip("sklearn")
     assert len(C.digits()[1]) == C.TRAIN_IMAGES
+
+
+# --------------------------------------------------------------------------- paths and names
+RESULTS = C.RESULTS
+#: one recorded run per script that has one (deepest_hamiltonian ran on no GPU yet)
+RECORDED = {
+    "adjoint_accuracy_vs_depth": "adjoint_accuracy_vs_depth.json",
+    "gradient_error_vs_depth": "gradient_error_vs_depth.json",
+    "linear_resnet_smoothness": "linear_resnet_smoothness.json",
+    "reversible_memory": "reversible_memory.json",
+    "tied_to_untied": "tied_to_untied.json",
+}
+
+
+def _bad_files(tmp: Path) -> dict[str, Path]:
+    """A missing file, a folder, text that is not JSON (or not UTF-8), JSON that is no record,
+    and a record without an ``experiment`` name."""
+    (tmp / "not.json").write_text("{")
+    (tmp / "list.json").write_text("[1, 2]")
+    (tmp / "anon.json").write_text('{"rows": []}')
+    (tmp / "listed.json").write_text('{"experiment": ["tied_to_untied"]}')
+    (tmp / "binary.json").write_bytes(b"\xff\xfe\x00")
+    return {
+        "missing": tmp / "missing.json",
+        "folder": tmp,
+        "not JSON": tmp / "not.json",
+        "not an object": tmp / "list.json",
+        "no experiment key": tmp / "anon.json",
+        "no experiment name": tmp / "listed.json",
+        "not UTF-8": tmp / "binary.json",
+    }
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_replot_of_a_file_that_is_no_record_is_a_usage_error(
+    script: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path in _bad_files(tmp_path).values():
+        _exits_2_naming(script, ["--replot", str(path)], "--replot", capsys)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_replot_of_another_experiments_record_is_a_usage_error(
+    script: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """e.g. the tied_to_untied record replotted by the adjoint script: a KeyError in its plot
+    before; now refused by the record's ``experiment`` key, before anything is drawn."""
+    other = "adjoint_accuracy_vs_depth" if script == "tied_to_untied" else "tied_to_untied"
+    path = RESULTS / RECORDED[other]
+    err = _exits_2_naming(script, ["--replot", str(path)], "--replot", capsys)
+    assert f"experiment '{other}', not of {script}" in err
+
+
+def test_replot_of_a_record_without_what_the_plot_needs_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The right experiment, but a key missing (or a list empty): exit 2 naming --replot, and
+    no PNG written. Refused before matplotlib draws: this plot reads the rows first."""
+    record = json.loads((RESULTS / "tied_to_untied.json").read_text())
+    for change in ("seeds_detail", "empty"):
+        edited = dict(record)
+        if change == "empty":
+            edited["seeds_detail"] = []
+        else:
+            del edited[change]
+        path = tmp_path / f"{change}.json"
+        path.write_text(json.dumps(edited))
+        _exits_2_naming("tied_to_untied", ["--replot", str(path)], "--replot", capsys)
+        assert not path.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize(("script", "name"), RECORDED.items())
+def test_every_recorded_run_passes_the_replot_check(
+    script: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each recorded JSON is accepted as its own script's record (nothing drawn here)."""
+    drawn: list[Path] = []
+    monkeypatch.setattr(C, "redraw", lambda p, option, path, draw: drawn.append(path))
+    record = _script(script).main(["--replot", str(RESULTS / name)])
+    assert drawn == [RESULTS / name] and record["experiment"] == script
+
+
+def test_replotting_a_recorded_run_still_draws_it(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    copy = tmp_path / "tied_to_untied.json"
+    shutil.copyfile(RESULTS / "tied_to_untied.json", copy)
+    record = _script("tied_to_untied").main(["--replot", str(copy)])
+    assert record["experiment"] == "tied_to_untied"
+    assert copy.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_out_at_a_file_is_a_usage_error(
+    script: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mkdir`` raised FileExistsError in ``setup`` (other folders that cannot be made: the
+    tests of ``out_folder`` in tests/cli)."""
+    (tmp_path / "afile").write_text("")
+    _exits_2_naming(script, ["--no-plot", "--out", str(tmp_path / "afile")], "--out", capsys)
+
+
+@pytest.mark.parametrize("script", ["deepest_hamiltonian", "reversible_memory"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "meta", "nowhere", ""])
+def test_a_device_torch_cannot_use_here_is_a_usage_error(
+    script: str,
+    device: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--device cuda`` where torch sees no GPU (as on this CPU machine): exit 2 at parse time,
+    before the output folder is made or a replot is drawn."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--device", device, "--out", str(tmp_path / "new")]
+    _exits_2_naming(script, argv, "--device", capsys)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("script", ["deepest_hamiltonian", "reversible_memory"])
+def test_device_cuda_parses_where_torch_sees_a_gpu(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``benchmarks/gpu.sh`` and examples/README run it (``--device cuda``)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+    def setup(args: argparse.Namespace) -> None:
+        raise Reached(args)
+
+    monkeypatch.setattr(C, "setup", setup)
+    with pytest.raises(Reached) as reached:
+        _script(script).main(["--device", "cuda", "--out", str(tmp_path)])
+    assert reached.value.args[0].device == "cuda"
