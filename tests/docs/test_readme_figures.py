@@ -92,7 +92,7 @@ def sizes(cell: str) -> list[tuple[str, int]]:
 
 
 # ------------------------------------------------------------------------------ README.md
-MODES_JSON = "benchmarks/results/after-memo/modes-cpu2.json"
+MODES_JSON = "benchmarks/results/final/modes-cpu2.json"
 
 
 def test_modes_table_is_the_recorded_run():
@@ -256,6 +256,67 @@ def test_peers_float32_sentence_is_the_recorded_run():
         [at[f"odedsl leapfrog {m}"][vs_exact] for m in ("store", "invert")],
         "leapfrog float32",
     )
+
+
+AMD_PEERS = "benchmarks/results/amd-epyc/peers-cpu2.json"
+AMD_ODE = ("benchmarks/results/amd-epyc-ode-short", "benchmarks/results/amd-epyc-ode-1024")
+
+
+def test_amd_peers_paragraph_is_the_recorded_runs():
+    """The AMD EPYC paragraph: the full run's reversible ratios and the points where its few
+    rounds put torchdiffeq ahead, then the ODE groups' absolute times from the longer runs."""
+    text = prose(README)
+    full = load(AMD_PEERS)
+    assert full["command"] in text.replace("` `", " ")
+    by = {(r["method"], r["depth"]): r for r in full["rows"]}
+    depths = full["config"]["depths"]
+    for ours, peer, label in (
+        ("odedsl momentum invert", "momentumnet memory-free", "momentum invert"),
+        ("odedsl additive_coupling invert", "memcnn InvertibleModuleWrapper", "the coupling"),
+    ):
+        found = re.search(
+            rf"{label} ({_F}) / ({_F}) / ({_F})× against \w+'s ({_F}) / ({_F}) / "
+            rf"({_F})×",
+            text,
+        )
+        assert found, f"README: the AMD {label} figures moved; update this test"
+        ratios = [by[(m, d)]["time_ratio"] for m in (ours, peer) for d in depths]
+        assert_agree(list(found.groups()), ratios, f"AMD peers, {label}")
+    ahead = re.search(
+        rf"Euler at N = 1024 \(({_F}) against ({_F})×\), Heun / midpoint at N = 16 \(({_F}) "
+        rf"against ({_F})×\) and rk4 at N = 128 \(({_F}) against ({_F})×\)",
+        text,
+    )
+    assert ahead, "README: the AMD 'ahead at three points' sentence moved; update this test"
+    points = [("euler", "euler", 1024), ("heun", "midpoint", 16), ("rk4", "rk4", 128)]
+    figures = []
+    for ours, theirs, depth in points:
+        figures += [
+            by[(f"torchdiffeq odeint_adjoint {theirs}", depth)]["time_ratio"],
+            by[(f"odedsl {ours} invert", depth)]["time_ratio"],
+        ]
+        assert figures[-2] < figures[-1]
+    assert_agree(list(ahead.groups()), figures, "AMD peers, torchdiffeq ahead")
+    long = {}
+    for folder in AMD_ODE:
+        record = load(f"{folder}/peers-cpu2.json")
+        assert f"--out {folder}`" in text, folder
+        long.update({(r["method"], r["depth"]): r["time_s"] for r in record["rows"]})
+    ms = r"(\d+(?:\.\d+)?)"
+    for label, ours, theirs in (
+        ("Euler", "euler", "euler"),
+        ("Heun / midpoint", "heun", "midpoint"),
+        ("rk4", "rk4", "rk4"),
+    ):
+        found = re.search(rf"{label} {ms} / {ms} / {ms} ms against {ms} / {ms} / {ms} ms", text)
+        assert found, f"README: the AMD absolute times of {label} moved; update this test"
+        times = [
+            1e3 * long[(m, d)]
+            for m in (f"odedsl {ours} invert", f"torchdiffeq odeint_adjoint {theirs}")
+            for d in (16, 128, 1024)
+        ]
+        assert_agree(list(found.groups()), times, f"AMD absolute times, {label}")
+        assert all(times[i] < times[i + 3] for i in range(3)), label
 
 
 COMPILE_JSON = "benchmarks/results/compile-cpu2.json"
@@ -452,6 +513,8 @@ def test_agrees_reads_the_printed_precision(token, value, ok):
 @pytest.mark.parametrize(
     "relative",
     [
+        "benchmarks/results/final/modes-cpu2.json",
+        "benchmarks/results/amd-epyc/peers-cpu2.json",
         "benchmarks/results/after-memo/modes-cpu2.json",
         "benchmarks/results/after-memo-tied/modes-cpu2.json",
         "benchmarks/results/conv/modes-cpu2.json",
