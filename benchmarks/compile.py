@@ -53,7 +53,7 @@ from benchmarks.common import (
     median,
     write_json,
 )
-from odedsl.cli.common import (
+from odedsl.cli.argtypes import (
     MAX_BATCH,
     MAX_SPATIAL,
     MAX_STEPS,

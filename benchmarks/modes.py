@@ -59,7 +59,7 @@ from benchmarks.common import (
     train_step,
     write_json,
 )
-from odedsl.cli.common import (
+from odedsl.cli.argtypes import (
     MAX_BATCH,
     MAX_SECONDS,
     MAX_SEED,

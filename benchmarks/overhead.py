@@ -60,7 +60,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.modes import INTEGRATORS, build_stage, with_mode
-from odedsl.cli.common import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in, out_folder
+from odedsl.cli.argtypes import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in, out_folder
 
 
 class _NoProbe:

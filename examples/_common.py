@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import odedsl
-from odedsl.cli.common import (
+from odedsl.cli.argtypes import (
     MAX_SEED,
     MAX_THREADS,
     int_in,

@@ -32,7 +32,7 @@ from typing import Any
 import _common as C
 import torch
 
-from odedsl.cli.common import depth_in, int_in
+from odedsl.cli.argtypes import depth_in, int_in
 
 NETS = {"euler": "resnet", "heun": "heunnet"}
 LABEL = {"euler": "ResNet", "heun": "HeunNet"}

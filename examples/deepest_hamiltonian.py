@@ -31,7 +31,7 @@ import _common as C
 import torch
 import torch.nn.functional as F
 
-from odedsl.cli.common import (
+from odedsl.cli.argtypes import (
     MAX_BATCH,
     MAX_SECONDS,
     MAX_SPATIAL,

@@ -32,7 +32,7 @@ import _common as C
 import torch
 from torch import Tensor, nn
 
-from odedsl.cli.common import depth_in, int_in
+from odedsl.cli.argtypes import depth_in, int_in
 
 NETS = {"euler": "resnet", "heun": "heunnet"}  # integrator -> spec (ResNet, HeunNet)
 LABEL = {"euler": "ResNet (Euler)", "heun": "HeunNet (Heun)"}

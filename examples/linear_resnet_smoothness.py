@@ -27,7 +27,7 @@ import _common as C
 import torch
 from torch import Tensor, nn
 
-from odedsl.cli.common import MAX_STEPS, depth_in, int_in, real_in
+from odedsl.cli.argtypes import MAX_STEPS, depth_in, int_in, real_in
 
 S = torch.tensor([[0.2, 0.9], [-0.6, -0.1]], dtype=torch.float64)  # target M = expm(S)
 GRID = 400  # points s in [0, 1) where weight functions are compared

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from odedsl.cli.common import (
+from odedsl.cli.argtypes import (
     MAX_BATCH,
     MAX_SPATIAL,
     MAX_STEPS,

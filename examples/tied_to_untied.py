@@ -40,7 +40,7 @@ import _common as C
 import torch
 from torch import nn
 
-from odedsl.cli.common import depth_in
+from odedsl.cli.argtypes import depth_in
 
 
 def untied(tied: nn.Module, depth: int, backward: str) -> nn.Module:

@@ -9,15 +9,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.table import Table
 
-from odedsl.cli.common import (
-    EXIT_ERROR,
-    EXIT_OK,
-    MAX_SEED,
-    add_spec_arguments,
-    int_in,
-    parse_set,
-    print_json,
-)
+from odedsl.cli.argtypes import MAX_SEED, int_in
+from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
 

@@ -6,15 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from odedsl.cli.common import (
-    EXIT_OK,
-    FIGURE_SUFFIXES,
-    MAX_SEED,
-    add_spec_arguments,
-    int_in,
-    parse_set,
-    print_json,
-)
+from odedsl.cli.argtypes import MAX_SEED, int_in
+from odedsl.cli.common import EXIT_OK, FIGURE_SUFFIXES, add_spec_arguments, parse_set, print_json
 from odedsl.diagnostics import Diagnostic, DslError
 
 DEFAULT_DEPTHS = "4,8,16,32,64,128"

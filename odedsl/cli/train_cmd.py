@@ -7,15 +7,8 @@ import sys
 
 from rich.console import Console
 
-from odedsl.cli.common import (
-    EXIT_ERROR,
-    EXIT_OK,
-    add_spec_arguments,
-    int_in,
-    parse_set,
-    print_json,
-    real,
-)
+from odedsl.cli.argtypes import int_in, real
+from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
 from odedsl.training.config import DEFAULT_LR, INT_BOUNDS, OPTIMIZERS, TrainConfig
 
 _D = TrainConfig()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from odedsl.cli.common import depth_in, int_in, out_folder, real_in, torch_device
+from odedsl.cli.argtypes import depth_in, int_in, out_folder, real_in, torch_device
 
 
 def _refuses(parse: object, text: str) -> str:

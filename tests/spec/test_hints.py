@@ -588,6 +588,8 @@ def _outside_sites(path: Path):
         name = getattr(func, "attr", None) or getattr(func, "id", None)
         if name not in OUTSIDE_CALLS:
             continue
+        if name == "error" and len(node.args) + len(node.keywords) < 2:
+            continue  # argparse's parser.error(message): a usage line that carries its advice
         hint_at, code_at, code = OUTSIDE_CALLS[name]
         args = list(node.args)
         hint = args[hint_at] if len(args) > hint_at else None
