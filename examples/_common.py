@@ -207,22 +207,19 @@ def digits() -> Data:
 
 
 NOISE_SEED = 7  # the pixel noise is one draw, independent of the training seeds
+#: its standard deviation, in units of the standardised pixels
+NOISE = real_in(0.0, math.inf)
 
 
 def add_noise_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--noise",
-        type=float,
+        type=NOISE,
         default=0.0,
         metavar="SIGMA",
         help="Gaussian pixel noise on train and test images (standardised units; default 0): "
         "a harder task than the plain digits",
     )
-
-
-def check_noise(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not (0.0 <= args.noise < math.inf):
-        p.error(f"--noise must be a finite number >= 0, got {args.noise}")
 
 
 def noisy(data: Data, sigma: float) -> Data:

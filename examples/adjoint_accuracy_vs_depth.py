@@ -229,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     C.add_noise_option(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    C.check_noise(p, args)
     if (done := C.replot(p, args, plot)) is not None:
         return done
     C.setup(args)

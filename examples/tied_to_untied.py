@@ -192,7 +192,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     C.add_noise_option(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
-    C.check_noise(p, args)
     args.tied_depth = args.tied_depth or (2 if args.quick else 4)
     args.depth = args.depth or (8 if args.quick else 32)
     if args.depth < args.tied_depth:

@@ -73,8 +73,9 @@ def test_adjoint_matches_backprop_deep_on_noisy_digits(tmp_path):
 
 
 def test_noise_must_be_finite_and_non_negative(capsys):
-    for bad in ("-1", "nan", "inf"):
+    for bad in ("-1", "nan", "inf", "1_0"):
         with pytest.raises(SystemExit) as exc:
             A.main(["--noise", bad, "--no-plot"])
         assert exc.value.code == 2
-        assert "--noise must be a finite number >= 0" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "argument --noise" in err and "a finite number >= 0" in err, err

@@ -37,7 +37,7 @@ TRAIN_BATCH = ["0", "1", "-2", "1439", *NOT_INT]  # BatchNorm: 2; digits: 1438 t
 SEED = ["-1", "4294967296", *NOT_INT]
 STEPS = ["0", "-1", "1000001", *NOT_INT]
 STEPS_OR_0 = ["-1", "1000001", *NOT_INT]
-NOISE = ["-1", "nan", "inf", "x"]
+NOISE = ["-1", "nan", "inf", "x", "1_0", ""]  # real_in: ASCII numbers only
 SECONDS = [*POSITIVE, "1e7"]
 
 OPTIONS: dict[str, dict[str, list[str]]] = {
