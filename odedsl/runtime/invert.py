@@ -513,32 +513,41 @@ def _measure(
     if replay:
         cfg.plan = plan
         anchors = _replay_anchors(cfg, inputs, plan)
-    anchors = _verify(cfg, inputs, output, anchors, target)
+    anchors, halved = _verify(cfg, inputs, output, anchors, target)
     _measured(stage)[key] = _Measured(cfg.plan.every, target)
     if cfg.plan.every == 1 and before != 1 and depth > 1:
-        first = min(crossed) if crossed else 2
-        worst = max((v for d, v in zip(distances, values, strict=True) if d == first), default=0)
+        if halved is not None:  # the verification, not the measured crossing, went to 1
+            worst, first = halved
+        else:
+            first = min(crossed) if crossed else 2
+            worst = max(
+                (v for d, v in zip(distances, values, strict=True) if d == first), default=0
+            )
         _warn_dense(stage, worst, first, target, output[0].dtype)
     return anchors
 
 
 def _verify(
     cfg: _Config, inputs: State, output: State, anchors: list[Tensor], aim: float
-) -> list[Tensor]:
+) -> tuple[list[Tensor], tuple[float, int] | None]:
     """Reconstruct once more with the anchors to keep, comparing at each anchor and at the
     true input (the measuring call has it), and halve the spacing while a segment drifts past
     the re-measure level. The measuring walk restarts only at the anchors it had, so growth
     near the input was sampled only far from a restart: a spacing measured there could be
     too wide near the input, where no backward can recompute, and took several calls of
-    re-measuring to tighten (tied momentum, ×400 weights)."""
+    re-measuring to tighten (tied momentum, ×400 weights). Also returns the drift and segment
+    length of the last halving (``None``: none), which the every-layer warning quotes."""
     depth, limit = cfg.stage.depth, _targets(cfg.anchor_tol, inputs[0].dtype, aim).recheck
+    halved: tuple[float, int] | None = None
     while True:
         worst = _worst_segment_drift(cfg, inputs, output, anchors)
         if cfg.group is not None:
             worst = _agree_max([worst], cfg.group, inputs[0].device)[0]
         if worst <= limit or cfg.plan.every == 1 or depth == 1:
-            return anchors
-        cfg.plan = _spaced(max(1, (cfg.plan.every or depth) // 2), depth)
+            return anchors, halved
+        spacing = cfg.plan.every or depth
+        halved = (worst, spacing)
+        cfg.plan = _spaced(max(1, spacing // 2), depth)
         anchors = _replay_anchors(cfg, inputs, cfg.plan)
 
 

@@ -306,3 +306,18 @@ def test_the_one_layer_floor_is_not_growth(monkeypatch):
     fresh = _hamiltonian(16)
     _step(fresh, torch.randn(4, 8, dtype=F64))
     assert fresh.anchor_plan(F64) == (4, 3)
+
+
+# --- the every-layer AnchorWarning quotes what forced every layer: the verification's halving
+def test_dense_warning_quotes_the_verification_when_it_forced_every_layer(monkeypatch):
+    """The measuring walk crossed at 5 layers (spacing 4); the verification then found every
+    segment drifting (patched: 0.25) and halved 4 → 2 → 1. The warning names that drift over
+    the 2-layer segments, not the crossing's 4x the aim after 5 layers."""
+    stage = _hamiltonian(16)
+    _fake_layer_drift(monkeypatch, cross_at=5)
+    monkeypatch.setattr(inv, "_worst_segment_drift", lambda *a: 0.25)
+    with pytest.warns(AnchorWarning) as record:
+        _step(stage, torch.randn(4, 8, dtype=F64))
+    assert stage.anchor_plan(F64) == (1, 15)
+    message = str(record[0].message)
+    assert "a drift of 0.25 after 2 layers in float64" in message, message
