@@ -241,6 +241,11 @@ def data_label(sigma: float) -> str:
     return f"8×8 digits + N(0, {sigma:g}²) pixel noise (one draw)" if sigma else "8×8 digits"
 
 
+def result_name(experiment: str, sigma: float) -> str:
+    """The JSON/PNG name of a run: a noisy run's beside the plain one's, not over it."""
+    return experiment + (f"-noise{sigma:g}" if sigma else "")
+
+
 # --------------------------------------------------------------------------- training
 @torch.no_grad()
 def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch: int = 512) -> float:

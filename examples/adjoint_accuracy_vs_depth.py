@@ -205,8 +205,7 @@ def plot(record: dict, path: Any) -> None:
         cx.set_title("(c) how far each training run got", fontsize=10)
         cx.grid(True, which="major", alpha=0.3)
         cx.legend(fontsize=8)
-    noise = record.get("noise") or 0
-    data = f"8×8 digits + pixel noise σ = {noise:g}" if noise else "the 8×8 digits"
+    data = C.data_label(record.get("noise") or 0)
     fig.suptitle(f"Seed 000 Fig. 4 on {data}: training with the memory-free adjoint", fontsize=11)
     C.save_figure(fig, path, record["caption"])
 
@@ -306,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     )
     print(f"{seconds:.0f} s")
-    out = args.out / ("adjoint_accuracy_vs_depth" + (f"-noise{args.noise:g}" if args.noise else ""))
+    out = args.out / C.result_name("adjoint_accuracy_vs_depth", args.noise)
     C.write_json(out.with_suffix(".json"), record)
     if not args.no_plot:
         plot(record, out.with_suffix(".png"))

@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         )
     )
     print(f"median over seeds {args.seeds}; {seconds:.0f} s")
-    out = args.out / ("tied_to_untied" + (f"-noise{args.noise:g}" if args.noise else ""))
+    out = args.out / C.result_name("tied_to_untied", args.noise)
     C.write_json(out.with_suffix(".json"), record)
     if not args.no_plot:
         plot(record, out.with_suffix(".png"))
