@@ -37,12 +37,107 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from odedsl.cli.argtypes import (
+    MAX_BATCH,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_SPATIAL,
+    MAX_STEPS,
+    MAX_THREADS,
+    MAX_WIDTH,
+    depth_in,
+    int_in,
+    out_folder,
+    real_in,
+    torch_device,
+)
 from odedsl.integrators import standard_library
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ----------------------------------------------------------------------------- command line
+def add_run_options(p: argparse.ArgumentParser, *, depths: str, weights: str) -> None:
+    """The options ``benchmarks.modes`` and ``benchmarks.peers`` share (the residual, sizes,
+    timing, device, output), each with its bounds; ``None`` defaults are filled in by
+    :func:`finish_run_options` from the script's own (``--quick``) table."""
+    width, count = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
+    p.add_argument("--quick", action="store_true", help="CI sizes (seconds)")
+    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help=f"default {depths}")
+    p.add_argument("--residual", choices=("mlp", "conv"), default="mlp")
+    p.add_argument("--activation", choices=("relu", "silu", "tanh"), default="relu")
+    p.add_argument("--width", type=width, default=None, help="state width/channels (default 64)")
+    p.add_argument("--hidden", type=width, default=None, help="residual hidden width (default 128)")
+    p.add_argument(
+        "--batch", type=int_in(1, MAX_BATCH), default=None, help="batch size (default 256)"
+    )
+    p.add_argument(
+        "--size", type=int_in(1, MAX_SPATIAL), default=8, help="spatial size of the conv residual"
+    )
+    p.add_argument("--weights", choices=("tied", "untied"), default=weights)
+    p.add_argument(
+        "--gamma",
+        type=real_in(0.0, 1.0, low_open=True),  # 0: no inverse
+        default=0.9,
+        help="momentum γ, in (0, 1]",
+    )
+    p.add_argument(
+        "--unscaled",
+        action="store_true",
+        help="do not scale the residual of momentum/additive_coupling by 1/N (states explode)",
+    )
+    p.add_argument("--repeat", type=count, default=None, help="timed rounds (default 7)")
+    p.add_argument("--min-repeat", type=count, default=None, help="rounds even over budget (3)")
+    p.add_argument(
+        "--budget",
+        type=real_in(0.0, MAX_SECONDS),  # 0: --min-repeat rounds (what --quick times)
+        default=None,
+        help="timing seconds per depth (150)",
+    )
+    p.add_argument(
+        "--grad-batch", type=int_in(1, MAX_BATCH), default=16, help="batch of the gradient check"
+    )
+    p.add_argument(
+        "--threads",
+        type=int_in(0, MAX_THREADS),
+        default=1,
+        help="torch threads (0: torch default)",
+    )
+    p.add_argument("--clock", choices=("cpu", "wall"), default=None, help="cpu on CPU, else wall")
+    p.add_argument("--device", type=torch_device, default="cpu")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for JSON and PNG")
+    p.add_argument("--no-plot", action="store_true")
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Set each option the user left at ``None`` to its default (the sizes a script's
+    ``--quick`` changes are ``None`` in the parser so that an explicit value wins)."""
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def finish_run_options(
+    args: argparse.Namespace, quick_depths: list[int], depths: list[int]
+) -> None:
+    """Fill the defaults :func:`add_run_options` left open: CI sizes under ``--quick``, and the
+    clock (CPU time on the CPU, wall time on a GPU, whose kernels run asynchronously)."""
+    quick = args.quick
+    defaults = {
+        "depths": quick_depths if quick else depths,
+        "width": 8 if quick else 64,
+        "hidden": 16 if quick else 128,
+        "batch": 16 if quick else 256,
+        "repeat": 1 if quick else 7,
+        "min_repeat": 1 if quick else 3,
+        "budget": 0.0 if quick else 150.0,
+    }
+    fill_defaults(args, defaults)
+    if args.clock is None:
+        args.clock = "wall" if args.device.startswith("cuda") else "cpu"
+
+
 def check_split_width(
     parser: argparse.ArgumentParser, width: int, integrators: Iterable[str]
 ) -> None:

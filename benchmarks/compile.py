@@ -47,6 +47,7 @@ from benchmarks.common import (
     Residual,
     check_split_width,
     configure_threads,
+    fill_defaults,
     machine_description,
     machine_tag,
     markdown_table,
@@ -238,9 +239,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "batch": 4 if quick else 32,
         "repeat": 1 if quick else 5,
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults)
     check_split_width(p, args.width, ["hamiltonian"])
     if quick:
         args.no_warm = args.in_process = True

@@ -36,14 +36,15 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    RESULTS,
     STEP_FREE,
     Case,
     Clock,
     Residual,
+    add_run_options,
     check_split_width,
     configure_threads,
     cuda_step_bytes,
+    finish_run_options,
     flat_grads,
     fmt_bytes,
     fmt_err,
@@ -60,18 +61,7 @@ from benchmarks.common import (
     write_json,
 )
 from odedsl.cli.argtypes import (
-    MAX_BATCH,
-    MAX_SECONDS,
-    MAX_SEED,
-    MAX_SPATIAL,
-    MAX_STEPS,
-    MAX_THREADS,
-    MAX_WIDTH,
     depth_in,
-    int_in,
-    out_folder,
-    real_in,
-    torch_device,
 )
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
@@ -136,6 +126,25 @@ def stage_case(stage: OdeStage, integrator: str, mode: str) -> Case:
         grads=lambda: [p.grad for p in stage.parameters()],
         reference=mode == "store",
     )
+
+
+def sqrt_or_depth() -> Any:
+    """The argparse ``type`` of ``--checkpoint-every``: ``sqrt`` or a depth, kept as written
+    (the JSON records the choice, not one depth's k)."""
+    depth = depth_in()
+
+    def parse(text: str) -> str:
+        if text != "sqrt":
+            try:
+                depth(text)
+            except argparse.ArgumentTypeError as err:
+                message = str(err).replace("expected an integer", "expected sqrt or an integer")
+                raise argparse.ArgumentTypeError(message) from None
+        return text
+
+    parse.__name__ = "sqrt or integer"
+    parse.bounds = depth.bounds  # type: ignore[attr-defined]
+    return parse
 
 
 def checkpoint_every(spec: str, depth: int) -> int:
@@ -291,84 +300,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.modes", description=__doc__.split("\n")[0]
     )
-    p.add_argument(
-        "--quick", action="store_true", help="CI sizes (seconds): small width, N 4 and 40"
-    )
+    add_run_options(p, depths="10 100 1000", weights="untied")
     p.add_argument("--integrators", nargs="+", default=list(INTEGRATORS), choices=INTEGRATORS)
-    width, count = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
-    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 10 100 1000")
-    p.add_argument("--residual", choices=("mlp", "conv"), default="mlp")
-    p.add_argument("--activation", choices=("relu", "silu", "tanh"), default="relu")
-    p.add_argument("--width", type=width, default=None, help="state width/channels (default 64)")
-    p.add_argument("--hidden", type=width, default=None, help="residual hidden width (default 128)")
     p.add_argument(
-        "--batch", type=int_in(1, MAX_BATCH), default=None, help="batch size (default 256)"
+        "--checkpoint-every",
+        type=sqrt_or_depth(),
+        default="sqrt",
+        help="k of checkpoint(k): an integer, or sqrt (√N at each depth)",
     )
-    p.add_argument(
-        "--size", type=int_in(1, MAX_SPATIAL), default=8, help="spatial size of the conv residual"
-    )
-    p.add_argument("--weights", choices=("tied", "untied"), default="untied")
-    p.add_argument(
-        "--gamma",
-        type=real_in(0.0, 1.0, low_open=True),  # 0: no inverse
-        default=0.9,
-        help="momentum γ, in (0, 1]",
-    )
-    p.add_argument(
-        "--unscaled",
-        action="store_true",
-        help="do not scale the residual of momentum/additive_coupling by 1/N (states explode)",
-    )
-    p.add_argument("--checkpoint-every", default="sqrt", help="k of checkpoint(k): int or sqrt")
-    p.add_argument("--repeat", type=count, default=None, help="timed rounds (default 7)")
-    p.add_argument("--min-repeat", type=count, default=None, help="rounds even over budget (3)")
-    p.add_argument(
-        "--budget",
-        type=real_in(0.0, MAX_SECONDS),  # 0: --min-repeat rounds (what --quick times)
-        default=None,
-        help="timing seconds per depth (150)",
-    )
-    p.add_argument(
-        "--grad-batch", type=int_in(1, MAX_BATCH), default=16, help="batch of the gradient check"
-    )
-    p.add_argument(
-        "--threads",
-        type=int_in(0, MAX_THREADS),
-        default=1,
-        help="torch threads (0: torch default)",
-    )
-    p.add_argument("--clock", choices=("cpu", "wall"), default=None, help="cpu on CPU, else wall")
-    p.add_argument("--device", type=torch_device, default="cpu")
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
-    p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for JSON and PNG")
-    p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "depths": [4, 40] if quick else [10, 100, 1000],
-        "width": 8 if quick else 64,
-        "hidden": 16 if quick else 128,
-        "batch": 16 if quick else 256,
-        "repeat": 1 if quick else 7,
-        "min_repeat": 1 if quick else 3,
-        "budget": 0.0 if quick else 150.0,
-    }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    finish_run_options(args, [4, 40], [10, 100, 1000])
     check_split_width(p, args.width, args.integrators)
-    every = depth_in()
-    if args.checkpoint_every != "sqrt":
-        try:
-            every(args.checkpoint_every)
-        except argparse.ArgumentTypeError:
-            low, high = every.bounds
-            p.error(
-                f"argument --checkpoint-every: expected sqrt or an integer between {low} and "
-                f"{high}, got {args.checkpoint_every!r}"
-            )
-    if args.clock is None:
-        args.clock = "wall" if args.device.startswith("cuda") else "cpu"
     return args
 
 

@@ -48,14 +48,15 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from benchmarks.common import (
-    RESULTS,
     STEP_FREE,
     Case,
     Clock,
     Residual,
+    add_run_options,
     check_split_width,
     configure_threads,
     cuda_step_bytes,
+    finish_run_options,
     flat_grads,
     fmt_bytes,
     fmt_err,
@@ -70,20 +71,6 @@ from benchmarks.common import (
     time_round_robin,
     train_step,
     write_json,
-)
-from odedsl.cli.argtypes import (
-    MAX_BATCH,
-    MAX_SECONDS,
-    MAX_SEED,
-    MAX_SPATIAL,
-    MAX_STEPS,
-    MAX_THREADS,
-    MAX_WIDTH,
-    depth_in,
-    int_in,
-    out_folder,
-    real_in,
-    torch_device,
 )
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
@@ -528,65 +515,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.peers", description=__doc__.split("\n")[0]
     )
-    p.add_argument("--quick", action="store_true", help="CI sizes (seconds)")
-    width, count = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
-    p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 16 128 1024")
+    add_run_options(p, depths="16 128 1024", weights="tied")
     p.add_argument("--groups", nargs="+", default=None, choices=GROUPS)
     p.add_argument("--rk4", action="store_true", help="add the rk4 group (4 evaluations a step)")
-    p.add_argument("--residual", choices=("mlp", "conv"), default="mlp")
-    p.add_argument("--activation", choices=("relu", "silu", "tanh"), default="relu")
-    p.add_argument("--width", type=width, default=None, help="state width (default 64)")
-    p.add_argument("--hidden", type=width, default=None, help="residual hidden width (default 128)")
-    p.add_argument("--batch", type=int_in(1, MAX_BATCH), default=None, help="batch (default 256)")
-    p.add_argument("--size", type=int_in(1, MAX_SPATIAL), default=8)
-    p.add_argument("--weights", choices=("tied", "untied"), default="tied")
-    p.add_argument(
-        "--gamma", type=real_in(0.0, 1.0, low_open=True), default=0.9, help="momentum γ, in (0, 1]"
-    )
-    p.add_argument(
-        "--unscaled",
-        action="store_true",
-        help="do not scale the momentum/coupling residual by 1/N (states explode)",
-    )
-    p.add_argument("--repeat", type=count, default=None)
-    p.add_argument("--min-repeat", type=count, default=None)
-    p.add_argument(
-        "--budget",
-        type=real_in(0.0, MAX_SECONDS),  # 0: --min-repeat rounds (what --quick times)
-        default=None,
-        help="timing seconds per depth",
-    )
-    p.add_argument("--grad-batch", type=int_in(1, MAX_BATCH), default=16)
-    p.add_argument(
-        "--threads",
-        type=int_in(0, MAX_THREADS),
-        default=1,
-        help="torch threads (0: torch default)",
-    )
-    p.add_argument("--clock", choices=("cpu", "wall"), default=None)
-    p.add_argument("--device", type=torch_device, default="cpu")
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
-    p.add_argument("--out", type=out_folder, default=RESULTS)
-    p.add_argument("--no-plot", action="store_true")
     args = p.parse_args(argv)
-    quick = args.quick
-    defaults = {
-        "depths": [4, 32] if quick else [16, 128, 1024],
-        "width": 8 if quick else 64,
-        "hidden": 16 if quick else 128,
-        "batch": 16 if quick else 256,
-        "repeat": 1 if quick else 7,
-        "min_repeat": 1 if quick else 3,
-        "budget": 0.0 if quick else 150.0,
-    }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    finish_run_options(args, [4, 32], [16, 128, 1024])
     if args.groups is None:
         args.groups = [g for g in GROUPS if g != "rk4" or args.rk4]
     check_split_width(p, args.width, (GROUP_INTEGRATOR.get(g, g) for g in args.groups))
-    if args.clock is None:
-        args.clock = "wall" if args.device.startswith("cuda") else "cpu"
     return args
 
 

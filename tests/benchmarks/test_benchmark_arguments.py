@@ -148,8 +148,6 @@ def test_every_numeric_option_is_in_the_table(monkeypatch: pytest.MonkeyPatch) -
             for a in caught[-1]._actions
             if a.option_strings and (a.type in (int, float) or hasattr(a.type, "bounds"))
         }
-        if name == "modes":
-            numeric.add("--checkpoint-every")  # sqrt or an integer: checked after parsing
         assert numeric == set(OPTIONS[name]), name
 
 
@@ -323,3 +321,11 @@ def test_plot_redraws_recorded_results_and_skips_those_without_a_figure(
     out, err = capsys.readouterr()
     assert "skipped" in err and "compile draws no figure" in err and "overhead" in err
     assert (tmp_path / "modes-cpu2.png").stat().st_size > 10_000 and "wrote" in out
+
+
+def test_checkpoint_every_says_sqrt_is_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--checkpoint-every", "2.5", "--out", str(tmp_path)]
+    err = _exits_2_naming("modes", argv, "--checkpoint-every", capsys)
+    assert "expected sqrt or an integer between 1 and 100000, got '2.5'" in err
