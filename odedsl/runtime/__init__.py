@@ -9,6 +9,7 @@ from odedsl.runtime.errors import (
     InversionDriftError,
     InversionDriftWarning,
     NumericalFault,
+    TracedStageWarning,
 )
 from odedsl.runtime.invert import AnchorPlan, Invert
 from odedsl.runtime.memory import activation_bytes, cuda_activation_bytes
@@ -45,6 +46,7 @@ __all__ = [
     "StepCompiler",
     "Store",
     "SwapUpdate",
+    "TracedStageWarning",
     "Update",
     "WeightSchedule",
     "activation_bytes",

@@ -48,3 +48,13 @@ class AnchorWarning(UserWarning):
     def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class TracedStageWarning(UserWarning):
+    """``torch.jit.trace`` (and the TorchScript ONNX exporter) recorded a stage whose backward
+    mode TorchScript cannot hold: the trace keeps the forward's operations, so a traced
+    module's backward stores every layer, as ``store`` does."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage

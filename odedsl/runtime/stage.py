@@ -18,6 +18,7 @@ function, reused by all layers, so compile time does not grow with N (see
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.compiled import StepCompiler
+from odedsl.runtime.errors import TracedStageWarning
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan, forget_measurements
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
@@ -287,6 +289,9 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     needs_grad = torch.is_grad_enabled() and (
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
     )
+    if needs_grad and torch.jit.is_tracing() and not isinstance(stage.backward_mode, Store):
+        _warn_traced(stage)  # an autograd Function with Python state has no TorchScript form
+        needs_grad = False
     if needs_grad:
         state = stage.backward_mode.run(stage, state, ctx, tracker)
     else:
@@ -294,6 +299,19 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     if tracker is not None:
         tracker.check()
     return state
+
+
+def _warn_traced(stage: OdeStage) -> None:
+    warnings.warn(
+        TracedStageWarning(
+            f"stage '{stage.name}': torch.jit.trace records its forward operations only, so "
+            f"the traced module's backward stores all {stage.depth} layers instead of "
+            f"'{stage.backward_mode}'\n  hint: trace under torch.no_grad() for inference or "
+            "ONNX export; train the untraced module (or torch.compile it) to keep the mode",
+            stage=stage.name,
+        ),
+        stacklevel=4,
+    )
 
 
 def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn.Module:

@@ -5,12 +5,14 @@ statistics equal eager's in every mode."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 from odedsl.runtime import OdeStage, WeightSchedule, compile_steps
+from odedsl.runtime.errors import TracedStageWarning
 
 from .programs import MLP, state_width
 from .util import MODES, make_stage, max_param_error, run
@@ -244,3 +246,33 @@ def test_set_depth_keeps_a_step_the_spec_fixed() -> None:
     stage = make_stage("euler", 4, schedule=WeightSchedule("tied"), step=0.1)
     stage.set_depth(8)
     assert stage.depth == 8 and stage.h == 0.1
+
+
+@pytest.mark.parametrize("mode", MODES, ids=str)
+def test_jit_trace_records_the_forward(mode: object) -> None:
+    """``torch.jit.trace`` (which the TorchScript ONNX exporter runs) records every mode's
+    forward: outputs and gradients equal the untraced module's. A mode that stores less than
+    ``store`` warns that the trace does not keep it; under ``no_grad`` nothing warns."""
+    torch.manual_seed(0)
+    net = network("hamiltonian", 3, WeightSchedule("untied"), mode)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+    traced_warnings = [w for w in caught if issubclass(w.category, TracedStageWarning)]
+    if str(mode) == "store":
+        assert traced_warnings == []
+    else:
+        assert len(traced_warnings) == 1
+        assert "instead of '" in str(traced_warnings[0].message)
+    torch.testing.assert_close(traced(x), net(x), rtol=1e-12, atol=1e-12)
+    traced(x).square().sum().backward()
+    want = {k: p.grad.clone() for k, p in net.named_parameters()}
+    net.zero_grad()
+    net(x).square().sum().backward()
+    for k, p in net.named_parameters():
+        torch.testing.assert_close(want[k], p.grad, rtol=1e-10, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TracedStageWarning)
+        with torch.no_grad():
+            torch.jit.trace(net, (x,), check_trace=False)
