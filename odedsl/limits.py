@@ -8,10 +8,10 @@ Every bound is a field of :class:`Limits`; the defaults suit one GPU. Override t
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, fields, replace
 
 from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.runtime.weights import limit_from_text
 
 #: Limits that may be 0, meaning none allowed (no imports, no block calling a block); the
 #: others bound a size, where 0 would refuse every spec.
@@ -58,12 +58,14 @@ class Limits:
         for f in fields(cls):
             raw = os.environ.get(f"ODEDSL_{f.name.upper()}")
             if raw is not None:
-                if not re.fullmatch(r"[0-9]{1,100}", raw.strip()) or int(raw) < _lowest(f.name):
+                value = limit_from_text(raw)
+                if value is None or value < _lowest(f.name):
                     raise DslError(
                         [
                             Diagnostic(
                                 "E130",
-                                f"environment variable ODEDSL_{f.name.upper()}={raw!r} "
+                                f"environment variable ODEDSL_{f.name.upper()}="
+                                f"{raw if len(raw) <= 40 else raw[:37] + '...'!r} "
                                 f"is not {_allowed(f.name)}",
                                 None,
                                 f"write it in ASCII digits, e.g. ODEDSL_{f.name.upper()}="
@@ -71,5 +73,5 @@ class Limits:
                             )
                         ]
                     )
-                changes[f.name] = int(raw)
+                changes[f.name] = value
         return replace(base, **changes)

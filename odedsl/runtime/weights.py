@@ -137,14 +137,22 @@ def _check_depth(depth: int) -> None:
 DEFAULT_MAX_DEPTH = 100_000
 
 
+def limit_from_text(raw: str) -> int | None:
+    """An ``ODEDSL_MAX_*`` value: 1 to 100 ASCII digits (surrounding blanks allowed), else
+    ``None``. One rule for the runtime and :class:`odedsl.Limits`; the length cap keeps
+    ``int`` below Python's digit limit, which would raise instead."""
+    text = raw.strip()
+    if 1 <= len(text) <= 100 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def depth_limit() -> int:
     """The largest stage depth (``set_depth``, ``expand_state_dict``): ``ODEDSL_MAX_DEPTH``
-    when it is ASCII digits of a number ≥ 1 (the front end refuses anything else, naming the
-    variable), else the default."""
-    raw = os.environ.get("ODEDSL_MAX_DEPTH", "").strip()
-    if raw.isascii() and raw.isdigit() and int(raw) >= 1:
-        return int(raw)
-    return DEFAULT_MAX_DEPTH
+    when :func:`limit_from_text` reads a number ≥ 1 there (the front end refuses anything
+    else, naming the variable), else the default."""
+    value = limit_from_text(os.environ.get("ODEDSL_MAX_DEPTH", ""))
+    return value if value is not None and value >= 1 else DEFAULT_MAX_DEPTH
 
 
 def _check_target(name: str, pair: tuple[WeightSchedule, int]) -> None:

@@ -427,3 +427,14 @@ def test_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
         load_spec(BASE)
     (d,) = err.value.diagnostics
     assert d.code == "E130" and d.span is None and "ODEDSL_MAX_DEPTH='lots'" in d.message
+
+
+def test_a_huge_environment_value_is_refused_shortly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past Python's 4300-digit ``int`` limit it raised ValueError; the message shows 40
+    characters of it, not 5000."""
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "9" * 5000)
+    with pytest.raises(DslError) as err:
+        load_spec(BASE)
+    (d,) = err.value.diagnostics
+    assert d.code == "E130" and "ODEDSL_MAX_DEPTH='" + "9" * 37 + "...'" in d.message
+    assert len(d.message) < 120
