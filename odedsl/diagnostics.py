@@ -148,6 +148,7 @@ CODES: dict[str, str] = {
     "E261": "output path refused",
     "W300": "numerically fragile inverse",
     "W301": "rounding grows with depth",
+    "W130": "unknown ODEDSL_ environment variable",
 }
 
 

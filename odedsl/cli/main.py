@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from odedsl.cli.common import EXIT_BAD_INPUT, report
+from odedsl.cli.environment import check_environment
 from odedsl.diagnostics import DslError
 
 COMMANDS = ("check", "show", "build", "train", "gradcheck", "plot")
@@ -41,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     as_json = bool(getattr(args, "json", False))
     try:
+        for warning in check_environment():
+            print(warning.render(), file=sys.stderr)
         return int(args.run(args))
     except DslError as err:
         return report(err, as_json=as_json)

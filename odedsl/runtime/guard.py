@@ -92,9 +92,49 @@ class FiniteProbe:
         return self._sum is None or bool(torch.isfinite(self._sum).item())
 
 
+#: How the ``ODEDSL_CHECK_*`` switches are written (any case); anything else is refused, so
+#: ``ODEDSL_CHECK_FORWARD=false`` cannot switch a check on.
+OFF_WORDS = ("0", "false", "no", "off")
+ON_WORDS = ("1", "true", "yes", "on")
+
+
+def env_switch(name: str) -> bool | None:
+    """``ODEDSL_<name>`` as a switch: ``None`` when unset or blank, else on or off; a
+    ValueError naming the variable for any other value."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in OFF_WORDS or raw in ON_WORDS:
+        return raw in ON_WORDS
+    raise ValueError(f"{name}={raw!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
+def check_inverse_env() -> float | bool | None:
+    """``ODEDSL_CHECK_INVERSE``: ``None`` unset; ``False`` off (the drift sketch too); ``nan``
+    on with the default tolerances; a number: on with that relative tolerance (positive,
+    finite). A ValueError naming the variable for anything else."""
+    raw = os.environ.get(CHECK_INVERSE_ENV, "").strip()
+    try:
+        switch = env_switch(CHECK_INVERSE_ENV)
+    except ValueError:
+        switch = None
+    else:
+        return None if switch is None else (float("nan") if switch else False)
+    try:
+        tol = float(raw)
+    except ValueError:
+        tol = math.nan
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(
+            f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a relative tolerance above 0 "
+            "(e.g. 1e-6)"
+        )
+    return tol
+
+
 def forward_check_enabled(flag: bool) -> bool:
     """The opt-in forward NaN check: constructor flag or ``ODEDSL_CHECK_FORWARD=1``."""
-    return flag or os.environ.get(CHECK_FORWARD_ENV, "") not in ("", "0")
+    return flag or bool(env_switch(CHECK_FORWARD_ENV))
 
 
 def inverse_tolerance(explicit: float | bool | None) -> float | None:
@@ -107,15 +147,8 @@ def inverse_tolerance(explicit: float | bool | None) -> float | None:
         return float("nan")
     if explicit is not None and explicit is not False:
         return float(explicit)
-    raw = os.environ.get(CHECK_INVERSE_ENV, "")
-    if raw in ("", "0"):
-        return None
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return float("nan")
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a tolerance") from exc
+    setting = check_inverse_env()
+    return None if setting is None or setting is False else float(setting)
 
 
 def _squares(got: Sequence[Tensor], true: Sequence[Tensor]) -> tuple[Tensor, Tensor]:

@@ -19,7 +19,6 @@ not to police rounding) warns once per stage with the estimate.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 
 from odedsl.runtime.errors import InversionDriftWarning
-from odedsl.runtime.guard import CHECK_INVERSE_ENV, drift_ratio
+from odedsl.runtime.guard import check_inverse_env, drift_ratio
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
@@ -124,8 +123,8 @@ def sketch_tolerance(dtype: torch.dtype) -> float:
 
 
 def sketch_enabled(stage: OdeStage) -> bool:
-    """On unless ``check_inverse=False`` or ``ODEDSL_CHECK_INVERSE=0``."""
-    return stage.check_inverse is not False and os.environ.get(CHECK_INVERSE_ENV, "") != "0"
+    """On unless ``check_inverse=False`` or ``ODEDSL_CHECK_INVERSE=0`` (or ``off``...)."""
+    return stage.check_inverse is not False and check_inverse_env() is not False
 
 
 def warn_if_drifted(stage: OdeStage, drift: float, dtype: torch.dtype) -> None:

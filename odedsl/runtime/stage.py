@@ -18,6 +18,7 @@ function, reused by all layers, so compile time does not grow with N (see
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -77,6 +78,11 @@ class OdeStage(nn.Module):
         self.t0 = float(t0)
         self.schedule = schedule or WeightSchedule("tied")
         self.stochastic = stochastic
+        if not _is_check_setting(check_inverse):
+            raise ValueError(
+                f"stage {name!r}: check_inverse must be None, True, False or a relative "
+                f"tolerance above 0, got {check_inverse!r}"
+            )
         self.check_inverse = check_inverse
         self.check_forward = check_forward
         n_slots = self.schedule.slots(depth, program.offsets)
@@ -269,6 +275,12 @@ class OdeStage(nn.Module):
 
     def _checks_forward(self) -> bool:
         return forward_check_enabled(self.check_forward)
+
+
+def _is_check_setting(value: object) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 _GRAPH_BREAK = (

@@ -48,6 +48,17 @@ CRASH_ENV = "ODEDSL_TRAIN_CRASH_AFTER"
 MODES = ("store", "checkpoint(1)", "invert")
 
 
+def crash_after_env() -> int:
+    """``ODEDSL_TRAIN_CRASH_AFTER``: the global step after which the testing hook ends the
+    process (0 or unset: never); a ValueError naming the variable for anything but digits."""
+    raw = os.environ.get(CRASH_ENV, "").strip()
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise ValueError(f"{CRASH_ENV}={raw[:40]!r}: expected a step count (0: off)")
+    return int(raw)
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
     """The permutation of epoch ``epoch``: depends on nothing but (seed, epoch)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 1)
@@ -268,7 +279,7 @@ class Trainer:
     def run_epoch(self) -> None:
         cfg = self.cfg
         order = epoch_order(self.n_train, cfg.seed, self.epoch)
-        crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+        crash_after = crash_after_env()
         mem = self._memory_text()
         bar = (
             EpochBar(self.console, self.epoch, cfg.epochs, self.steps, mem)
