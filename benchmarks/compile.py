@@ -60,6 +60,7 @@ from odedsl.cli.argtypes import (
     MAX_STEPS,
     MAX_THREADS,
     MAX_WIDTH,
+    ScriptParser,
     depth_in,
     int_in,
     out_folder,
@@ -188,9 +189,7 @@ def compile_backend(text: str) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.compile", description=__doc__.split("\n")[0]
-    )
+    p = ScriptParser(prog="python -m benchmarks.compile", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="CI sizes, aot_eager, in process: seconds")
     width = int_in(1, MAX_WIDTH)
     p.add_argument("--depths", nargs="+", type=depth_in(), default=None, help="default 8 64 512")

@@ -61,6 +61,7 @@ from benchmarks.common import (
     write_json,
 )
 from odedsl.cli.argtypes import (
+    ScriptParser,
     depth_in,
 )
 from odedsl.integrators import standard_library
@@ -297,9 +298,7 @@ def print_tables(rows: list[dict[str, Any]], depths: Sequence[int], log: Any) ->
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.modes", description=__doc__.split("\n")[0]
-    )
+    p = ScriptParser(prog="python -m benchmarks.modes", description=__doc__.split("\n")[0])
     add_run_options(p, depths="10 100 1000", weights="untied")
     p.add_argument("--integrators", nargs="+", default=list(INTEGRATORS), choices=INTEGRATORS)
     p.add_argument(

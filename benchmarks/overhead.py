@@ -60,7 +60,15 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.modes import INTEGRATORS, build_stage, with_mode
-from odedsl.cli.argtypes import MAX_BATCH, MAX_STEPS, MAX_WIDTH, depth_in, int_in, out_folder
+from odedsl.cli.argtypes import (
+    MAX_BATCH,
+    MAX_STEPS,
+    MAX_WIDTH,
+    ScriptParser,
+    depth_in,
+    int_in,
+    out_folder,
+)
 
 
 class _NoProbe:
@@ -266,7 +274,7 @@ def _paired(fns: dict[str, Callable[[], Any]], rounds: int) -> tuple[list[float]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
+    p = ScriptParser(prog="python -m benchmarks.overhead", description=__doc__)
     width, rounds = int_in(1, MAX_WIDTH), int_in(1, MAX_STEPS)
     p.add_argument("--width", type=width, default=64)
     p.add_argument("--hidden", type=width, default=128)

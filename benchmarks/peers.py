@@ -72,6 +72,7 @@ from benchmarks.common import (
     train_step,
     write_json,
 )
+from odedsl.cli.argtypes import ScriptParser
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
 
@@ -512,9 +513,7 @@ def table(rows: list[dict[str, Any]], missing: dict[str, str]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.peers", description=__doc__.split("\n")[0]
-    )
+    p = ScriptParser(prog="python -m benchmarks.peers", description=__doc__.split("\n")[0])
     add_run_options(p, depths="16 128 1024", weights="tied")
     p.add_argument("--groups", nargs="+", default=None, choices=GROUPS)
     p.add_argument("--rk4", action="store_true", help="add the rk4 group (4 evaluations a step)")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import modes, peers
-from odedsl.cli.argtypes import json_record, redraw
+from odedsl.cli.argtypes import ScriptParser, json_record, redraw
 
 #: The benchmarks that draw a figure, by the ``benchmark`` key of their JSON.
 DRAW: dict[str, Callable[[dict[str, Any], Path], bool]] = {"modes": modes.plot, "peers": peers.plot}
@@ -19,7 +19,7 @@ NO_FIGURE = ("compile", "overhead")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.plot", description=__doc__)
+    p = ScriptParser(prog="python -m benchmarks.plot", description=__doc__)
     p.add_argument(
         "files",
         nargs="+",

@@ -27,6 +27,7 @@ import odedsl
 from odedsl.cli.argtypes import (
     MAX_SEED,
     MAX_THREADS,
+    ScriptParser,
     int_in,
     json_record,
     out_folder,
@@ -58,7 +59,7 @@ TRAIN_BATCH = int_in(2, TRAIN_IMAGES)
 def parser(description: str, experiment: str) -> argparse.ArgumentParser:
     """The options every experiment has; ``experiment`` is the name its records carry (the
     script's name), which ``--replot`` checks."""
-    p = argparse.ArgumentParser(description=description)
+    p = ScriptParser(description=description)
     p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
     p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for the JSON and PNG")
     p.add_argument(

@@ -10,10 +10,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection
+import sys
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from odedsl.cli.environment import check_environment
+from odedsl.diagnostics import DslError
 from odedsl.limits import Limits
 from odedsl.runtime.weights import depth_limit
 from odedsl.training.config import INT_BOUNDS, OptionError, resolve_device
@@ -30,6 +33,24 @@ MAX_WIDTH = Limits().max_width
 MAX_SPATIAL = Limits().max_spatial
 MAX_STEPS = 1_000_000  # training steps, iterations, timing rounds
 MAX_SECONDS = 1e6  # time budgets (11.6 days)
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """The example and benchmark scripts' parser: it also checks the ``ODEDSL_*`` environment
+    as every ``odedsl`` command does (:mod:`odedsl.cli.environment`), so a bad value is a usage
+    error naming the variable and an unknown name a warning, before anything runs."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed = super().parse_known_args(args, namespace)
+        try:
+            found = check_environment()
+        except DslError as err:
+            self.error("; ".join(d.message for d in err.diagnostics))
+        for warning in found:
+            print(warning.render(), file=sys.stderr)
+        return parsed
 
 
 def int_in(low: int, high: int) -> Any:

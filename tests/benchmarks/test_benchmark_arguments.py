@@ -329,3 +329,17 @@ def test_checkpoint_every_says_sqrt_is_allowed(
     argv = ["--checkpoint-every", "2.5", "--out", str(tmp_path)]
     err = _exits_2_naming("modes", argv, "--checkpoint-every", capsys)
     assert "expected sqrt or an integer between 1 and 100000, got '2.5'" in err
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_a_bad_environment_value_is_a_usage_error_naming_it(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The benchmarks check the ``ODEDSL_*`` environment as the ``odedsl`` commands do; an
+    unknown name is a warning on stderr, and the arguments still parse."""
+    monkeypatch.setenv("ODEDSL_CHECK_FORWARD", "maybe")
+    _exits_2_naming(name, ["--out", str(tmp_path)], "ODEDSL_CHECK_FORWARD='maybe'", capsys)
+    monkeypatch.delenv("ODEDSL_CHECK_FORWARD")
+    monkeypatch.setenv("ODEDSL_MAX_DEPHT", "3")
+    BENCHMARKS[name].parse_args(["--out", str(tmp_path)])
+    assert "did you mean ODEDSL_MAX_DEPTH?" in capsys.readouterr().err

@@ -337,3 +337,12 @@ def test_device_cuda_parses_where_torch_sees_a_gpu(
     with pytest.raises(Reached) as reached:
         _script(script).main(["--device", "cuda", "--out", str(tmp_path)])
     assert reached.value.args[0].device == "cuda"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_bad_environment_value_is_a_usage_error_naming_it(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scripts check the ``ODEDSL_*`` environment as the ``odedsl`` commands do."""
+    monkeypatch.setenv("ODEDSL_CHECK_INVERSE", "abc")
+    _exits_2_naming(script, ["--out", str(tmp_path)], "ODEDSL_CHECK_INVERSE='abc'", capsys)
