@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
     )
     p.add_argument("--json", action="store_true", help="print a JSON list, one row per stage")
+    p.add_argument("--quiet", action="store_true", help="no progress bar over --depth-list")
     p.set_defaults(run=run)
 
 
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from odedsl.cli.progress import sweep_bar
     from odedsl.cli.train_cmd import set_threads
     from odedsl.training.gradcheck import gradient_errors
 
@@ -179,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     depths = parse_int_list(args.depth_list, "--depth-list") if args.depth_list else [None]
     check_batch(args.batch)
     rows = []
-    for depth in depths:
+    points = [(args.integrator, depth) for depth in depths]
+    for _, depth in sweep_bar(points, enabled=not args.quiet):
         params = dict(overrides) if depth is None else {**overrides, "depth": depth}
         rows += gradient_errors(
             args.spec,

@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
     )
     p.add_argument("--json", action="store_true", help="also print the points as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from odedsl.cli.gradcheck_cmd import check_batch, parse_int_list
+    from odedsl.cli.progress import sweep_bar
     from odedsl.cli.train_cmd import set_threads
     from odedsl.spec.load import load_spec
     from odedsl.training.plot import depth_sweep, fit_slope, machine, plot_sweep
@@ -132,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         batch=args.batch,
         seed=args.seed,
         network=args.network,
+        each=lambda points: sweep_bar(points, enabled=not args.quiet),
     )
     title = (
         f"{Path(args.spec).name} ({name}): invert vs store gradient error, float64, "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from odedsl.spec.evaluate import Value
@@ -32,22 +32,23 @@ def depth_sweep(
     batch: int = 4,
     seed: int = 0,
     network: str | None = None,
+    each: Callable[[list[tuple[str | None, int]]], Iterable[tuple[str | None, int]]] = iter,
 ) -> list[StageError]:
-    """Gradient errors of invert vs store (float64) per stage, depth and integrator."""
+    """Gradient errors of invert vs store (float64) per stage, depth and integrator;
+    ``each`` walks the (integrator, depth) points (the CLI's progress bar)."""
     rows: list[StageError] = []
-    for integrator in integrators:
-        for depth in depths:
-            params = {**(overrides or {}), "depth": depth}
-            rows += gradient_errors(
-                spec,
-                overrides=params,
-                backward="invert",
-                integrator=integrator,
-                init=init,
-                batch=batch,
-                seed=seed,
-                network=network,
-            )
+    points = [(integrator, depth) for integrator in integrators for depth in depths]
+    for integrator, depth in each(points):
+        rows += gradient_errors(
+            spec,
+            overrides={**(overrides or {}), "depth": depth},
+            backward="invert",
+            integrator=integrator,
+            init=init,
+            batch=batch,
+            seed=seed,
+            network=network,
+        )
     return rows
 
 

@@ -11,6 +11,7 @@ import torch
 
 from odedsl.cli.gradcheck_cmd import parse_int_list
 from odedsl.cli.main import main
+from odedsl.cli.progress import sweep_bar
 from odedsl.diagnostics import DslError
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -69,8 +70,37 @@ def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert main([*args, "--depths", "2,4,8", "--integrators", "euler,heun", "-o", str(out)]) == 0
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    text = capsys.readouterr().out
-    assert "euler · body: slope" in text and "heun · body: slope" in text
+    captured = capsys.readouterr()
+    assert "euler · body: slope" in captured.out and "heun · body: slope" in captured.out
+    bar = [line for line in captured.err.splitlines() if line.startswith("gradient checks")]
+    assert len(bar) == 1 and " 6/6 done " in bar[0], captured.err  # 2 integrators × 3 depths
+    assert main([*args, "--depths", "2,4", "-o", str(out), "--quiet"]) == 0
+    assert "gradient checks" not in capsys.readouterr().err
+
+
+def test_gradcheck_shows_progress_over_a_depth_list(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bar on stderr for a sweep (stdout keeps the JSON), none for one check or --quiet."""
+    resnet = str(SPECS / "resnet.ode")
+    assert main(["gradcheck", resnet, *TINY, "--depth-list", "2,4", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)) == 4 and " 2/2 done " in captured.err
+    assert main(["gradcheck", resnet, *TINY, "--json"]) == 0
+    assert "gradient checks" not in capsys.readouterr().err
+    assert main(["gradcheck", resnet, *TINY, "--depth-list", "2,4", "--quiet"]) == 0
+    assert "gradient checks" not in capsys.readouterr().err
+
+
+def test_the_sweep_bar_yields_every_point_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    points = [("euler", 4), ("euler", 64), ("heun", 4), (None, None)]
+    for enabled in (True, False):
+        assert list(sweep_bar(points, enabled=enabled)) == points
+    assert "4/4 done" in capsys.readouterr().err
+    walked = []
+    for point in sweep_bar(points, enabled=True):  # a failing check stops the bar cleanly
+        walked.append(point)
+        if len(walked) == 2:
+            break
+    assert walked == points[:2] and "1/4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
