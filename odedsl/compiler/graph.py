@@ -112,6 +112,11 @@ def build_graph_module(
     gm = fx.GraphModule(root, graph, class_name=class_name(net.name))
     gm.input_shape = tuple(net.input_shape)  # type: ignore[assignment]
     gm.network_name = net.name  # type: ignore[assignment]
+    # GraphModule.__deepcopy__ rebuilds the module and keeps only what meta lists here
+    # (copy.deepcopy dropped both attributes; pickle keeps them anyway)
+    gm.meta.setdefault("_user_preserved_attributes", {}).update(
+        input_shape=gm.input_shape, network_name=gm.network_name
+    )
     if dtype is not None:
         gm.to(dtype)
     return gm

@@ -9,6 +9,7 @@ from odedsl.runtime.errors import (
     InversionDriftError,
     InversionDriftWarning,
     NumericalFault,
+    ParametersModifiedError,
     TracedStageWarning,
 )
 from odedsl.runtime.invert import AnchorPlan, Invert
@@ -40,6 +41,7 @@ __all__ = [
     "Invert",
     "NumericalFault",
     "OdeStage",
+    "ParametersModifiedError",
     "ResidualCall",
     "State",
     "Step",

@@ -58,3 +58,15 @@ class TracedStageWarning(UserWarning):
     def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)
         self.stage = stage
+
+
+class ParametersModifiedError(RuntimeError):
+    """A stage's parameter was modified in place between a forward and its backward (an
+    optimizer step before ``backward()``). ``store`` refuses this through autograd's version
+    counters; ``checkpoint`` and ``invert`` re-run the residuals in backward, so they would
+    differentiate weights the forward did not use, and refuse it here instead."""
+
+    def __init__(self, message: str, *, stage: str, parameter: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.parameter = parameter

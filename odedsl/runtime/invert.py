@@ -227,6 +227,8 @@ class Invert:
             measure=measure,
             group=group,
             anchor_tol=self.tolerance(dtype),
+            training=tables.training_flags(),
+            versions=tables.versions(),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
@@ -325,6 +327,8 @@ class _Config:
     anchor_tol: float = 1e-3
     group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
+    training: list[bool] | None = None  # each module's train flag in the forward
+    versions: list[int] | None = None  # the parameters' version counters in the forward
 
 
 class _InvertFunction(torch.autograd.Function):
@@ -364,7 +368,22 @@ class _InvertFunction(torch.autograd.Function):
                 "would silently count as constants there. Use backward store or checkpoint(k) "
                 "for this stage."
             )
-        param_grads, input_grads = _walk_back(cfg, ctx.saved_tensors, grads)
+        assert cfg.training is not None and cfg.versions is not None
+        cfg.tables.check_versions(cfg.stage, cfg.versions, "invert")
+        try:
+            saved = ctx.saved_tensors
+        except RuntimeError as err:  # autograd's version check of the saved output
+            if "modified by an inplace operation" not in str(err):
+                raise
+            raise RuntimeError(
+                f"stage {cfg.stage.name!r}: its output was modified in place after the forward "
+                "(an in-place op on the stage's result, such as ReLU(inplace=True)); invert "
+                "rebuilds the activations from that output, so it must stay as the stage "
+                "returned it\n  hint: use the out-of-place op (ReLU(), x = x + ...) after "
+                "this stage"
+            ) from err
+        with cfg.tables.as_in_forward(cfg.training):
+            param_grads, input_grads = _walk_back(cfg, saved, grads)
         n_params = len(ctx.needs_input_grad) - 1 - cfg.n_state
         params_out = [
             g if need else None

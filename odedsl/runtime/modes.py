@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
@@ -20,6 +20,7 @@ from odedsl.runtime.calls import RunContext
 from odedsl.runtime.invert import Invert
 from odedsl.runtime.program import State
 from odedsl.runtime.replay import BufferGuard
+from odedsl.runtime.tables import StageTables
 
 if TYPE_CHECKING:
     from odedsl.runtime.guard import FiniteTracker
@@ -65,8 +66,11 @@ class Checkpoint:
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
+        tables = stage.tables()
+        forward = _Forward(tables, tables.training_flags(), tables.versions())
         for start in range(0, stage.depth, self.every):
-            segment = _Segment(stage, start, min(start + self.every, stage.depth), ctx, tracker)
+            stop = min(start + self.every, stage.depth)
+            segment = _Segment(stage, start, stop, ctx, tracker, forward)
             state = tuple(checkpoint(segment, *state, use_reentrant=False))
         return state
 
@@ -74,9 +78,20 @@ class Checkpoint:
         return f"checkpoint({self.every})"
 
 
+class _Forward(NamedTuple):
+    """What a checkpointed stage call's recomputations restore or check: the tables the
+    forward used, each module's train flag and the parameters' version counters then."""
+
+    tables: StageTables
+    training: list[bool]
+    versions: list[int]
+
+
 class _Segment:
-    """Layers ``[start, stop)``; calls after the first are recomputations, whose buffer
-    updates (BatchNorm statistics) are undone so each forward counts once."""
+    """Layers ``[start, stop)``; calls after the first are recomputations, run as the forward
+    ran (:meth:`StageTables.as_in_forward`: its weights and train/eval flags), whose buffer
+    updates (BatchNorm statistics) are undone so each forward counts once. Each backward
+    recomputes the last segment first, which checks that no parameter changed in place."""
 
     def __init__(
         self,
@@ -85,16 +100,23 @@ class _Segment:
         stop: int,
         ctx: RunContext,
         tracker: FiniteTracker | None,
+        forward: _Forward,
     ) -> None:
         self.stage, self.start, self.stop, self.ctx, self.tracker = stage, start, stop, ctx, tracker
+        self.forward = forward
         self.calls = 0
 
     def __call__(self, *state: Tensor) -> State:
         self.calls += 1
         if self.calls == 1:
             return self.stage.run_layers(state, self.start, self.stop, self.ctx, None, self.tracker)
-        with BufferGuard() as guard:
-            return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
+        tables, training, versions = self.forward
+        if self.stop == self.stage.depth:
+            tables.check_versions(self.stage, versions, str(self.stage.backward_mode))
+        with tables.as_in_forward(training), BufferGuard() as guard:
+            return self.stage.run_layers(
+                state, self.start, self.stop, self.ctx, guard, tables=tables
+            )
 
 
 _FORMS = "'store', 'invert', 'checkpoint(k)' or ('checkpoint', k) with an integer k >= 1"

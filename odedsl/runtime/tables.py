@@ -14,16 +14,22 @@ tables stay valid and correct.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import chain
-from operator import is_
+from operator import attrgetter, is_
 from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
+
+from odedsl.runtime.errors import ParametersModifiedError
 
 if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
 
 SlotKey = tuple[str, int]
+_TRAINING = attrgetter("training")
+_VERSION = attrgetter("_version")
 
 
 class StageTables:
@@ -57,8 +63,10 @@ class StageTables:
         self.sync_norms: list[nn.Module] = [
             m for m in modules if any(t.__name__ == "SyncBatchNorm" for t in type(m).__mro__)
         ]
+        self._tree = modules
         self._dicts = [d for m in modules for d in (m._parameters, m._buffers, m._modules)]
         self._lengths = list(map(len, self._dicts))
+        self._keys = list(chain.from_iterable(map(dict.keys, self._dicts)))
         self._values = list(chain.from_iterable(map(dict.values, self._dicts)))
 
     def valid(self) -> bool:
@@ -68,6 +76,67 @@ class StageTables:
             return False
         current = chain.from_iterable(map(dict.values, self._dicts))
         return all(map(is_, current, self._values))
+
+    def training_flags(self) -> list[bool]:
+        """Each module's train/eval flag, in tree order (what :meth:`as_in_forward` restores)."""
+        return list(map(_TRAINING, self._tree))
+
+    def versions(self) -> list[int]:
+        """The in-place version counter of each of :attr:`params`."""
+        return list(map(_VERSION, self.params))
+
+    @contextmanager
+    def as_in_forward(self, training: list[bool]) -> Iterator[None]:
+        """The tree as the forward that built these tables saw it, while a backward re-runs
+        residuals: its parameters, buffers and submodules (``torch.func.functional_call``
+        swaps them in for the forward call only; autograd differentiates the tensors the
+        forward used) and each module's train/eval flag (``model.eval()`` between forward and
+        backward). Everything is put back after; nothing is done when nothing differs."""
+        restore = not self.valid()
+        flipped = (
+            [m for m, t in zip(self._tree, training, strict=True) if m.training != t]
+            if list(map(_TRAINING, self._tree)) != training
+            else []
+        )
+        if not restore and not flipped:
+            yield
+            return
+        current = [dict(d) for d in self._dicts] if restore else []
+        if restore:
+            keys, values = iter(self._keys), iter(self._values)
+            for d, n in zip(self._dicts, self._lengths, strict=True):
+                d.clear()
+                d.update((next(keys), next(values)) for _ in range(n))
+        for m in flipped:
+            m.training = not m.training
+        try:
+            yield
+        finally:
+            for m in flipped:
+                m.training = not m.training
+            for d, was in zip(self._dicts, current, strict=False):
+                d.clear()
+                d.update(was)
+
+    def check_versions(self, stage: OdeStage, versions: list[int], mode: str) -> None:
+        """Raise :class:`ParametersModifiedError` when a parameter's version counter moved
+        since ``versions`` (taken in the forward): one C-level list comparison when none did."""
+        if self.versions() == versions:
+            return
+        i = next(
+            i for i, (p, v) in enumerate(zip(self.params, versions, strict=True)) if p._version != v
+        )
+        names = {id(p): n for n, p in stage.named_parameters()}
+        name = names.get(id(self.params[i]), f"parameter {i} of the stage")
+        raise ParametersModifiedError(
+            f"stage {stage.name!r}: {name} was modified in place between the forward and its "
+            f"backward (an optimizer step, or an in-place edit, before backward()); {mode} "
+            "re-runs the residuals in backward and would differentiate weights the forward "
+            "did not use (store refuses this too)\n  hint: call backward() before changing "
+            "the weights, or edit them out of place",
+            stage=stage.name,
+            parameter=name,
+        )
 
     def tensors_of(self, name: str, slot: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """The named parameters and buffers of a slot (what a compiled residual takes)."""

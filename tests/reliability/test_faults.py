@@ -72,9 +72,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def poison(stage: OdeStage, layer: int, value: float = float("nan")) -> None:
     """Put ``value`` in one weight of the residual that layer ``layer`` of an untied stage
-    reads (one slot per layer: euler and coupling integrators read no time ahead)."""
-    with torch.no_grad():
-        stage.residual_modules("f")[layer].linear1.weight[0, 0] = value
+    reads (one slot per layer: euler and coupling integrators read no time ahead). Through
+    ``.data``, which no version counter sees: between a forward and its backward, an edit
+    autograd can see is refused before any reconstruction (``ParametersModifiedError``,
+    tests/reliability/test_torch_conventions.py), and these tests are about what the
+    reconstruction meets."""
+    stage.residual_modules("f")[layer].linear1.weight.data[0, 0] = value
 
 
 # ------------------------------------------------------------------ forward (opt-in)

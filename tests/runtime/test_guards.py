@@ -13,6 +13,7 @@ from odedsl.runtime import (
     InversionDriftWarning,
     Invert,
     NumericalFault,
+    ParametersModifiedError,
     WeightSchedule,
 )
 
@@ -95,6 +96,10 @@ def test_exact_drift_raises_when_weights_change_before_backward():
     out = stage(x)
     with torch.no_grad():
         stage.f[7].lin2.weight.add_(0.1)  # an optimizer step between forward and backward
+    with pytest.raises(ParametersModifiedError, match=r"'body': f\.7\.lin2\.weight was"):
+        out.sum().backward()  # the version counter moved: refused before any reconstruction
+    out = stage(x)
+    stage.f[7].lin2.weight.data.add_(0.1)  # .data: a change no version counter sees
     with pytest.raises(InversionDriftError, match=r"'body'.*relative error") as info:
         out.sum().backward()
     assert info.value.relative_error > 1e-8
