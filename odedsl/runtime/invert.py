@@ -203,8 +203,22 @@ class Invert:
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
+        dtypes = [s.dtype for s in state]
+        if any(d in _HALF for d in dtypes) and torch.is_autocast_enabled(state[0].device.type):
+            # Under autocast a stage input made by an autocast op (a stem convolution) arrives
+            # in 16 bits, and x + e - e != x there: reconstruction drifted by ~1e-2 a layer and
+            # gradients were 2-18 % off store's. The state is kept in float32 inside the stage
+            # (the residuals still compute in the autocast dtype), and leaves in its dtype.
+            wide = tuple(s.float() if s.dtype in _HALF else s for s in state)
+            out = self._run(stage, wide, ctx, tracker)
+            return tuple(o.to(d) for o, d in zip(out, dtypes, strict=True))
+        return self._run(stage, state, ctx, tracker)
+
+    def _run(
+        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
+    ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
-        dtype, device = state[0].dtype, state[0].device
+        dtype, device = _precision(state), state[0].device
         key = self._key(stage, dtype, device) if self._measures(stage) else None
         measure = (
             key is not None
@@ -227,6 +241,7 @@ class Invert:
             measure=measure,
             group=group,
             anchor_tol=self.tolerance(dtype),
+            precision=dtype,
             training=tables.training_flags(),
             versions=tables.versions(),
         )
@@ -239,6 +254,7 @@ class Invert:
 
 
 _Key = tuple[int, torch.dtype, str, float]
+_HALF = (torch.float16, torch.bfloat16)
 _MEASURED = "_anchor_measured"  # stage.__dict__ entries: not parameters, not in state_dict
 _RECHECK = "_anchor_recheck"
 _WARNED_DENSE = "_anchor_dense_warned"
@@ -262,6 +278,20 @@ def _rechecks(stage: OdeStage) -> set[_Key]:
     """Keys whose last backward saw the drift grow: their next call measures again (per key:
     one flag for the stage let a depth the stage alternates with clear another's)."""
     return stage.__dict__.setdefault(_RECHECK, set())
+
+
+def _precision(state: State) -> torch.dtype:
+    """The dtype whose rounding bounds a reconstruction: the state's, or under autocast the
+    narrower dtype the residuals compute in (a float32 state rebuilt through bfloat16
+    residuals meets bfloat16 rounding wherever an input lands on the other side of a
+    rounding boundary; measured against float32's tolerance, that put anchors at every
+    layer). Tolerances, anchor aims and drift warnings are that dtype's."""
+    dtype, device = state[0].dtype, state[0].device.type
+    if torch.is_autocast_enabled(device):
+        narrow = torch.get_autocast_dtype(device)
+        if torch.finfo(narrow).eps > torch.finfo(dtype).eps:
+            return narrow
+    return dtype
 
 
 class _Targets(NamedTuple):
@@ -327,6 +357,7 @@ class _Config:
     anchor_tol: float = 1e-3
     group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
+    precision: torch.dtype = torch.float32  # whose rounding bounds the drift (_precision)
     training: list[bool] | None = None  # each module's train flag in the forward
     versions: list[int] | None = None  # the parameters' version counters in the forward
 
@@ -415,7 +446,7 @@ def _walk_back(
     probe = FiniteProbe()
     restart_drift: list[float] = []  # exact drift where an anchor replaces the reconstruction
     found = _measured(stage).get(cfg.key) if cfg.key is not None else None
-    targets = _targets(cfg.anchor_tol, state[0].dtype, found.aim if found else None)
+    targets = _targets(cfg.anchor_tol, cfg.precision, found.aim if found else None)
     top, top_g, top_acc = stage.depth, list(g), list(walk.acc)  # the segment's exact end
     with BufferGuard() as guard:
         walk.guard = guard
@@ -455,11 +486,11 @@ def _walk_back(
     if cfg.check_tol is not None:  # the exact check also raises on a drift at an anchor
         error = max(relative_error(state, rest), max(restart_drift, default=0.0))
         drifted = drifted or not error <= recheck
-        report_drift(stage.name, stage.kind, error, cfg.check_tol, state[0].dtype)
+        report_drift(stage.name, stage.kind, error, cfg.check_tol, cfg.precision)
     elif cfg.sketch:
         drift = estimated_drift(state, rest, saved[:k])
         drifted = drifted or not drift <= recheck
-        warn_if_drifted(stage, drift, state[0].dtype)
+        warn_if_drifted(stage, drift, cfg.precision)
     if cfg.group is not None:
         drifted = _agree_max([float(drifted)], cfg.group, state[0].device)[0] > 0
     if drifted and cfg.key is not None:
@@ -513,7 +544,7 @@ def _measure(
         restart = n if n in kept else restart
     values = torch.stack(drifts).tolist()  # one sync
     one_layer = max((v for d, v in zip(distances, values, strict=True) if d == 1), default=0.0)
-    target = _targets(cfg.anchor_tol, output[0].dtype).aim
+    target = _targets(cfg.anchor_tol, cfg.precision).aim
     if math.isfinite(one_layer):
         target = max(target, ONE_LAYER_GROWTH * one_layer)
     crossed = [d for d, v in zip(distances, values, strict=True) if not v <= target]
@@ -542,7 +573,7 @@ def _measure(
             worst = max(
                 (v for d, v in zip(distances, values, strict=True) if d == first), default=0
             )
-        _warn_dense(stage, worst, first, target, output[0].dtype)
+        _warn_dense(stage, worst, first, target, cfg.precision)
     return anchors
 
 
@@ -556,7 +587,7 @@ def _verify(
     too wide near the input, where no backward can recompute, and took several calls of
     re-measuring to tighten (tied momentum, ×400 weights). Also returns the drift and segment
     length of the last halving (``None``: none), which the every-layer warning quotes."""
-    depth, limit = cfg.stage.depth, _targets(cfg.anchor_tol, inputs[0].dtype, aim).recheck
+    depth, limit = cfg.stage.depth, _targets(cfg.anchor_tol, cfg.precision, aim).recheck
     halved: tuple[float, int] | None = None
     while True:
         worst = _worst_segment_drift(cfg, inputs, output, anchors)
