@@ -47,7 +47,8 @@ class ScriptParser(argparse.ArgumentParser):
         try:
             found = check_environment()
         except DslError as err:
-            self.error("; ".join(d.message for d in err.diagnostics))
+            shown = (d.message + (f" ({d.hint})" if d.hint else "") for d in err.diagnostics)
+            super().error("; ".join(shown))
         for warning in found:
             print(warning.render(), file=sys.stderr)
         return parsed
