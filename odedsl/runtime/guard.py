@@ -126,8 +126,7 @@ def check_inverse_env() -> float | bool | None:
         tol = math.nan
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(
-            f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a relative tolerance above 0 "
-            "(e.g. 1e-6)"
+            f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a relative tolerance above 0"
         )
     return tol
 
