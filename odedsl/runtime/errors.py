@@ -51,9 +51,9 @@ class AnchorWarning(UserWarning):
 
 
 class TracedStageWarning(UserWarning):
-    """``torch.jit.trace`` (and the TorchScript ONNX exporter) recorded a stage whose backward
-    mode TorchScript cannot hold: the trace keeps the forward's operations, so a traced
-    module's backward stores every layer, as ``store`` does."""
+    """``torch.jit.trace`` (and the TorchScript ONNX exporter) or a ``torch.func`` transform
+    took a stage whose backward mode neither can hold: the layers ran as plain operations,
+    so that backward stores every layer, as ``store`` does (the gradients are exact)."""
 
     def __init__(self, message: str, *, stage: str) -> None:
         super().__init__(message)

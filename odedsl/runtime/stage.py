@@ -301,9 +301,13 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     needs_grad = torch.is_grad_enabled() and (
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
     )
-    if needs_grad and torch.jit.is_tracing() and not isinstance(stage.backward_mode, Store):
-        _warn_traced(stage)  # an autograd Function with Python state has no TorchScript form
-        needs_grad = False
+    if needs_grad and not isinstance(stage.backward_mode, Store):
+        if torch.jit.is_tracing():  # an autograd Function with Python state: no TorchScript
+            _warn_traced(stage, _TRACE_WHY, _TRACE_HINT)
+            needs_grad = False
+        elif torch._C._are_functorch_transforms_active():
+            _warn_traced(stage, _FUNC_WHY, _FUNC_HINT)  # no functorch rule for either mode
+            needs_grad = False
     if needs_grad:
         state = stage.backward_mode.run(stage, state, ctx, tracker)
     else:
@@ -313,13 +317,28 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     return state
 
 
-def _warn_traced(stage: OdeStage) -> None:
+_TRACE_WHY = "torch.jit.trace records its forward operations only"
+_TRACE_HINT = (
+    "trace under torch.no_grad() for inference or ONNX export; train the untraced module "
+    "(or torch.compile it) to keep the mode"
+)
+_FUNC_WHY = (
+    "torch.func transforms (grad, vjp, jacrev, vmap) differentiate plain operations only "
+    "(invert's backward and checkpoint's saved-tensor hooks have no functorch rule)"
+)
+_FUNC_HINT = (
+    "for the memory of the stage's mode use loss.backward() or torch.autograd.grad "
+    "(functional_call works there); vmap under torch.no_grad() runs the mode's forward"
+)
+
+
+def _warn_traced(stage: OdeStage, why: str, hint: str) -> None:
+    """Once per call site: a tracer or transform takes the stage's layers as plain
+    operations, so their backward stores every layer whatever the stage's mode."""
     warnings.warn(
         TracedStageWarning(
-            f"stage '{stage.name}': torch.jit.trace records its forward operations only, so "
-            f"the traced module's backward stores all {stage.depth} layers instead of "
-            f"'{stage.backward_mode}'\n  hint: trace under torch.no_grad() for inference or "
-            "ONNX export; train the untraced module (or torch.compile it) to keep the mode",
+            f"stage '{stage.name}': {why}, so the backward stores all {stage.depth} layers "
+            f"instead of '{stage.backward_mode}'\n  hint: {hint}",
             stage=stage.name,
         ),
         stacklevel=4,

@@ -11,12 +11,14 @@
   through autograd's version counters; checkpoint and approximate invert returned the
   gradient of the new weights silently;
 * an in-place op on the stage's output: invert's saved output is gone, and says so;
-* ``copy.deepcopy`` of a compiled model keeps ``input_shape`` and ``network_name``.
+* ``copy.deepcopy`` of a compiled model keeps ``input_shape`` and ``network_name``;
+* ``torch.func.grad`` and ``vmap`` gave torch's errors in checkpoint and invert.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from torch.func import functional_call
 
 import odedsl
 from odedsl.runtime import OdeStage
-from odedsl.runtime.errors import ParametersModifiedError
+from odedsl.runtime.errors import ParametersModifiedError, TracedStageWarning
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 SMALL = {
@@ -226,3 +228,35 @@ def test_a_forward_hook_cannot_hook_tensors_in_invert() -> None:
     residual.register_forward_hook(lambda _m, _i, out: out.register_hook(lambda g: g))
     with pytest.raises(RuntimeError, match="doesn't require gradient"):
         model(batch(model)).sum().backward()
+
+
+# ------------------------------------------------------------------ torch.func
+@pytest.mark.parametrize("backward", ["store", "checkpoint(2)", "invert"])
+def test_torch_func_grad_and_vmap_run_the_layers_as_plain_operations(backward: str) -> None:
+    """Neither invert's Function nor checkpoint's saved-tensor hooks have a functorch rule
+    (torch's errors: "must override the setup_context staticmethod", "don't yet support saved
+    tensor hooks"); under a transform the stage runs its layers as plain operations, warns
+    that this backward stores them, and gives store's numbers."""
+    ref, model = pair("momentum", backward)
+    x = batch(model)
+    results = []
+    for net in (ref, model):
+        net.eval()  # BatchNorm's running statistics are in-place updates torch.func refuses
+        params = {k: v.detach() for k, v in net.named_parameters()}
+
+        def loss(p: dict[str, torch.Tensor], net: nn.Module = net) -> torch.Tensor:
+            return functional_call(net, p, (x,)).square().sum()
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            g = torch.func.grad(loss)(params)
+            out = torch.func.vmap(lambda xi, net=net: net(xi.unsqueeze(0)))(x)
+        results.append((g, out))
+        traced = [w for w in caught if issubclass(w.category, TracedStageWarning)]
+        if net is model and backward != "store":
+            assert traced and "torch.func transforms" in str(traced[0].message)
+        else:
+            assert not traced
+    (g_ref, out_ref), (g, out) = results
+    assert close(dict(g), dict(g_ref)) < 1e-12
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
