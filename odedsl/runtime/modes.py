@@ -114,9 +114,7 @@ class _Segment:
         if self.stop == self.stage.depth:
             tables.check_versions(self.stage, versions, str(self.stage.backward_mode))
         with tables.as_in_forward(training), BufferGuard() as guard:
-            return self.stage.run_layers(
-                state, self.start, self.stop, self.ctx, guard, tables=tables
-            )
+            return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
 
 
 _FORMS = "'store', 'invert', 'checkpoint(k)' or ('checkpoint', k) with an integer k >= 1"
