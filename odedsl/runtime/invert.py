@@ -17,7 +17,9 @@ state every ``anchor_every`` layers, the largest ``k`` with ``growth**k * eps <=
 machine epsilon), and backward restarts reconstruction from each anchor. Memory is then
 ``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
 Default tolerances: 1e-10 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
-has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used.
+has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used. Under autocast the
+dtype is the autocast one, which the residuals compute in (:func:`_precision`), and a 16-bit
+stage input is inverted over a float32 state (:meth:`Invert.run`).
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
 Measured anchors (any exact kind): the factors alone miss rounding that the residuals
