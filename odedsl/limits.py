@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, fields, replace
 
 from odedsl.diagnostics import Diagnostic, DslError
-from odedsl.runtime.weights import limit_from_text
 
 #: Limits that may be 0, meaning none allowed (no imports, no block calling a block); the
 #: others bound a size, where 0 would refuse every spec.
@@ -24,6 +23,17 @@ def _lowest(name: str) -> int:
 
 def _allowed(name: str) -> str:
     return "an integer, 0 or more" if name in ZERO_ALLOWED else "a positive integer"
+
+
+def limit_from_text(raw: str) -> int | None:
+    """An ``ODEDSL_MAX_*`` value: 1 to 100 ASCII digits (surrounding blanks allowed), else
+    ``None`` (the length cap keeps ``int`` below Python's 4300-digit limit, which raises).
+    The runtime, which carries no front end, reads ``ODEDSL_MAX_DEPTH`` by the same rule
+    (:func:`odedsl.runtime.weights.limit_from_text`; this module stays free of torch)."""
+    text = raw.strip()
+    if 1 <= len(text) <= 100 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,9 @@ DEFAULT_MAX_DEPTH = 100_000
 
 def limit_from_text(raw: str) -> int | None:
     """An ``ODEDSL_MAX_*`` value: 1 to 100 ASCII digits (surrounding blanks allowed), else
-    ``None``. One rule for the runtime and :class:`odedsl.Limits`; the length cap keeps
-    ``int`` below Python's digit limit, which would raise instead."""
+    ``None``: the rule of :func:`odedsl.limits.limit_from_text`, kept here because the
+    runtime carries no front end (standalone export) and the front end no torch (a test
+    holds the two to the same answers)."""
     text = raw.strip()
     if 1 <= len(text) <= 100 and text.isascii() and text.isdigit():
         return int(text)

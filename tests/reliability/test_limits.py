@@ -8,6 +8,8 @@ ever reaching the graph builder (patched to fail the test if it is called).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -438,3 +440,20 @@ def test_a_huge_environment_value_is_refused_shortly(monkeypatch: pytest.MonkeyP
     (d,) = err.value.diagnostics
     assert d.code == "E130" and "ODEDSL_MAX_DEPTH='" + "9" * 37 + "...'" in d.message
     assert len(d.message) < 120
+
+
+def test_the_runtime_reads_max_values_by_the_front_ends_rule() -> None:
+    """Two copies of one rule (the runtime carries no front end, the front end no torch)."""
+    from odedsl.limits import limit_from_text as front
+    from odedsl.runtime.weights import limit_from_text as runtime
+
+    cases = ["", " ", "0", "7", " 12 ", "+3", "-1", "1_0", "1e3", "²", "٣", "9" * 100, "9" * 101]
+    for raw in cases:
+        assert front(raw) == runtime(raw), raw
+    assert front("9" * 5000) is None and front(" 12 ") == 12
+
+
+def test_limits_import_no_torch() -> None:
+    """``odedsl.Limits`` is public API of a package that imports torch only when needed."""
+    code = "import sys, odedsl.limits; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
