@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import math
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,15 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.spec.evaluate import Value
-from odedsl.training.checkpoint import CHECKPOINT, atomic_save, atomic_write_text, load_checkpoint
+from odedsl.training.checkpoint import (
+    CHECKPOINT,
+    atomic_save,
+    atomic_write_text,
+    load_checkpoint,
+    network_fingerprint,
+)
 from odedsl.training.config import (
     RESUME_KEYS,
     TrainConfig,
@@ -108,16 +116,31 @@ def train(
         saved = ckpt["config"]
         for key, value in explicit.items():
             if key in RESUME_KEYS and key in saved and saved[key] != value:
-                flag = "--" + key.replace("_", "-")
-                raise bad_option(
-                    f"{flag} {value} differs from the checkpoint's {saved[key]} in '{out_dir}'",
-                    "a resumed run continues the same training: drop the option, or start a "
-                    "new run in another --out folder",
-                    "E130",
-                )
+                _refuse_change("--" + key.replace("_", "-"), value, saved[key], out_dir)
+        saved_overrides = ckpt.get("overrides", {})
+        for name, value in overrides.items():
+            if saved_overrides.get(name, _UNSET) != value:
+                was = saved_overrides.get(name, "the spec's default")
+                _refuse_change(f"--set {name}=", value, was, out_dir)
         explicit = {**saved, **explicit}
-        overrides = {**ckpt.get("overrides", {}), **overrides}
-    cfg = TrainConfig(**explicit)
+        overrides = {**saved_overrides, **overrides}
+    try:
+        cfg = TrainConfig(**explicit)
+    except DslError as err:
+        if ckpt is None:
+            raise
+        (first,) = err.diagnostics[:1]
+        raise DslError(
+            [
+                Diagnostic(
+                    "E110",
+                    f"checkpoint '{out_dir / CHECKPOINT}' is damaged: config: {first.message}",
+                    None,
+                    "odedsl train writes checkpoint.pt itself; resume from a file it wrote, "
+                    "unedited",
+                )
+            ]
+        ) from None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise bad_option(
             f"--out '{out_dir}' is a file, not a folder",
@@ -134,8 +157,13 @@ def train(
         cfg.data, channels=_int(overrides.get("channels")), size=_int(overrides.get("size"))
     )
     fitted = fit_spec(spec, bundle, overrides, network)
+    fingerprint = network_fingerprint(fitted.spec.network)
+    if ckpt is not None:
+        _check_same_network(ckpt, fitted.name, fingerprint, out_dir)
     if out is not None and out_dir is None:
         out_dir = default_out(fitted.name)
+    if out_dir is not None:
+        _check_writable(out_dir)
     torch.manual_seed(cfg.seed)
     model = build_model(fitted, backward=cfg.backward)
     shown = console or Console(stderr=True)
@@ -148,7 +176,7 @@ def train(
         values = ", ".join(f"{k}={v}" for k, v in fitted.from_data.items())
         shown.print(f"from the data '{bundle.name}': {values}")
     trainer = Trainer(model, bundle.train, bundle.test, cfg, out_dir, shown if progress else None)
-    trainer.meta = {"overrides": overrides, "network": fitted.name}
+    trainer.meta = {"overrides": overrides, "network": fitted.name, "fingerprint": fingerprint}
     trainer.measure_memory()
     if ckpt is not None:
         trainer.restore(ckpt, f"checkpoint '{out_dir / CHECKPOINT}'")
@@ -179,6 +207,71 @@ def train(
         atomic_save(trainer.model.state_dict(), out_dir / "model.pt")
         _write_log(trainer, fitted, spec_name, bundle.name, result)
     return result
+
+
+_UNSET = object()
+#: What a run writes into its --out folder.
+OUTPUTS = (CHECKPOINT, "model.pt", "log.json")
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a probe file there before training: a folder under a file
+    or a read-only one used to fail at the first checkpoint, after an epoch of work."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise bad_option(
+            f"--out '{out_dir}' cannot be written: {err.strerror or err}",
+            "name a folder you can write to (it is created if missing)",
+            "E130",
+        ) from None
+    for name in OUTPUTS:
+        if (out_dir / name).exists() and not (out_dir / name).is_file():
+            raise bad_option(
+                f"--out '{out_dir}' holds a '{name}' that is not a file",
+                f"remove or rename '{out_dir / name}', or choose another --out folder",
+                "E130",
+            )
+
+
+def _refuse_change(option: str, value: object, was: object, out_dir: Path | None) -> None:
+    """A resumed run continues the same training: an option or ``--set`` value that differs
+    from the checkpoint's is refused, naming both (``--set stride=2`` used to change the
+    network mid-run without a word)."""
+    shown = "each stage's own mode" if option == "--backward" and was is None else was
+    joint = "" if option.endswith("=") else " "
+    raise bad_option(
+        f"{option}{joint}{value} differs from the checkpoint's {shown} in '{out_dir}'",
+        "a resumed run continues the same training: drop the option, or start a new run in "
+        "another --out folder",
+        "E130",
+    )
+
+
+def _check_same_network(
+    ckpt: dict[str, Any], name: str, fingerprint: str, out_dir: Path | None
+) -> None:
+    """The spec given to a resume must build the network the checkpoint trained: another
+    spec or ``--network`` with the same parameter shapes (an Euler ResNet's weights in a
+    momentum net) used to train on silently."""
+    was = ckpt.get("network")
+    if was is not None and was != name:
+        raise bad_option(
+            f"the checkpoint in '{out_dir}' trained network '{was}', this spec builds '{name}'",
+            "resume with the spec (and --network) of the run that wrote it, or start a new run "
+            "in another --out folder",
+            "E130",
+        )
+    if ckpt.get("fingerprint", fingerprint) != fingerprint:
+        raise bad_option(
+            f"the spec's network '{name}' is not the one the checkpoint in '{out_dir}' trained "
+            "(its layers, integrators, depths, weight rules or parameters changed)",
+            "resume with the spec file of the run that wrote it, unedited (comments aside), or "
+            "start a new run in another --out folder",
+            "E130",
+        )
 
 
 def _check_arguments(

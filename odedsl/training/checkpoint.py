@@ -8,6 +8,9 @@ same folder, fsync, ``os.replace``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -99,6 +102,32 @@ class _Config(_Plain):
     seed: int
 
 
+class _Sums(_Plain):
+    """The running sums of the epoch in progress (``Trainer.sums``)."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")  # type: ignore[misc]
+
+    loss: float
+    correct: float
+    seen: float
+    seconds: float
+
+
+class _Epoch(_Plain):
+    """One finished epoch of ``Trainer.history``."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")  # type: ignore[misc]
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    lr: float
+    seconds: float
+    samples_per_s: float
+
+
 class _Checkpoint(_Plain):
     """What ``Trainer.state`` writes; checked before any of it is used, so a damaged or
     hand-edited checkpoint is a one-line error, not a KeyError deep in the resume."""
@@ -111,17 +140,34 @@ class _Checkpoint(_Plain):
     epoch: NonNegativeInt
     step_in_epoch: NonNegativeInt
     global_step: NonNegativeInt
-    sums: dict[str, float]
-    history: list[dict[str, Any]]
+    sums: _Sums
+    history: list[_Epoch]
     step_losses: Tensor
     elapsed: float
     rng: _Rng
     config: _Config
     overrides: NotRequired[dict[str, Any]]
     network: NotRequired[str]
+    fingerprint: NotRequired[str]
 
 
 _CHECKPOINT = TypeAdapter(_Checkpoint)
+
+
+def network_fingerprint(network: Any) -> str:
+    """A digest of what a run trains: the validated network (layers, shapes, integrators and
+    their parameters, depths, weight rules, parameters), without the ``origin`` positions, so
+    a comment edited in the spec still resumes while another spec or network does not."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "origin"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    text = json.dumps(strip(network.model_dump(mode="json")), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _error(code: str, message: str, hint: str) -> DslError:
@@ -204,3 +250,131 @@ def check_state_dict(saved: Mapping[str, Any], model: Mapping[str, Any], source:
                 f"(shape {_shape(value)}) that the network lacks",
                 "was it written for another spec, depth or weights rule? use the same --set",
             )
+
+
+def _damaged(source: str, where: str, what: str) -> DslError:
+    return _error(
+        "E110",
+        f"{source} is damaged: {where}: {what}",
+        "odedsl train writes checkpoint.pt itself; resume from a file it wrote, unedited",
+    )
+
+
+def check_progress(ckpt: Mapping[str, Any], epochs: int, steps: int, source: str) -> None:
+    """The counters must describe a point this run can reach: epoch within ``epochs``, the
+    step within an epoch of ``steps`` steps, and step count, losses and history agreeing with
+    them (an edited ``step_in_epoch`` of 10^6 skipped the rest of an epoch silently; an
+    ``epoch`` past the end was an IndexError after training)."""
+    epoch, step, total = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
+    losses, history = ckpt["step_losses"], ckpt["history"]
+    if epoch > epochs:
+        raise _damaged(source, "epoch", f"{epoch}, past the run's {epochs} epochs")
+    if step > steps or (epoch == epochs and step):
+        raise _damaged(source, "step_in_epoch", f"{step}, in epochs of {steps} steps")
+    if total != epoch * steps + step:
+        raise _damaged(
+            source,
+            "global_step",
+            f"{total}, where epoch {epoch} and step {step} make {epoch * steps + step}",
+        )
+    if losses.dim() != 1 or losses.numel() != total:
+        raise _damaged(source, "step_losses", f"shape {list(losses.shape)} for {total} steps")
+    if [h["epoch"] for h in history] != list(range(1, epoch + 1)):
+        raise _damaged(source, "history", f"epochs {[h['epoch'] for h in history]} for {epoch}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, Tensor):
+        return f"tensor of shape {list(value.shape)}"
+    if isinstance(value, list | tuple):
+        return f"list of {len(value)}"
+    return type(value).__name__
+
+
+def _same_kind(got: Any, want: Any, where: str, source: str) -> None:
+    """``got`` (the checkpoint's) is what this run's own ``want`` is: a finite number for a
+    number, a tensor of the same shape, lists of the same length, dicts checked key by key
+    on the keys both have (a newer torch may add some). A string learning rate or a moment
+    of another shape was a TypeError or a RuntimeError in the first step."""
+    if isinstance(want, Mapping):
+        if not isinstance(got, Mapping):
+            raise _damaged(source, where, f"expected a dict, got {_kind(got)}")
+        for key in want.keys() & got.keys():
+            _same_kind(got[key], want[key], f"{where}.{key}", source)
+        return
+    if isinstance(want, Tensor):
+        ok = isinstance(got, Tensor) and got.shape == want.shape
+        ok = ok and got.dtype.is_floating_point == want.dtype.is_floating_point
+        ok = ok and (not got.dtype.is_floating_point or bool(torch.isfinite(got).all()))
+    elif isinstance(want, list | tuple):
+        ok = isinstance(got, list | tuple) and len(got) == len(want)
+        if ok:
+            for i, (g, w) in enumerate(zip(got, want, strict=True)):
+                _same_kind(g, w, f"{where}[{i}]", source)
+    elif isinstance(want, bool) or want is None or isinstance(want, str):
+        ok = type(got) is type(want)
+    elif isinstance(want, int | float):
+        ok = _kind(got) == "number" and math.isfinite(got)
+    else:
+        ok = True
+    if not ok:
+        raise _damaged(source, where, f"expected a {_kind(want)}, got {_kind(got)} {got!r:.60}")
+
+
+def check_optimizer_state(
+    ckpt: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    scheduler: Mapping[str, Any],
+    params: list[Tensor],
+    source: str,
+) -> None:
+    """The optimizer and scheduler states against this run's fresh ones (``optimizer``,
+    ``scheduler``: their ``state_dict()``): the same parameter groups, hyperparameters of
+    the same kinds, per-parameter moments of each parameter's shape, and a cosine schedule
+    of this run's length at the checkpoint's step (``T_max=0`` was a ZeroDivisionError)."""
+    saved = ckpt["optimizer"]
+    groups, fresh_groups = saved["param_groups"], optimizer["param_groups"]
+    if len(groups) != len(fresh_groups):
+        raise _damaged(
+            source, "optimizer.param_groups", f"{len(groups)} groups, not {len(fresh_groups)}"
+        )
+    for i, (group, fresh) in enumerate(zip(groups, fresh_groups, strict=True)):
+        if group.get("params") != fresh["params"]:
+            raise _damaged(source, f"optimizer.param_groups[{i}].params", "another parameter list")
+        rest = {k: v for k, v in fresh.items() if k != "params"}
+        _same_kind(group, rest, f"optimizer.param_groups[{i}]", source)
+    for index, state in saved["state"].items():
+        if not (isinstance(index, int) and 0 <= index < len(params)):
+            raise _damaged(source, "optimizer.state", f"a state for parameter {index!r}")
+        if not isinstance(state, Mapping):
+            raise _damaged(source, f"optimizer.state[{index}]", f"a {_kind(state)}")
+        for key, value in state.items():
+            where = f"optimizer.state[{index}].{key}"
+            if isinstance(value, Tensor) and value.dim():
+                _same_kind(value, params[index], where, source)
+            else:
+                _same_kind(
+                    value.item() if isinstance(value, Tensor) and value.numel() == 1 else value,
+                    0.0,
+                    where,
+                    source,
+                )
+    sched = ckpt["scheduler"]
+    _same_kind(sched, dict(scheduler), "scheduler", source)
+    for key in ("T_max", "eta_min", "base_lrs"):
+        if key in scheduler and sched.get(key) != scheduler[key]:
+            raise _damaged(
+                source,
+                f"scheduler.{key}",
+                f"{sched.get(key)!r:.60}, this run's is {scheduler[key]!r:.60}",
+            )
+    if "last_epoch" in scheduler and sched.get("last_epoch") != ckpt["global_step"]:
+        raise _damaged(
+            source,
+            "scheduler.last_epoch",
+            f"{sched.get('last_epoch')!r:.60} at step {ckpt['global_step']}",
+        )

@@ -30,6 +30,8 @@ from odedsl.training.checkpoint import (
     CHECKPOINT,
     FORMAT,
     atomic_save,
+    check_optimizer_state,
+    check_progress,
     check_state_dict,
     rng_state,
     set_rng_state,
@@ -182,6 +184,14 @@ class Trainer:
         """Continue from ``ckpt`` (its structure checked by ``load_checkpoint``); what torch
         still refuses (an optimizer state of another shape) is a one-line error."""
         check_state_dict(ckpt["model"], self.model.state_dict(), source)
+        check_progress(ckpt, self.cfg.epochs, self.steps, source)
+        check_optimizer_state(
+            ckpt,
+            self.optimizer.state_dict(),
+            self.scheduler.state_dict(),
+            [p for group in self.optimizer.param_groups for p in group["params"]],
+            source,
+        )
         try:
             self._restore(ckpt)
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:

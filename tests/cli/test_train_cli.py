@@ -182,6 +182,26 @@ def _damage(ckpt: dict, how: str) -> object:
         ckpt["epoch"] = -1
     elif how == "another optimizer":
         ckpt["optimizer"]["param_groups"].append(dict(ckpt["optimizer"]["param_groups"][0]))
+    # found by a training-CLI audit (2026-12-02): tracebacks after the resume had started, or
+    # silent wrong runs
+    elif how == "epoch past the end":
+        ckpt["epoch"] = 9  # IndexError after training
+    elif how == "empty history entry":
+        ckpt["history"] = [{}]  # KeyError 'test_accuracy'
+    elif how == "history epoch a word":
+        ckpt["history"][0]["epoch"] = "one"  # accepted
+    elif how == "empty sums":
+        ckpt["sums"] = {}  # KeyError 'loss'
+    elif how == "lr a string":
+        ckpt["optimizer"]["param_groups"][0]["lr"] = "x"  # TypeError in the first step
+    elif how == "last_epoch a string":
+        ckpt["scheduler"]["last_epoch"] = "x"  # TypeError
+    elif how == "T_max 0":
+        ckpt["scheduler"]["T_max"] = 0  # ZeroDivisionError
+    elif how == "step far ahead":
+        ckpt["step_in_epoch"] = 10**6  # skipped the rest of an epoch silently
+    elif how == "moment of another shape":
+        ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(1)  # RuntimeError mid-training
     return ckpt
 
 
@@ -197,7 +217,16 @@ def _damage(ckpt: dict, how: str) -> object:
         ("losses a list", "is damaged: step_losses"),
         ("no rng", "is damaged: rng.torch: Field required"),
         ("negative epoch", "is damaged: epoch: Input should be greater than or equal to 0"),
-        ("another optimizer", "does not fit this run: loaded state dict has a different number"),
+        ("another optimizer", "is damaged: optimizer.param_groups: 3 groups, not 2"),
+        ("epoch past the end", "is damaged: epoch: 9, past the run's 1 epochs"),
+        ("empty history entry", "is damaged: history.0.epoch: Field required"),
+        ("history epoch a word", "is damaged: history.0.epoch: Input should be a valid integer"),
+        ("empty sums", "is damaged: sums.loss: Field required"),
+        ("lr a string", "is damaged: optimizer.param_groups[0].lr: expected a number, got str"),
+        ("last_epoch a string", "is damaged: scheduler.last_epoch: expected a number, got str"),
+        ("T_max 0", "is damaged: scheduler.T_max: 0, this run's is"),
+        ("step far ahead", "is damaged: step_in_epoch: 1000000, in epochs of"),
+        ("moment of another shape", "is damaged: optimizer.state[0].exp_avg: expected a tensor"),
     ],
 )
 def test_a_damaged_checkpoint_exits_2_naming_what_is_wrong(

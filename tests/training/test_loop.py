@@ -71,16 +71,30 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(
 
 def test_checkpoint_of_another_depth_is_refused_naming_the_key(specs: Path, tmp_path: Path) -> None:
     train(specs / "resnet.ode", epochs=1, overrides=SMALL, out=tmp_path, progress=False)
+    for name, value, was in (("depth", 3, 2), ("width", 4, 8)):  # refused before any loading
+        with pytest.raises(
+            DslError, match=f"--set {name}={value} differs from the checkpoint's {was}"
+        ):
+            train(
+                specs / "resnet.ode",
+                overrides={name: value},
+                out=tmp_path,
+                resume=True,
+                progress=False,
+            )
+    # a checkpoint without the network's fingerprint (written before it was recorded) whose
+    # overrides say depth 3: the weights are compared key by key
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    del ckpt["fingerprint"]
+    atomic_save({**ckpt, "overrides": {**SMALL, "depth": 3}}, tmp_path / CHECKPOINT)
     with pytest.raises(DslError) as err:
-        train(
-            specs / "resnet.ode", overrides={"depth": 3}, out=tmp_path, resume=True, progress=False
-        )
+        train(specs / "resnet.ode", out=tmp_path, resume=True, progress=False)
     assert "'body.f.2." in str(err.value) and "missing from the checkpoint" in str(err.value)
+    atomic_save({**ckpt, "overrides": {**SMALL, "width": 4}}, tmp_path / CHECKPOINT)
     with pytest.raises(DslError) as err:
-        train(
-            specs / "resnet.ode", overrides={"width": 4}, out=tmp_path, resume=True, progress=False
-        )
+        train(specs / "resnet.ode", out=tmp_path, resume=True, progress=False)
     assert "shape [8, 1, 5, 5] in the checkpoint, [4, 1, 5, 5] in the network" in str(err.value)
+    atomic_save(ckpt, tmp_path / CHECKPOINT)
     with pytest.raises(DslError, match="already holds a run"):
         train(specs / "resnet.ode", epochs=1, overrides=SMALL, out=tmp_path, progress=False)
     with pytest.raises(DslError, match=r"--lr 0\.5 differs from the checkpoint's 0\.01"):
