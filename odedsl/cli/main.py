@@ -1,7 +1,9 @@
 """`odedsl`: the command line, a thin layer over the Python API.
 
 Each command lives in its own module with ``register(subparsers)`` and ``run(args) -> int``.
-Exit codes: 0 success, 2 bad input (a located message, never a traceback), 1 other failure.
+Exit codes: 0 success, 2 bad input (a located message, never a traceback), 1 other failure,
+130 interrupted. Only the standard library and :mod:`odedsl.diagnostics` are imported at module
+level: importing torch takes seconds, and a Ctrl-C then must still meet ``entry``'s handler.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from odedsl.cli.common import EXIT_BAD_INPUT, report
-from odedsl.cli.environment import check_environment
 from odedsl.diagnostics import DslError
 
+#: Equal to :data:`odedsl.cli.common.EXIT_BAD_INPUT`, defined here so importing it stays light.
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 COMMANDS = ("check", "show", "build", "train", "gradcheck", "plot")
 
 EPILOG = """examples:
@@ -24,6 +27,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command (imports the command modules, hence torch for some)."""
     parser = argparse.ArgumentParser(
         prog="odedsl",
         description="Deep residual networks as ODE discretisations, compiled to PyTorch.",
@@ -38,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; heavy modules are imported here, where interrupts are handled."""
+    try:
+        from odedsl.cli.common import report
+        from odedsl.cli.environment import check_environment
+
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
     as_json = bool(getattr(args, "json", False))
     try:
         for warning in check_environment():
@@ -48,17 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DslError as err:
         return report(err, as_json=as_json)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         return 0
 
 
-def entry() -> None:  # pragma: no cover - console script
-    sys.exit(main())
+def _interrupted() -> int:
+    """Ctrl-C is a normal way to stop a command: one line, no traceback."""
+    print("interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def entry() -> None:
+    """The console script; also catches a Ctrl-C that arrives outside ``main``'s handlers."""
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = _interrupted()
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "main"]
+__all__ = ["EXIT_BAD_INPUT", "build_parser", "entry", "main"]

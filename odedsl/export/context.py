@@ -7,8 +7,10 @@ network has the compiled one's module tree (hence the same ``state_dict`` keys).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
@@ -36,8 +38,24 @@ from odedsl.runtime import layers as runtime_layers
 from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
-#: Module names a generated file must not take (it would shadow them for its importers).
-SHADOWED = frozenset(sys.stdlib_module_names) | {"torch", "odedsl", "torchvision", "numpy"}
+#: Packages torch imports (or may) and common scientific ones: refused even where not installed,
+#: so a build does not depend on the environment it ran in.
+PACKAGES = frozenset(
+    {
+        "torch", "odedsl", "torchvision", "numpy", "typing_extensions", "sympy", "mpmath",
+        "networkx", "jinja2", "markupsafe", "fsspec", "filelock", "setuptools", "pkg_resources",
+        "_distutils_hack", "triton", "nvidia", "packaging", "PIL", "matplotlib", "scipy", "yaml",
+        "lark", "pydantic", "pydantic_core", "annotated_types", "rich", "pygments", "sklearn",
+        "pandas", "functorch", "torchgen", "optree", "opt_einsum", "dill", "cloudpickle",
+        "psutil", "tqdm", "requests", "urllib3", "certifi", "idna", "six", "dateutil", "pytz",
+        "tzdata", "attr", "attrs", "pyparsing", "kiwisolver", "cycler", "fontTools",
+        "contourpy", "joblib", "threadpoolctl", "markdown_it", "mdurl", "IPython", "pytest",
+        "pluggy", "hypothesis", "intel_openmp", "mkl", "tbb", "onnx", "onnxruntime",
+    }
+)  # fmt: skip
+#: Module names a generated file must not take (it would shadow them for its importers); any
+#: other module installed where the build runs is refused too (:func:`shadows`).
+SHADOWED = frozenset(sys.stdlib_module_names) | PACKAGES
 #: Names the model template itself defines or uses at module level.
 FIXED = ("PARAMS", "build", "zero_init", "math", "torch", "nn", "Tensor", "State", "ResidualCall")
 #: Attributes of the generated network class besides its parts.
@@ -123,7 +141,7 @@ def shape(s: tuple[int, ...]) -> Code:
 def module_name(net: NetworkSpec) -> Code:
     """The generated file's module name: the network's, unless that would shadow a module."""
     name = ident(net.name, "network name", net.origin)
-    if name in SHADOWED or f"train_{name}" in SHADOWED or name.startswith("__"):
+    if name.startswith("__") or shadows(name) or shadows(f"train_{name}"):
         raise refuse(
             E_NAME,
             f"network name '{name}' ({where(net.origin)}) would shadow the Python module "
@@ -133,12 +151,35 @@ def module_name(net: NetworkSpec) -> Code:
     return name
 
 
+def shadows(name: str) -> bool:
+    """Whether a file ``<name>.py`` would hide a module its neighbours import: the standard
+    library, :data:`PACKAGES`, or any top-level module installed here (``import torch`` next to
+    ``typing_extensions.py`` is a circular import)."""
+    return name in SHADOWED or _installed(name)
+
+
+def _installed(name: str) -> bool:
+    """``name`` is importable here from outside the current directory (a file left there by
+    an earlier build, or the user's own code, is no module torch imports)."""
+    try:
+        found = importlib.util.find_spec(name)
+        if found is None:
+            return False
+        places = [found.origin] if found.has_location and found.origin else []
+        places += list(found.submodule_search_locations or ())
+        here = Path.cwd().resolve()
+        return not places or not all(Path(p).resolve().is_relative_to(here) for p in places)
+    except Exception:  # a broken package or finder, a deleted cwd: no evidence of a module
+        return False
+
+
 def _module_hint(name: str) -> str:
     example = f", e.g. to 'my_{name}'" if len(name) <= 61 else ""
     return (
         f"rename the network in the spec{example}: the generated files are <network>.py and "
         "train_<network>.py, which must not start with __ nor take the name of a "
-        "standard-library module, torch, torchvision, numpy or odedsl"
+        "standard-library module or of an installed package (torch, its dependencies such as "
+        "typing_extensions or sympy, numpy, scipy, odedsl, ...)"
     )
 
 

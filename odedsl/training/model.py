@@ -71,12 +71,16 @@ def fit_spec(
     overrides: dict[str, Value] | None = None,
     network: str | None = None,
 ) -> FittedSpec:
-    """Load ``source`` with the data's parameters and the user's, and check the shapes."""
+    """Load ``source`` with the data's parameters and the user's, and check the shapes.
+
+    The first load, which only reads the declared parameters, already takes the user's
+    overrides: limits (``ODEDSL_MAX_DEPTH``) must judge the network asked for, not defaults.
+    """
     overrides = dict(overrides or {})
     if isinstance(source, ValidatedSpec):
         spec, from_data = source, {}
     else:
-        declared = dict(load_spec(source, network=network).network.params)
+        declared = dict(load_spec(source, network=network, **overrides).network.params)
         from_data = data_params(declared, bundle, overrides)
         spec = load_spec(source, network=network, **{**from_data, **overrides})
     net = spec.network
