@@ -62,6 +62,9 @@ def test_one_epoch_on_synthetic_data_then_resume(folder: Path) -> None:
         (["--ddp"], "--ddp runs under torchrun"),
         (["--resume", "missing.pt"], "no such checkpoint file"),
         (["--resume", "train_resnet.py"], "cannot be read"),
+        # a training-CLI audit (2026-12-02): these failed after an epoch, with a traceback
+        (["--out", "train_resnet.py/sub"], "--out 'train_resnet.py/sub': cannot be written"),
+        (["--data", "missing"], "--data 'missing': not a folder"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(folder: Path, args: list[str], message: str) -> None:
