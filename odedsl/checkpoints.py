@@ -159,7 +159,10 @@ def _refusal_reason(text: str) -> str:
     """The line of torch's weights_only refusal that says what was refused (torch prefixes
     it with paragraphs about the ``weights_only`` default)."""
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", text)
-    reason = found.group(1) if found else (text.strip().splitlines() or ["unsupported"])[0]
+    # newer torch: no prefix, and a first paragraph that suggests weights_only=False, which
+    # would run the file's code: never quote it, quote the line naming what was refused
+    found = found or re.search(r"^\s*(.*unsupported.*?)\.?\s*$", text, re.M | re.I)
+    reason = found.group(1) if found else "an object weights_only loading does not allow"
     return reason.strip()[:200]
 
 

@@ -20,6 +20,7 @@ from odedsl.checkpoints import (
     CheckpointError,
     convert_state_dict,
     load_checkpoint,
+    load_plain,
     save_checkpoint,
     stage_layouts,
 )
@@ -437,3 +438,27 @@ def test_a_state_dict_not_written_for_the_source_says_so() -> None:
     with pytest.raises(CheckpointError, match="expected slot < 1 for tied at depth 4") as err:
         convert_state_dict(build("tied"), weights, odedsl.compile(spec("untied"), depth=8))
     assert "pass as source the spec (and --set values) or model it was written for" in _hint(err)
+
+
+class _System:
+    """Unpickling this would run a shell command (``os.system``): torch names it a blocked
+    global, without the ``WeightsUnpickler error:`` prefix the reason was read from."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, ("exit 0",))
+
+
+def test_a_refused_payload_is_named_without_torchs_advice_to_load_it_unsafely(
+    tmp_path: Path,
+) -> None:
+    """The message used to quote torch's first paragraph, "re-running with weights_only set
+    to False will likely succeed", cut before its warning that this runs arbitrary code."""
+    path = tmp_path / "system.pt"
+    torch.save({"state_dict": {}, "evil": _System()}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_plain(path, "checkpoint 'system.pt'")
+    text = str(err.value)
+    assert "carries pickled objects that weights_only loading refuses" in text
+    assert "system" in text.split("refuses", 1)[1] and "False" not in text
