@@ -289,7 +289,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, int | float):
         return "number"
     if isinstance(value, Tensor):
-        return f"tensor of shape {list(value.shape)}"
+        return f"{str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
     if isinstance(value, list | tuple):
         return f"list of {len(value)}"
     return type(value).__name__
@@ -307,8 +307,7 @@ def _same_kind(got: Any, want: Any, where: str, source: str) -> None:
             _same_kind(got[key], want[key], f"{where}.{key}", source)
         return
     if isinstance(want, Tensor):
-        ok = isinstance(got, Tensor) and got.shape == want.shape
-        ok = ok and got.dtype.is_floating_point == want.dtype.is_floating_point
+        ok = isinstance(got, Tensor) and got.shape == want.shape and got.dtype == want.dtype
         ok = ok and (not got.dtype.is_floating_point or bool(torch.isfinite(got).all()))
     elif isinstance(want, list | tuple):
         ok = isinstance(got, list | tuple) and len(got) == len(want)

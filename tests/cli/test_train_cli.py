@@ -202,6 +202,9 @@ def _damage(ckpt: dict, how: str) -> object:
         ckpt["step_in_epoch"] = 10**6  # skipped the rest of an epoch silently
     elif how == "moment of another shape":
         ckpt["optimizer"]["state"][0]["exp_avg"] = torch.zeros(1)  # RuntimeError mid-training
+    elif how == "moment of another dtype":
+        moment = ckpt["optimizer"]["state"][0]["exp_avg"]
+        ckpt["optimizer"]["state"][0]["exp_avg"] = moment.half()
     return ckpt
 
 
@@ -226,7 +229,8 @@ def _damage(ckpt: dict, how: str) -> object:
         ("last_epoch a string", "is damaged: scheduler.last_epoch: expected a number, got str"),
         ("T_max 0", "is damaged: scheduler.T_max: 0, this run's is"),
         ("step far ahead", "is damaged: step_in_epoch: 1000000, in epochs of"),
-        ("moment of another shape", "is damaged: optimizer.state[0].exp_avg: expected a tensor"),
+        ("moment of another shape", "is damaged: optimizer.state[0].exp_avg: expected a float32"),
+        ("moment of another dtype", "exp_avg: expected a float32 tensor of shape [8, 1, 5, 5]"),
     ],
 )
 def test_a_damaged_checkpoint_exits_2_naming_what_is_wrong(
