@@ -101,6 +101,16 @@ class StageTables:
         if not restore and not flipped:
             yield
             return
+        with self._restored(restore, flipped):
+            yield
+
+    def differs(self, training: list[bool]) -> bool:
+        """Whether :meth:`as_in_forward` would change anything now (one O(tree) walk: a
+        caller that re-runs many segments asks once per backward, not per segment)."""
+        return not self.valid() or list(map(_TRAINING, self._tree)) != training
+
+    @contextmanager
+    def _restored(self, restore: bool, flipped: list[nn.Module]) -> Iterator[None]:
         current = [dict(d) for d in self._dicts] if restore else []
         if restore:
             keys, values = iter(self._keys), iter(self._values)
