@@ -18,8 +18,9 @@ machine epsilon), and backward restarts reconstruction from each anchor. Memory 
 ``(N - 1) // anchor_every`` extra states instead of O(1); :meth:`Invert.plan` reports it.
 Default tolerances: 1e-10 (float64), 1e-5 (float32), 1e-2 (other dtypes); when the step
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used. Under autocast the
-dtype is the autocast one, which the residuals compute in (:func:`_precision`), and a 16-bit
-stage input is inverted over a float32 state (:meth:`Invert.run`).
+dtype is the autocast one, which the residuals compute in (:func:`_precision`; a float64
+state stays float64, as autocast leaves it), and a 16-bit stage input is inverted over a
+float32 state (:meth:`Invert.run`).
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
 Measured anchors (any exact kind): the factors alone miss rounding that the residuals
@@ -289,7 +290,7 @@ def _precision(state: State) -> torch.dtype:
     rounding boundary; measured against float32's tolerance, that put anchors at every
     layer). Tolerances, anchor aims and drift warnings are that dtype's."""
     dtype, device = state[0].dtype, state[0].device.type
-    if torch.is_autocast_enabled(device):
+    if dtype != torch.float64 and torch.is_autocast_enabled(device):  # autocast keeps float64
         narrow = torch.get_autocast_dtype(device)
         if torch.finfo(narrow).eps > torch.finfo(dtype).eps:
             return narrow

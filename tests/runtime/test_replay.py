@@ -159,6 +159,18 @@ def test_a_16_bit_input_under_autocast_is_inverted_in_float32(program):
     assert err < 1e-3, err
 
 
+def test_a_float64_stage_under_autocast_keeps_float64_tolerances():
+    """Autocast leaves float64 alone, so its residuals compute in float64: the drift
+    tolerance stays float64's (review: it had become bfloat16's 1e-2)."""
+    from odedsl.runtime.invert import _precision
+
+    x64, x32 = torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _precision((x64,)) == torch.float64
+        assert _precision((x32,)) == torch.bfloat16
+    assert _precision((x32,)) == torch.float32
+
+
 @pytest.mark.parametrize("mode", MODES, ids=str)
 def test_tied_weights_accumulate(mode):
     torch.manual_seed(0)
