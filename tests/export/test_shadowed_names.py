@@ -4,6 +4,7 @@ circular import. Modules only in the current directory (an earlier build's files
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -94,3 +95,25 @@ def test_a_failing_lookup_is_not_a_refusal(monkeypatch: pytest.MonkeyPatch) -> N
 def test_ordinary_names_are_not_shadowing() -> None:
     assert not any(shadows(n) for n in ("n", "net", "resnet", "revnet", "my_sympy"))
     assert context.SHADOWED >= {"torch", "numpy", "typing_extensions", "os"}
+
+
+def test_a_rebuild_into_a_folder_on_the_path_is_not_its_own_shadow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``-o build/`` with ``build/`` on PYTHONPATH so scripts import the model: the second
+    build found the first's files and refused (review). Files ``odedsl build`` wrote start
+    with its header and are not modules torch imports; another file of that name is."""
+    from odedsl.export.render import HEADER
+
+    assert HEADER.encode().startswith(context.GENERATED)
+    out, work = tmp_path / "build", tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.syspath_prepend(str(out))
+    spec = _spec(work, "odedsl_on_path")
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    importlib.invalidate_caches()
+    assert importlib.util.find_spec("odedsl_on_path") is not None
+    assert main(["build", str(spec), "-o", str(out), "--force"]) == 0
+    (out / "odedsl_on_path.py").write_text("x = 1\n")  # a module that is not our output
+    assert shadows("odedsl_on_path")
