@@ -27,6 +27,7 @@ from odedsl.training.checkpoint import (
     atomic_write_text,
     load_checkpoint,
     network_fingerprint,
+    same_network,
 )
 from odedsl.training.config import (
     RESUME_KEYS,
@@ -264,7 +265,7 @@ def _check_same_network(
             "in another --out folder",
             "E130",
         )
-    if ckpt.get("fingerprint", fingerprint) != fingerprint:
+    if same_network(ckpt.get("fingerprint"), fingerprint) is False:
         raise bad_option(
             f"the spec's network '{name}' is not the one the checkpoint in '{out_dir}' trained "
             "(its layers, integrators, depths, weight rules or parameters changed)",

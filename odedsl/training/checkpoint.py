@@ -154,10 +154,17 @@ class _Checkpoint(_Plain):
 _CHECKPOINT = TypeAdapter(_Checkpoint)
 
 
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def network_fingerprint(network: Any) -> str:
-    """A digest of what a run trains: the validated network (layers, shapes, integrators and
-    their parameters, depths, weight rules, parameters), without the ``origin`` positions, so
-    a comment edited in the spec still resumes while another spec or network does not."""
+    """What a run trains, as ``<schema digest>:<network digest>``: the validated network
+    (layers, shapes, integrators and their parameters, depths, weight rules, parameters)
+    without its ``origin`` positions, so a comment edited in the spec still resumes while
+    another spec or network does not. The schema digest (of the spec model's JSON schema)
+    says which description the network digest is of: an odedsl whose model gained or
+    renamed a field describes the same network differently (:func:`same_network`)."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
@@ -166,8 +173,17 @@ def network_fingerprint(network: Any) -> str:
             return [strip(v) for v in value]
         return value
 
-    text = json.dumps(strip(network.model_dump(mode="json")), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    schema = _digest(type(network).model_json_schema())
+    return f"{schema}:{_digest(strip(network.model_dump(mode='json')))}"
+
+
+def same_network(saved: str | None, current: str) -> bool | None:
+    """Whether two fingerprints name the same network; ``None`` when they cannot say (a
+    checkpoint from before fingerprints, or from an odedsl with another spec schema): the
+    resume then relies on the network's name and its weights' keys and shapes."""
+    if saved is None or saved.partition(":")[0] != current.partition(":")[0]:
+        return None
+    return saved == current
 
 
 def _error(code: str, message: str, hint: str) -> DslError:

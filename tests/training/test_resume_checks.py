@@ -104,3 +104,20 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_training(
     with pytest.raises(DslError, match=r"holds a 'log\.json' that is not a file"):
         _run(specs / "resnet.ode", tmp_path / "run", overrides=SMALL)
     assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_a_fingerprint_from_another_spec_schema_does_not_refuse(
+    specs: Path, tmp_path: Path
+) -> None:
+    """An odedsl whose spec model gained or renamed a field describes the same network
+    differently: such a checkpoint resumes on the name and weight checks (review)."""
+    from odedsl.training.checkpoint import same_network
+
+    _run(specs / "resnet.ode", tmp_path, overrides=SMALL)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    schema, digest = ckpt["fingerprint"].split(":")
+    assert same_network(f"{schema}:{digest}", ckpt["fingerprint"]) is True
+    assert same_network(f"{schema}:0000", ckpt["fingerprint"]) is False
+    assert same_network(None, ckpt["fingerprint"]) is None
+    atomic_save({**ckpt, "fingerprint": f"0123456789abcdef:{digest[::-1]}"}, tmp_path / CHECKPOINT)
+    _run(specs / "resnet.ode", tmp_path, overrides=SMALL, resume=True)
