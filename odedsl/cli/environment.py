@@ -18,12 +18,14 @@ from odedsl.limits import Limits
 from odedsl.runtime.guard import CHECK_FORWARD_ENV, CHECK_INVERSE_ENV, check_inverse_env, env_switch
 from odedsl.training.loop import CRASH_ENV, crash_after_env
 
-#: Every variable odedsl reads: the limits, the runtime's checks and the training test hook.
+#: Every variable odedsl reads: the limits, the runtime's checks and the training test hook,
+#: and the test suite's (which runs commands under it, and must not be warned about it).
 KNOWN = (
     *(f"ODEDSL_{f.name.upper()}" for f in fields(Limits)),
     CHECK_INVERSE_ENV,
     CHECK_FORWARD_ENV,
     CRASH_ENV,
+    "ODEDSL_REGEN_GOLDEN",
 )
 
 

@@ -63,8 +63,9 @@ class TracedStageWarning(UserWarning):
 class ParametersModifiedError(RuntimeError):
     """A stage's parameter was modified in place between a forward and its backward (an
     optimizer step before ``backward()``). ``store`` refuses this through autograd's version
-    counters; ``checkpoint`` and ``invert`` re-run the residuals in backward, so they would
-    differentiate weights the forward did not use, and refuse it here instead."""
+    counters for every tensor autograd saved (a weight; a bias edit passes there);
+    ``checkpoint`` and ``invert`` re-run the residuals in backward, so they would
+    differentiate weights the forward did not use, and refuse it for every parameter."""
 
     def __init__(self, message: str, *, stage: str, parameter: str) -> None:
         super().__init__(message)

@@ -101,12 +101,18 @@ ON_WORDS = ("1", "true", "yes", "on")
 def env_switch(name: str) -> bool | None:
     """``ODEDSL_<name>`` as a switch: ``None`` when unset or blank, else on or off; a
     ValueError naming the variable for any other value."""
-    raw = os.environ.get(name, "").strip().lower()
+    given = os.environ.get(name, "")
+    raw = given.strip().lower()
     if not raw:
         return None
     if raw in OFF_WORDS or raw in ON_WORDS:
         return raw in ON_WORDS
-    raise ValueError(f"{name}={raw!r}: expected 1 or 0 (true/false, yes/no, on/off)")
+    raise ValueError(f"{name}={_shown(given)}: expected 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _shown(value: str) -> str:
+    """A variable's value in a message: as written, 40 characters at most."""
+    return repr(value if len(value) <= 40 else value[:37] + "...")
 
 
 def check_inverse_env() -> float | bool | None:
@@ -126,7 +132,7 @@ def check_inverse_env() -> float | bool | None:
         tol = math.nan
     if not (math.isfinite(tol) and tol > 0):
         raise ValueError(
-            f"{CHECK_INVERSE_ENV}={raw!r}: expected 0, 1 or a relative tolerance above 0"
+            f"{CHECK_INVERSE_ENV}={_shown(raw)}: expected 0, 1 or a relative tolerance above 0"
         )
     return tol
 

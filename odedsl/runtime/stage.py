@@ -328,7 +328,7 @@ _FUNC_WHY = (
 )
 _FUNC_HINT = (
     "for the memory of the stage's mode use loss.backward() or torch.autograd.grad "
-    "(functional_call works there); vmap under torch.no_grad() runs the mode's forward"
+    "(functional_call works there); under torch.no_grad() there is no backward to keep"
 )
 
 

@@ -142,8 +142,8 @@ class StageTables:
             f"stage {stage.name!r}: {name} was modified in place between the forward and its "
             f"backward (an optimizer step, or an in-place edit, before backward()); {mode} "
             "re-runs the residuals in backward and would differentiate weights the forward "
-            "did not use (store refuses this too)\n  hint: call backward() before changing "
-            "the weights, or edit them out of place",
+            "did not use (store refuses it too, for every weight autograd saved)\n  hint: "
+            "call backward() before changing the weights, or edit them out of place",
             stage=stage.name,
             parameter=name,
         )

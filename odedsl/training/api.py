@@ -121,7 +121,7 @@ def train(
         saved_overrides = ckpt.get("overrides", {})
         for name, value in overrides.items():
             if saved_overrides.get(name, _UNSET) != value:
-                was = saved_overrides.get(name, "the spec's default")
+                was = saved_overrides.get(name, _UNSET)
                 _refuse_change(f"--set {name}=", value, was, out_dir)
         explicit = {**saved, **explicit}
         overrides = {**saved_overrides, **overrides}
@@ -241,10 +241,14 @@ def _refuse_change(option: str, value: object, was: object, out_dir: Path | None
     """A resumed run continues the same training: an option or ``--set`` value that differs
     from the checkpoint's is refused, naming both (``--set stride=2`` used to change the
     network mid-run without a word)."""
-    shown = "each stage's own mode" if option == "--backward" and was is None else was
+    shown = f"checkpoint's {was}"
+    if was is _UNSET:
+        shown = "checkpoint, which kept the spec's default"
+    elif option == "--backward" and was is None:
+        shown = "checkpoint's each stage's own mode"
     joint = "" if option.endswith("=") else " "
     raise bad_option(
-        f"{option}{joint}{value} differs from the checkpoint's {shown} in '{out_dir}'",
+        f"{option}{joint}{value} differs from the {shown} in '{out_dir}'",
         "a resumed run continues the same training: drop the option, or start a new run in "
         "another --out folder",
         "E130",

@@ -333,7 +333,7 @@ def _same_kind(got: Any, want: Any, where: str, source: str) -> None:
     elif isinstance(want, bool) or want is None or isinstance(want, str):
         ok = type(got) is type(want)
     elif isinstance(want, int | float):
-        ok = _kind(got) == "number" and math.isfinite(got)
+        ok = _kind(got) == "number" and abs(got) < 1e300 and math.isfinite(got)
     else:
         ok = True
     if not ok:
