@@ -194,6 +194,8 @@ def _damage(ckpt: dict, how: str) -> object:
         ckpt["sums"] = {}  # KeyError 'loss'
     elif how == "lr a string":
         ckpt["optimizer"]["param_groups"][0]["lr"] = "x"  # TypeError in the first step
+    elif how == "lr a huge integer":
+        ckpt["optimizer"]["param_groups"][0]["lr"] = 10**400  # OverflowError in the check
     elif how == "last_epoch a string":
         ckpt["scheduler"]["last_epoch"] = "x"  # TypeError
     elif how == "T_max 0":
@@ -226,6 +228,7 @@ def _damage(ckpt: dict, how: str) -> object:
         ("history epoch a word", "is damaged: history.0.epoch: Input should be a valid integer"),
         ("empty sums", "is damaged: sums.loss: Field required"),
         ("lr a string", "is damaged: optimizer.param_groups[0].lr: expected a number, got str"),
+        ("lr a huge integer", "is damaged: optimizer.param_groups[0].lr: expected a number"),
         ("last_epoch a string", "is damaged: scheduler.last_epoch: expected a number, got str"),
         ("T_max 0", "is damaged: scheduler.T_max: 0, this run's is"),
         ("step far ahead", "is damaged: step_in_epoch: 1000000, in epochs of"),
