@@ -245,6 +245,7 @@ class Invert:
             group=group,
             anchor_tol=self.tolerance(dtype),
             precision=dtype,
+            geometry=stage.geometry,
             training=tables.training_flags(),
             versions=tables.versions(),
         )
@@ -361,6 +362,7 @@ class _Config:
     group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
     precision: torch.dtype = torch.float32  # whose rounding bounds the drift (_precision)
+    geometry: tuple[int, float, float] = (0, 0.0, 0.0)  # the stage's depth, h, t0 then
     training: list[bool] | None = None  # each module's train flag in the forward
     versions: list[int] | None = None  # the parameters' version counters in the forward
 
@@ -416,7 +418,7 @@ class _InvertFunction(torch.autograd.Function):
                 "returned it\n  hint: use the out-of-place op (ReLU(), x = x + ...) after "
                 "this stage"
             ) from err
-        with cfg.tables.as_in_forward(cfg.training):
+        with cfg.tables.as_in_forward(cfg.training), cfg.stage.at_geometry(cfg.geometry):
             param_grads, input_grads = _walk_back(cfg, saved, grads)
         n_params = len(ctx.needs_input_grad) - 1 - cfg.n_state
         params_out = [

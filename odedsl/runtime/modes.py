@@ -68,7 +68,7 @@ class Checkpoint:
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
-        forward = _Forward(tables, tables.training_flags(), tables.versions())
+        forward = _Forward(tables, tables.training_flags(), tables.versions(), stage.geometry)
         for start in range(0, stage.depth, self.every):
             stop = min(start + self.every, stage.depth)
             segment = _Segment(stage, start, stop, ctx, tracker, forward)
@@ -89,6 +89,7 @@ class _Forward:
     tables: StageTables
     training: list[bool]
     versions: list[int]
+    geometry: tuple[int, float, float]  # the stage's depth, step and start time
     differs: bool | None = None
 
 
@@ -123,7 +124,7 @@ class _Segment:
             forward.differs = forward.tables.differs(forward.training)
         tree = forward.tables
         restore = tree.as_in_forward(forward.training) if forward.differs else nullcontext()
-        with restore, BufferGuard() as guard:
+        with restore, self.stage.at_geometry(forward.geometry), BufferGuard() as guard:
             return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
 
 

@@ -18,9 +18,10 @@ function, reused by all layers, so compile time does not grow with N (see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -157,6 +158,28 @@ class OdeStage(nn.Module):
         if not self._step_given:
             self.h = 1.0 / depth
         self._blends.clear()
+
+    @property
+    def geometry(self) -> tuple[int, float, float]:
+        """Depth, step and start time: what a backward must re-run layers at."""
+        return (self.depth, self.h, self.t0)
+
+    @contextlib.contextmanager
+    def at_geometry(self, geometry: tuple[int, float, float]) -> Iterator[None]:
+        """Depth, step and start time as a forward ran them, while its backward re-runs
+        layers (``set_depth`` between a forward and its backward made invert walk the new
+        depth: a tied stage's gradients were 53 % off); put back after."""
+        if geometry == self.geometry:
+            yield
+            return
+        now = self.geometry
+        self.depth, self.h, self.t0 = geometry
+        self._blends.clear()
+        try:
+            yield
+        finally:
+            self.depth, self.h, self.t0 = now
+            self._blends.clear()
 
     def anchor_plan(
         self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
