@@ -34,7 +34,11 @@ prepare() {
 
 run() {
   local dry="${1:-}" device=cuda quick=() out="${OUT:-/tmp/gpu_out}" work
-  if [ "$dry" = dry ]; then device=cpu; quick=(--quick); fi
+  if [ "$dry" = dry ]; then
+    device=cpu; quick=(--quick)
+    # here: this checkout's environment (python3 may be another interpreter without torch)
+    if [ -x .venv/bin/python ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
+  fi
   work="$(mktemp -d)"
   mkdir -p "$out"
   exec > >(tee "$out/gpu.log") 2>&1

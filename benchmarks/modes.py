@@ -66,6 +66,7 @@ from odedsl.cli.argtypes import (
 )
 from odedsl.integrators import standard_library
 from odedsl.runtime import OdeStage, WeightSchedule
+from odedsl.runtime.program import EXACT_KINDS
 
 INTEGRATORS = (
     "euler",
@@ -237,7 +238,7 @@ def summarise(rows: list[dict[str, Any]], depths: Sequence[int]) -> dict[str, An
     for integrator in dict.fromkeys(r["integrator"] for r in rows):
         inv = [by[(integrator, n, "invert")] for n in depths]
         kind = inv[0]["kind"]
-        target = TARGET_EXACT if kind == "exact" else TARGET_APPROX
+        target = TARGET_EXACT if kind in EXACT_KINDS else TARGET_APPROX  # momentum: exact
         store_lo, store_hi = by[(integrator, lo, "store")], by[(integrator, hi, "store")]
         flat = inv[-1]["saved_bytes"] / inv[0]["saved_bytes"] - 1.0
         out[integrator] = {

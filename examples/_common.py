@@ -56,12 +56,18 @@ SEED = int_in(0, MAX_SEED)
 TRAIN_BATCH = int_in(2, TRAIN_IMAGES)
 
 
-def parser(description: str, experiment: str) -> argparse.ArgumentParser:
-    """The options every experiment has; ``experiment`` is the name its records carry (the
-    script's name), which ``--replot`` checks."""
-    p = ScriptParser(description=description)
+def parser(doc: str, experiment: str) -> argparse.ArgumentParser:
+    """The options every experiment has; ``doc`` is the script's docstring, whose first
+    paragraph is the description (its first line alone stopped mid-sentence); ``experiment``
+    is the name its records carry (the script's name), which ``--replot`` checks."""
+    p = ScriptParser(description=" ".join(doc.split("\n\n")[0].split()))
     p.add_argument("--quick", action="store_true", help="CI-sized run (seconds, not minutes)")
-    p.add_argument("--out", type=out_folder, default=RESULTS, help="folder for the JSON and PNG")
+    p.add_argument(
+        "--out",
+        type=out_folder,
+        default=None,
+        help="folder for the JSON and PNG (default results/, and results/quick/ for --quick)",
+    )
     p.add_argument(
         "--threads",
         type=int_in(1, MAX_THREADS),
@@ -94,7 +100,11 @@ def replot(
 
 
 def setup(args: argparse.Namespace) -> None:
+    """Threads and the output folder: a ``--quick`` run's files go to ``results/quick/``
+    (ignored by git), never over the full runs' that the README shows."""
     torch.set_num_threads(max(1, args.threads))
+    if args.out is None:
+        args.out = RESULTS / "quick" if args.quick else RESULTS
     args.out.mkdir(parents=True, exist_ok=True)
 
 

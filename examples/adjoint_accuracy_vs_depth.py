@@ -211,7 +211,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "adjoint_accuracy_vs_depth")
+    p = C.parser(__doc__, "adjoint_accuracy_vs_depth")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--epochs", type=C.EPOCHS, default=None)
     p.add_argument("--lr", type=C.POSITIVE, default=1e-2)

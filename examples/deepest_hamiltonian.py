@@ -154,7 +154,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "deepest_hamiltonian")
+    p = C.parser(__doc__, "deepest_hamiltonian")
     p.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda")
     seconds = real_in(0.0, MAX_SECONDS, low_open=True)
     p.add_argument("--batch", type=int_in(2, MAX_BATCH), default=None, help="default 128 (quick 4)")

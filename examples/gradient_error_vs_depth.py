@@ -213,7 +213,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "gradient_error_vs_depth")
+    p = C.parser(__doc__, "gradient_error_vs_depth")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--train-depth", type=depth_in(), default=8)
     p.add_argument("--epochs", type=C.EPOCHS, default=None)

@@ -191,7 +191,7 @@ def plot(record: dict, runs: list[dict], path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "linear_resnet_smoothness")
+    p = C.parser(__doc__, "linear_resnet_smoothness")
     p.add_argument("--depths", type=depth_in(), nargs="+", default=None)
     p.add_argument("--iterations", type=int_in(1, MAX_STEPS), default=None)
     p.add_argument("--eta", type=C.POSITIVE, default=0.02, help="flow time per iteration")

@@ -193,7 +193,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "reversible_memory")
+    p = C.parser(__doc__, "reversible_memory")
     p.add_argument("--networks", nargs="+", default=list(NETS), choices=list(NETS))
     step_count = int_in(0, MAX_STEPS)  # 0: memory only
     p.add_argument("--depths", type=depth_in(), nargs="+", default=[10, 100, 1000])

@@ -178,7 +178,7 @@ def plot(record: dict, path: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = C.parser(__doc__.splitlines()[0], "tied_to_untied")
+    p = C.parser(__doc__, "tied_to_untied")
     p.add_argument("--tied-depth", type=depth_in(), default=None, help="N₀ (default 4; quick 2)")
     p.add_argument("--depth", type=depth_in(), default=None, help="N₁ (default 32; quick 8)")
     p.add_argument("--pretrain-epochs", type=C.EPOCHS, default=None)

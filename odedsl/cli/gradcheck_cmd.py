@@ -41,11 +41,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-list", metavar="N,N,...", help="check at each depth (sets `depth`)")
     p.add_argument("--backward", metavar="MODE", help="store | invert | checkpoint(k)")
     p.add_argument("--integrator", metavar="NAME", help="swap every stage's integrator")
-    p.add_argument("--init", choices=("spec", "random", "smooth"), default="random")
+    p.add_argument(
+        "--init",
+        choices=("spec", "random", "smooth"),
+        default="random",
+        help="weights: the spec's own, random (default), or random and linear in depth",
+    )
     p.add_argument(
         "--batch", type=int_in(1, 65_536), default=4, help="batch size of the random input (4)"
     )
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    p.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of weights and batch (0)"
+    )
     p.add_argument("--eval", action="store_true", help="eval mode (BatchNorm running stats)")
     p.add_argument(
         "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"

@@ -53,11 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="figure file, .png/.pdf/.svg (default <network>-gradient-error.png)",
     )
     p.add_argument("--integrators", metavar="A,B", help="e.g. euler,heun: one line set each")
-    p.add_argument("--init", choices=("spec", "random", "smooth"), default="smooth")
+    p.add_argument(
+        "--init",
+        choices=("spec", "random", "smooth"),
+        default="smooth",
+        help="weights: the spec's own, random, or random and linear in depth (default)",
+    )
     p.add_argument(
         "--batch", type=int_in(1, 65_536), default=4, help="batch size of the random input (4)"
     )
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    p.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of weights and batch (0)"
+    )
     p.add_argument(
         "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
     )
