@@ -110,7 +110,7 @@ from odedsl.runtime.guard import (
     report_drift,
 )
 from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, State, Step
-from odedsl.runtime.replay import BufferGuard
+from odedsl.runtime.replay import BufferGuard, ForwardRecord
 from odedsl.runtime.sketch import (
     estimated_drift,
     layer_drift,
@@ -245,9 +245,7 @@ class Invert:
             group=group,
             anchor_tol=self.tolerance(dtype),
             precision=dtype,
-            geometry=stage.geometry,
-            training=tables.training_flags(),
-            versions=tables.versions(),
+            forward=ForwardRecord.of(stage, tables),
         )
         return tuple(_InvertFunction.apply(cfg, *state, *tables.params))
 
@@ -362,9 +360,7 @@ class _Config:
     group: Any = None  # the residuals' process group, when they communicate (measuring agrees)
     autocast: tuple[str, bool, torch.dtype] | None = None
     precision: torch.dtype = torch.float32  # whose rounding bounds the drift (_precision)
-    geometry: tuple[int, float, float] = (0, 0.0, 0.0)  # the stage's depth, h, t0 then
-    training: list[bool] | None = None  # each module's train flag in the forward
-    versions: list[int] | None = None  # the parameters' version counters in the forward
+    forward: ForwardRecord | None = None  # what the backward restores or checks
 
 
 class _InvertFunction(torch.autograd.Function):
@@ -404,8 +400,8 @@ class _InvertFunction(torch.autograd.Function):
                 "would silently count as constants there. Use backward store or checkpoint(k) "
                 "for this stage."
             )
-        assert cfg.training is not None and cfg.versions is not None
-        cfg.tables.check_versions(cfg.stage, cfg.versions, "invert")
+        assert cfg.forward is not None
+        cfg.forward.check(cfg.stage, "invert")
         try:
             saved = ctx.saved_tensors
         except RuntimeError as err:  # autograd's version check of the saved output
@@ -418,7 +414,7 @@ class _InvertFunction(torch.autograd.Function):
                 "returned it\n  hint: use the out-of-place op (ReLU(), x = x + ...) after "
                 "this stage"
             ) from err
-        with cfg.tables.as_in_forward(cfg.training), cfg.stage.at_geometry(cfg.geometry):
+        with cfg.forward.restored(cfg.stage):
             param_grads, input_grads = _walk_back(cfg, saved, grads)
         n_params = len(ctx.needs_input_grad) - 1 - cfg.n_state
         params_out = [

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -20,8 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from odedsl.runtime.calls import RunContext
 from odedsl.runtime.invert import Invert
 from odedsl.runtime.program import State
-from odedsl.runtime.replay import BufferGuard
-from odedsl.runtime.tables import StageTables
+from odedsl.runtime.replay import BufferGuard, ForwardRecord
 
 if TYPE_CHECKING:
     from odedsl.runtime.guard import FiniteTracker
@@ -68,7 +66,7 @@ class Checkpoint:
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
-        forward = _Forward(tables, tables.training_flags(), tables.versions(), stage.geometry)
+        forward = ForwardRecord.of(stage, tables)
         for start in range(0, stage.depth, self.every):
             stop = min(start + self.every, stage.depth)
             segment = _Segment(stage, start, stop, ctx, tracker, forward)
@@ -79,25 +77,12 @@ class Checkpoint:
         return f"checkpoint({self.every})"
 
 
-@dataclass
-class _Forward:
-    """What a checkpointed stage call's recomputations restore or check: the tables the
-    forward used, each module's train flag and the parameters' version counters then, and
-    whether the tree now differs from that (decided once per backward: asked per segment,
-    the O(tree) walk made a backward quadratic in depth, 0.7 s → 5-10 s at N = 1024)."""
-
-    tables: StageTables
-    training: list[bool]
-    versions: list[int]
-    geometry: tuple[int, float, float]  # the stage's depth, step and start time
-    differs: bool | None = None
-
-
 class _Segment:
     """Layers ``[start, stop)``; calls after the first are recomputations, run as the forward
-    ran (:meth:`StageTables.as_in_forward`: its weights and train/eval flags), whose buffer
-    updates (BatchNorm statistics) are undone so each forward counts once. Each backward
-    recomputes the last segment first, which checks that no parameter changed in place."""
+    ran (:class:`~odedsl.runtime.replay.ForwardRecord`: its weights, flags and depth), whose
+    buffer updates (BatchNorm statistics) are undone so each forward counts once. Each
+    backward recomputes the last segment first, which checks that no parameter changed in
+    place and whether the tree must be restored."""
 
     def __init__(
         self,
@@ -106,7 +91,7 @@ class _Segment:
         stop: int,
         ctx: RunContext,
         tracker: FiniteTracker | None,
-        forward: _Forward,
+        forward: ForwardRecord,
     ) -> None:
         self.stage, self.start, self.stop, self.ctx, self.tracker = stage, start, stop, ctx, tracker
         self.forward = forward
@@ -116,16 +101,11 @@ class _Segment:
         self.calls += 1
         if self.calls == 1:
             return self.stage.run_layers(state, self.start, self.stop, self.ctx, None, self.tracker)
-        forward = self.forward
-        if self.stop == self.stage.depth or forward.differs is None:  # a backward's first
-            forward.tables.check_versions(
-                self.stage, forward.versions, str(self.stage.backward_mode)
-            )
-            forward.differs = forward.tables.differs(forward.training)
-        tree = forward.tables
-        restore = tree.as_in_forward(forward.training) if forward.differs else nullcontext()
-        with restore, self.stage.at_geometry(forward.geometry), BufferGuard() as guard:
-            return self.stage.run_layers(state, self.start, self.stop, self.ctx, guard)
+        forward, stage = self.forward, self.stage
+        if self.stop == forward.geometry[0] or forward.differs is None:  # a backward's first
+            forward.check(stage, str(stage.backward_mode))
+        with forward.restored(stage), BufferGuard() as guard:
+            return stage.run_layers(state, self.start, self.stop, self.ctx, guard)
 
 
 _FORMS = "'store', 'invert', 'checkpoint(k)' or ('checkpoint', k) with an integer k >= 1"

@@ -11,15 +11,25 @@ from the forward pass:
 * buffers mutated in forward (BatchNorm running statistics): a :class:`BufferGuard` snapshots
   the buffers of each residual copy the first time recomputation touches it and restores them
   when recomputation ends, so statistics are updated exactly once per forward in every mode.
+* what the user may change between a forward and its backward: a :class:`ForwardRecord`
+  keeps the module tree's train flags, the parameters' version counters and the stage's depth
+  and step; the backward refuses an in-place weight edit and re-runs layers as the forward
+  ran them (``model.eval()``, ``functional_call``, ``set_depth`` in between).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from odedsl.runtime.stage import OdeStage
+    from odedsl.runtime.tables import StageTables
 
 _MASK = (1 << 64) - 1
 
@@ -83,3 +93,36 @@ class BufferGuard:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
+
+
+@dataclass
+class ForwardRecord:
+    """What a stage call's forward saw, for a backward that re-runs its layers (invert's
+    reconstruction, checkpoint's recomputation): the tables it used, each module's train
+    flag, the parameters' version counters and the stage's depth, step and start time; and
+    whether the module tree differs from that now (:meth:`check`, once per backward: asked
+    per checkpoint segment, the O(tree) walk made a backward quadratic in depth)."""
+
+    tables: StageTables
+    training: list[bool]
+    versions: list[int]
+    geometry: tuple[int, float, float]
+    differs: bool | None = None
+
+    @classmethod
+    def of(cls, stage: OdeStage, tables: StageTables) -> ForwardRecord:
+        return cls(tables, tables.training_flags(), tables.versions(), stage.geometry)
+
+    def check(self, stage: OdeStage, mode: str) -> None:
+        """Refuse a parameter edited in place since the forward, and decide :attr:`differs`."""
+        self.tables.check_versions(stage, self.versions, mode)
+        self.differs = self.tables.differs(self.training)
+
+    @contextlib.contextmanager
+    def restored(self, stage: OdeStage) -> Iterator[None]:
+        """The tree (when :meth:`check` found it changed) and the stage's depth and step as
+        the forward had them, while the backward re-runs layers; put back after."""
+        same = contextlib.nullcontext()
+        tree = self.tables.as_in_forward(self.training) if self.differs else same
+        with tree, stage.at_geometry(self.geometry):
+            yield

@@ -85,38 +85,26 @@ class StageTables:
         """The in-place version counter of each of :attr:`params`."""
         return list(map(_VERSION, self.params))
 
+    def differs(self, training: list[bool]) -> bool:
+        """Whether the tree differs from the forward that built these tables: a parameter,
+        buffer or submodule replaced, or a train/eval flag other than ``training`` (one O(tree)
+        walk; :class:`~odedsl.runtime.replay.ForwardRecord` asks once per backward)."""
+        return not self.valid() or list(map(_TRAINING, self._tree)) != training
+
     @contextmanager
     def as_in_forward(self, training: list[bool]) -> Iterator[None]:
         """The tree as the forward that built these tables saw it, while a backward re-runs
         residuals: its parameters, buffers and submodules (``torch.func.functional_call``
         swaps them in for the forward call only; autograd differentiates the tensors the
         forward used) and each module's train/eval flag (``model.eval()`` between forward and
-        backward). Everything is put back after; nothing is done when nothing differs."""
-        restore = not self.valid()
-        flipped = (
-            [m for m, t in zip(self._tree, training, strict=True) if m.training != t]
-            if list(map(_TRAINING, self._tree)) != training
-            else []
-        )
-        if not restore and not flipped:
-            yield
-            return
-        with self._restored(restore, flipped):
-            yield
-
-    def differs(self, training: list[bool]) -> bool:
-        """Whether :meth:`as_in_forward` would change anything now (one O(tree) walk: a
-        caller that re-runs many segments asks once per backward, not per segment)."""
-        return not self.valid() or list(map(_TRAINING, self._tree)) != training
-
-    @contextmanager
-    def _restored(self, restore: bool, flipped: list[nn.Module]) -> Iterator[None]:
-        current = [dict(d) for d in self._dicts] if restore else []
-        if restore:
+        backward). Everything is put back after."""
+        current = [dict(d) for d in self._dicts] if not self.valid() else []
+        if current:
             keys, values = iter(self._keys), iter(self._values)
             for d, n in zip(self._dicts, self._lengths, strict=True):
                 d.clear()
                 d.update((next(keys), next(values)) for _ in range(n))
+        flipped = [m for m, t in zip(self._tree, training, strict=True) if m.training != t]
         for m in flipped:
             m.training = not m.training
         try:
