@@ -16,26 +16,21 @@ from odedsl.training.checkpoint import CHECKPOINT, atomic_save, load_checkpoint
 pytest.importorskip("sklearn")
 
 SMALL = {"depth": 2, "width": 4}
-TWO = """
-network first(depth: int = 2, width: int = 4, channels: int = 1, size: int = 8) {
+NETWORK = """
+network {name}(depth: int = 2, width: int = 4, channels: int = 1, size: int = 8) {{
     input image[channels, size, size]
-    stem { conv2d(width, kernel=3, padding=1) }
-    stage body = ode(depth) {
-        integrator euler
-        residual { conv2d(width, kernel=3, padding=1) relu }
-    }
-    head { adaptive_avgpool2d(1) flatten linear(10) }
-}
-network second(depth: int = 2, width: int = 4, channels: int = 1, size: int = 8) {
-    input image[channels, size, size]
-    stem { conv2d(width, kernel=3, padding=1) }
-    stage body = ode(depth) {
-        integrator heun
-        residual { conv2d(width, kernel=3, padding=1) relu }
-    }
-    head { adaptive_avgpool2d(1) flatten linear(10) }
-}
+    stem {{ conv2d(width, kernel=3, padding=1) }}
+    stage body = ode(depth) {{
+        integrator {integrator}
+        residual {{ conv2d(width, kernel=3, padding=1) relu }}
+    }}
+    head {{ adaptive_avgpool2d(1) flatten linear(10) }}
+}}
 """
+#: Two networks of the same parameter shapes, Euler and Heun.
+TWO = NETWORK.format(name="first", integrator="euler") + NETWORK.format(
+    name="second", integrator="heun"
+)
 
 
 def _run(spec: Path, out: Path, **kw: object) -> None:
