@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import DslError
 from odedsl.spec.evaluate import Value
 from odedsl.training.checkpoint import (
     CHECKPOINT,
     atomic_save,
     atomic_write_text,
+    damaged,
     load_checkpoint,
     network_fingerprint,
     same_network,
@@ -131,17 +132,7 @@ def train(
         if ckpt is None:
             raise
         (first,) = err.diagnostics[:1]
-        raise DslError(
-            [
-                Diagnostic(
-                    "E110",
-                    f"checkpoint '{out_dir / CHECKPOINT}' is damaged: config: {first.message}",
-                    None,
-                    "odedsl train writes checkpoint.pt itself; resume from a file it wrote, "
-                    "unedited",
-                )
-            ]
-        ) from None
+        raise damaged(f"checkpoint '{out_dir / CHECKPOINT}'", "config", first.message) from None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise bad_option(
             f"--out '{out_dir}' is a file, not a folder",

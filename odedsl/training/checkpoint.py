@@ -190,6 +190,15 @@ def _error(code: str, message: str, hint: str) -> DslError:
     return DslError([Diagnostic(code, message, None, hint)])
 
 
+def damaged(source: str, where: str, what: str) -> DslError:
+    """A checkpoint field that is not what ``odedsl train`` writes (E110), named."""
+    return _error(
+        "E110",
+        f"{source} is damaged: {where}: {what}",
+        "odedsl train writes checkpoint.pt itself; resume from a file it wrote, unedited",
+    )
+
+
 def _not_ours_hint(data: Any) -> str:
     """What a file that is not a training checkpoint of this format is, and what to do."""
     fresh = "start a new run in another --out folder"
@@ -228,11 +237,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise _error(
-            "E110",
-            f"checkpoint '{path}' is damaged: {where}: {first['msg']}",
-            "odedsl train writes checkpoint.pt itself; resume from a file it wrote, unedited",
-        ) from None
+        raise damaged(f"checkpoint '{path}'", where, first["msg"]) from None
     return data
 
 
@@ -268,14 +273,6 @@ def check_state_dict(saved: Mapping[str, Any], model: Mapping[str, Any], source:
             )
 
 
-def _damaged(source: str, where: str, what: str) -> DslError:
-    return _error(
-        "E110",
-        f"{source} is damaged: {where}: {what}",
-        "odedsl train writes checkpoint.pt itself; resume from a file it wrote, unedited",
-    )
-
-
 def check_progress(ckpt: Mapping[str, Any], epochs: int, steps: int, source: str) -> None:
     """The counters must describe a point this run can reach: epoch within ``epochs``, the
     step within an epoch of ``steps`` steps, and step count, losses and history agreeing with
@@ -284,19 +281,19 @@ def check_progress(ckpt: Mapping[str, Any], epochs: int, steps: int, source: str
     epoch, step, total = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
     losses, history = ckpt["step_losses"], ckpt["history"]
     if epoch > epochs:
-        raise _damaged(source, "epoch", f"{epoch}, past the run's {epochs} epochs")
+        raise damaged(source, "epoch", f"{epoch}, past the run's {epochs} epochs")
     if step > steps or (epoch == epochs and step):
-        raise _damaged(source, "step_in_epoch", f"{step}, in epochs of {steps} steps")
+        raise damaged(source, "step_in_epoch", f"{step}, in epochs of {steps} steps")
     if total != epoch * steps + step:
-        raise _damaged(
+        raise damaged(
             source,
             "global_step",
             f"{total}, where epoch {epoch} and step {step} make {epoch * steps + step}",
         )
     if losses.dim() != 1 or losses.numel() != total:
-        raise _damaged(source, "step_losses", f"shape {list(losses.shape)} for {total} steps")
+        raise damaged(source, "step_losses", f"shape {list(losses.shape)} for {total} steps")
     if [h["epoch"] for h in history] != list(range(1, epoch + 1)):
-        raise _damaged(source, "history", f"epochs {[h['epoch'] for h in history]} for {epoch}")
+        raise damaged(source, "history", f"epochs {[h['epoch'] for h in history]} for {epoch}")
 
 
 def _kind(value: Any) -> str:
@@ -318,7 +315,7 @@ def _same_kind(got: Any, want: Any, where: str, source: str) -> None:
     of another shape was a TypeError or a RuntimeError in the first step."""
     if isinstance(want, Mapping):
         if not isinstance(got, Mapping):
-            raise _damaged(source, where, f"expected a dict, got {_kind(got)}")
+            raise damaged(source, where, f"expected a dict, got {_kind(got)}")
         for key in want.keys() & got.keys():
             _same_kind(got[key], want[key], f"{where}.{key}", source)
         return
@@ -337,7 +334,7 @@ def _same_kind(got: Any, want: Any, where: str, source: str) -> None:
     else:
         ok = True
     if not ok:
-        raise _damaged(source, where, f"expected a {_kind(want)}, got {_kind(got)} {got!r:.60}")
+        raise damaged(source, where, f"expected a {_kind(want)}, got {_kind(got)} {got!r:.60}")
 
 
 def check_optimizer_state(
@@ -354,19 +351,19 @@ def check_optimizer_state(
     saved = ckpt["optimizer"]
     groups, fresh_groups = saved["param_groups"], optimizer["param_groups"]
     if len(groups) != len(fresh_groups):
-        raise _damaged(
+        raise damaged(
             source, "optimizer.param_groups", f"{len(groups)} groups, not {len(fresh_groups)}"
         )
     for i, (group, fresh) in enumerate(zip(groups, fresh_groups, strict=True)):
         if group.get("params") != fresh["params"]:
-            raise _damaged(source, f"optimizer.param_groups[{i}].params", "another parameter list")
+            raise damaged(source, f"optimizer.param_groups[{i}].params", "another parameter list")
         rest = {k: v for k, v in fresh.items() if k != "params"}
         _same_kind(group, rest, f"optimizer.param_groups[{i}]", source)
     for index, state in saved["state"].items():
         if not (isinstance(index, int) and 0 <= index < len(params)):
-            raise _damaged(source, "optimizer.state", f"a state for parameter {index!r}")
+            raise damaged(source, "optimizer.state", f"a state for parameter {index!r}")
         if not isinstance(state, Mapping):
-            raise _damaged(source, f"optimizer.state[{index}]", f"a {_kind(state)}")
+            raise damaged(source, f"optimizer.state[{index}]", f"a {_kind(state)}")
         for key, value in state.items():
             where = f"optimizer.state[{index}].{key}"
             if isinstance(value, Tensor) and value.dim():
@@ -382,13 +379,13 @@ def check_optimizer_state(
     _same_kind(sched, dict(scheduler), "scheduler", source)
     for key in ("T_max", "eta_min", "base_lrs"):
         if key in scheduler and sched.get(key) != scheduler[key]:
-            raise _damaged(
+            raise damaged(
                 source,
                 f"scheduler.{key}",
                 f"{sched.get(key)!r:.60}, this run's is {scheduler[key]!r:.60}",
             )
     if "last_epoch" in scheduler and sched.get("last_epoch") != ckpt["global_step"]:
-        raise _damaged(
+        raise damaged(
             source,
             "scheduler.last_epoch",
             f"{sched.get('last_epoch')!r:.60} at step {ckpt['global_step']}",
