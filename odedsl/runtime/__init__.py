@@ -10,6 +10,7 @@ from odedsl.runtime.errors import (
     InversionDriftWarning,
     NumericalFault,
     ParametersModifiedError,
+    ShardedResidualError,
     TracedStageWarning,
 )
 from odedsl.runtime.invert import AnchorPlan, Invert
@@ -43,6 +44,7 @@ __all__ = [
     "OdeStage",
     "ParametersModifiedError",
     "ResidualCall",
+    "ShardedResidualError",
     "State",
     "Step",
     "StepCompiler",

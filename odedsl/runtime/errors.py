@@ -71,3 +71,17 @@ class ParametersModifiedError(RuntimeError):
         super().__init__(message)
         self.stage = stage
         self.parameter = parameter
+
+
+class ShardedResidualError(RuntimeError):
+    """A module inside a ``checkpoint`` or ``invert`` stage is sharded by FSDP on its own
+    (``fully_shard(residual)``, or an FSDP1 wrapper). Those modes re-run the residuals inside
+    the stage's backward, where FSDP neither gathers their weights (checkpoint failed with
+    DTensor's mixed-tensor error) nor reduces their gradients (invert's came back ``None``, so
+    the optimizer skipped them without a word). Sharding the stage or a module above it works:
+    its weights are then gathered for the stage's whole forward and backward."""
+
+    def __init__(self, message: str, *, stage: str, module: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.module = module

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.compiled import StepCompiler
-from odedsl.runtime.errors import TracedStageWarning
+from odedsl.runtime.errors import ShardedResidualError, TracedStageWarning
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan, forget_measurements
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
@@ -325,6 +325,10 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
     )
     if needs_grad and not isinstance(stage.backward_mode, Store):
+        if tables.sharded:
+            _refuse_sharded(stage, tables.sharded[0])
+        if tables.unregistered and isinstance(stage.backward_mode, Invert):
+            _refuse_unregistered(stage, tables.unregistered[0])
         if torch.jit.is_tracing():  # an autograd Function with Python state: no TorchScript
             _warn_traced(stage, _TRACE_WHY, _TRACE_HINT)
             needs_grad = False
@@ -353,6 +357,35 @@ _FUNC_HINT = (
     "for the memory of the stage's mode use loss.backward() or torch.autograd.grad "
     "(functional_call works there); under torch.no_grad() there is no backward to keep"
 )
+
+
+def _refuse_sharded(stage: OdeStage, module: str) -> None:
+    """FSDP cannot follow a residual that a stage's own backward re-runs (see
+    :class:`ShardedResidualError`): refused before the forward, not found in the gradients."""
+    mode = stage.backward_mode
+    raise ShardedResidualError(
+        f"stage {stage.name!r}: its module {module!r} is sharded by FSDP on its own, but "
+        f"backward {mode} re-runs it inside the stage's backward, where FSDP neither gathers "
+        "its weights nor reduces their gradients\n  hint: apply fully_shard to the stage (or "
+        "a module above it) instead of to its residuals, so the stage's weights are gathered "
+        "for its whole forward and backward; or give this stage backward store",
+        stage=stage.name,
+        module=module,
+    )
+
+
+def _refuse_unregistered(stage: OdeStage, tensor: str) -> None:
+    """Invert differentiates a stage's registered parameters only; a weight held as a plain
+    tensor attribute (FSDP1's flat-parameter views) would get no gradient, silently."""
+    raise ShardedResidualError(
+        f"stage {stage.name!r}: {tensor!r} takes gradients but is not a registered parameter "
+        "(FullyShardedDataParallel with use_orig_params=False, its default, holds weights so), "
+        "and backward invert differentiates registered parameters only: it would get no "
+        "gradient\n  hint: wrap with FullyShardedDataParallel(..., use_orig_params=True) or "
+        "torch.distributed.fsdp.fully_shard; or give this stage backward checkpoint(k)",
+        stage=stage.name,
+        module=tensor,
+    )
 
 
 def _warn_traced(stage: OdeStage, why: str, hint: str) -> None:

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
 
 SlotKey = tuple[str, int]
+#: FSDP2's per-module class (``fully_shard``) and FSDP1's wrapper, by name: importing
+#: torch.distributed.fsdp to test against them would cost every import of the runtime
+_FSDP_CLASSES = frozenset({"FSDPModule", "FullyShardedDataParallel"})
 _TRAINING = attrgetter("training")
 _VERSION = attrgetter("_version")
 
@@ -59,9 +62,21 @@ class StageTables:
                     self.buffered.add((r, j))
         self._touched: dict[frozenset[SlotKey], list[int]] = {}
         self._tensors: dict[SlotKey, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
-        modules = list(stage.modules())
+        named = list(stage.named_modules())
+        modules = [m for _, m in named]
         self.sync_norms: list[nn.Module] = [
             m for m in modules if any(t.__name__ == "SyncBatchNorm" for t in type(m).__mro__)
+        ]
+        #: submodules FSDP shards on their own (the stage itself may be sharded: ``name`` "")
+        self.sharded: list[str] = [n for n, m in named if n and _sharded(m)]
+        #: tensors that take gradients without being registered parameters: FSDP1 with
+        #: ``use_orig_params=False`` (its default) sets its flat parameter's views so (with
+        #: ``True`` it registers the same views in ``_parameters`` too, which invert follows)
+        self.unregistered: list[str] = [
+            f"{n}.{k}" if n else k
+            for n, m in named
+            for k, v in vars(m).items()
+            if isinstance(v, Tensor) and v.requires_grad and m._parameters.get(k) is not v
         ]
         self._tree = modules
         self._dicts = [d for m in modules for d in (m._parameters, m._buffers, m._modules)]
@@ -154,3 +169,7 @@ class StageTables:
             found = sorted({i for slot in key for i in self.slot_index[slot]})
             self._touched[key] = found
         return found
+
+
+def _sharded(module: nn.Module) -> bool:
+    return any(t.__name__ in _FSDP_CLASSES for t in type(module).__mro__)

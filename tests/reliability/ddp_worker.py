@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import odedsl.runtime.invert as invert_module
 from odedsl.runtime import OdeStage
 from tests.reliability.ddp_cases import CASES, STEPS, batch, build, loss_fn
+from tests.reliability.torchrun import finish
 
 
 def run_case(name: str, rank: int, world: int) -> dict[str, object]:
@@ -75,11 +75,7 @@ def main() -> None:
     results: dict[str, object] = {"world": world, "torch_syncbn": torch_syncbn_on_cpu()}
     for name in args.cases:
         results[name] = run_case(name, rank, world)
-    if rank == 0:
-        torch.save(results, args.out)
-    dist.barrier()
-    dist.destroy_process_group()
-    assert os.environ.get("LOCAL_RANK") is not None
+    finish(results, args.out)
 
 
 if __name__ == "__main__":

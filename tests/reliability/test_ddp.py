@@ -16,10 +16,6 @@ BatchNorm on the whole batch. With ``torch.nn.SyncBatchNorm`` only its conversio
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +25,8 @@ from torch import nn
 from odedsl.parallel import SyncBatchNorm, convert_sync_batchnorm
 
 from .ddp_cases import CASES, STEPS, batch, build, loss_fn
+from .torchrun import torchrun
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
     reason="torch.distributed with gloo is not available",
@@ -40,21 +36,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One ``torchrun`` of all cases (process start-up dominates the cost)."""
-    out = tmp_path_factory.mktemp("ddp") / "results.pt"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(ROOT / "tests" / "reliability" / "ddp_worker.py"),
-        "--out",
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return torch.load(out, weights_only=True)
+    return torchrun("ddp_worker.py", tmp_path_factory.mktemp("ddp") / "results.pt")
 
 
 def reference(name: str) -> dict[str, dict[str, torch.Tensor]]:
