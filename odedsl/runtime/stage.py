@@ -249,7 +249,7 @@ class OdeStage(nn.Module):
         plain lookups)."""
         step, h, t = self.step_at(n), self.h, self.time_at(n)
         tables = tables if tables is not None else ctx.tables
-        if ctx.seed is not None and step.updates:
+        if ctx.keyed and step.updates:
             new = list(state)
             for u, up in enumerate(step.updates, start=1):
                 if isinstance(up, AffineUpdate):
@@ -319,10 +319,16 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     unroll it, and recomputation, random replay and checks must not be traced away); inside
     torch.compile, residual evaluations run compiled."""
     tables = stage.tables()
-    ctx = RunContext(stage.new_context().seed, tables, stage._compiler_for_run(compiling))
     tracker = FiniteTracker(stage.name, "forward state") if stage._checks_forward() else None
     needs_grad = torch.is_grad_enabled() and (
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
+    )
+    replays = needs_grad and bool(tables.replayed) and not isinstance(stage.backward_mode, Store)
+    ctx = RunContext(
+        stage.new_context().seed,
+        tables,
+        stage._compiler_for_run(compiling),
+        {} if replays else None,
     )
     if needs_grad and not isinstance(stage.backward_mode, Store):
         if tables.sharded:

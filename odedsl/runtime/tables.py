@@ -31,6 +31,7 @@ SlotKey = tuple[str, int]
 #: FSDP2's per-module class (``fully_shard``) and FSDP1's wrapper, by name: importing
 #: torch.distributed.fsdp to test against them would cost every import of the runtime
 _FSDP_CLASSES = frozenset({"FSDPModule", "FullyShardedDataParallel"})
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 _TRAINING = attrgetter("training")
 _VERSION = attrgetter("_version")
 
@@ -55,11 +56,14 @@ class StageTables:
         self.slots: dict[str, list[nn.Module]] = {r: list(m) for r, m in self.modules.items()}
         self.slot_index: dict[SlotKey, list[int]] = {}
         self.buffered: set[SlotKey] = set()
+        self.replayed: set[SlotKey] = set()
         for r, mods in self.modules.items():
             for j, m in enumerate(mods):
                 self.slot_index[(r, j)] = [index[id(p)] for p in m.parameters()]
                 if any(True for _ in m.buffers()):
                     self.buffered.add((r, j))
+                    if any(_reads_buffers(sub) for sub in m.modules()):
+                        self.replayed.add((r, j))
         self._touched: dict[frozenset[SlotKey], list[int]] = {}
         self._tensors: dict[SlotKey, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
         named = list(stage.named_modules())
@@ -161,6 +165,10 @@ class StageTables:
             self._tensors[key] = found
         return found
 
+    def buffers_of(self, name: str, slot: int) -> list[Tensor]:
+        """The buffers of a slot, in :meth:`torch.nn.Module.buffers` order."""
+        return list(self.tensors_of(name, slot)[1].values())
+
     def indices_of(self, touched: set[SlotKey]) -> list[int]:
         """Sorted indices into :attr:`params` of the parameters of ``touched`` slots."""
         key = frozenset(touched)
@@ -169,6 +177,16 @@ class StageTables:
             found = sorted({i for slot in key for i in self.slot_index[slot]})
             self._touched[key] = found
         return found
+
+
+def _reads_buffers(module: nn.Module) -> bool:
+    """Whether ``module`` has buffers of its own that its train-mode output may read. Batch
+    and instance norms only write theirs in train mode (and each re-run's writes are undone),
+    so they need no replay; anything else with buffers (spectral normalisation's power
+    iteration reads what it updates) has its buffers replayed per call."""
+    if isinstance(module, _NORMS) or not module._buffers:
+        return False
+    return any(b is not None for b in module._buffers.values())
 
 
 def _sharded(module: nn.Module) -> bool:
