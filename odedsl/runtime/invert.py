@@ -206,20 +206,6 @@ class Invert:
     def run(
         self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
     ) -> State:
-        dtypes = [s.dtype for s in state]
-        if any(d in _HALF for d in dtypes) and torch.is_autocast_enabled(state[0].device.type):
-            # Under autocast a stage input made by an autocast op (a stem convolution) arrives
-            # in 16 bits, and x + e - e != x there: reconstruction drifted by ~1e-2 a layer and
-            # gradients were 2-18 % off store's. The state is kept in float32 inside the stage
-            # (the residuals still compute in the autocast dtype), and leaves in its dtype.
-            wide = tuple(s.float() if s.dtype in _HALF else s for s in state)
-            out = self._run(stage, wide, ctx, tracker)
-            return tuple(o.to(d) for o, d in zip(out, dtypes, strict=True))
-        return self._run(stage, state, ctx, tracker)
-
-    def _run(
-        self, stage: OdeStage, state: State, ctx: RunContext, tracker: FiniteTracker | None
-    ) -> State:
         tables = ctx.tables if ctx.tables is not None else stage.tables()
         dtype, device = _precision(state), state[0].device
         key = self._key(stage, dtype, device) if self._measures(stage) else None
@@ -256,7 +242,6 @@ class Invert:
 
 
 _Key = tuple[int, torch.dtype, str, float]
-_HALF = (torch.float16, torch.bfloat16)
 _MEASURED = "_anchor_measured"  # stage.__dict__ entries: not parameters, not in state_dict
 _RECHECK = "_anchor_recheck"
 _WARNED_DENSE = "_anchor_dense_warned"
