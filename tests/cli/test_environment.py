@@ -105,3 +105,50 @@ def test_known_lists_every_variable_the_package_reads() -> None:
     named = set(re.findall(r"\bODEDSL_[A-Z][A-Z_]*[A-Z]\b", source))
     assert named <= set(KNOWN), sorted(named - set(KNOWN))
     assert {"ODEDSL_CHECK_INVERSE", "ODEDSL_TRAIN_CRASH_AFTER", "ODEDSL_MAX_DEPTH"} <= named
+
+
+def test_every_bad_value_is_reported_at_once_with_its_own_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ODEDSL_CHECK_INVERSE", "abc")
+    monkeypatch.setenv("ODEDSL_CHECK_FORWARD", "maybe")
+    monkeypatch.setenv("ODEDSL_TRAIN_CRASH_AFTER", "x")
+    assert main(["check", RESNET, *SMALL, "--json"]) == 2
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert [e["code"] for e in errors] == ["E130"] * 3
+    inverse, forward, crash = errors
+    assert "ODEDSL_CHECK_INVERSE='abc'" in inverse["message"]
+    assert "ODEDSL_CHECK_INVERSE=1e-6" in inverse["hint"]
+    assert "ODEDSL_CHECK_FORWARD='maybe'" in forward["message"]
+    assert forward["hint"] == "e.g. ODEDSL_CHECK_FORWARD=1, or unset it"
+    assert "ODEDSL_TRAIN_CRASH_AFTER" in crash["message"] and "testing hook" in crash["hint"]
+
+
+@pytest.mark.parametrize("name", ["ODEDSL_CHECK_INVERSE", "ODEDSL_CHECK_FORWARD"])
+def test_a_long_value_is_quoted_to_40_characters(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(name, "z" * 100)
+    assert main(["check", RESNET, *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert f"{name}='{'z' * 37}...'" in err and "z" * 38 not in err, err
+
+
+def test_the_test_suites_own_variable_is_not_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ODEDSL_REGEN_GOLDEN", "1")
+    assert main(["check", RESNET, *SMALL]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bad_limit_is_reported_with_the_other_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The limits are checked first, with the switches (loading the spec reads them too, so
+    only a second bad variable shows whether the environment check covers them)."""
+    monkeypatch.setenv("ODEDSL_MAX_DEPTH", "lots")
+    monkeypatch.setenv("ODEDSL_CHECK_FORWARD", "maybe")
+    assert main(["check", RESNET, *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "[E130]" in err and "ODEDSL_MAX_DEPTH='lots'" in err, err

@@ -276,3 +276,32 @@ def test_jit_trace_records_the_forward(mode: object) -> None:
         warnings.simplefilter("error", TracedStageWarning)
         with torch.no_grad():
             torch.jit.trace(net, (x,), check_trace=False)
+
+
+@pytest.mark.parametrize("mode", [("checkpoint", 3), "invert"], ids=str)
+def test_jit_trace_warning_names_the_tracer_the_mode_and_the_depth(mode: object) -> None:
+    torch.manual_seed(0)
+    net = network("hamiltonian", 3, WeightSchedule("untied"), mode)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.jit.trace(net, (x,), check_trace=False)
+    (w,) = [w for w in caught if issubclass(w.category, TracedStageWarning)]
+    text = str(w.message)
+    assert text.startswith("stage 'body': torch.jit.trace records its forward operations only")
+    assert f"stores all 3 layers instead of '{net[1].backward_mode}'" in text
+    assert "trace under torch.no_grad()" in text and "torch.func" not in text
+    assert w.message.stage == "body"
+
+
+def test_store_never_warns_under_jit_trace_even_through_the_eager_loop() -> None:
+    """store skips the eager loop while nothing needs it (so the trace test's "store: no
+    warning" never reached the check); with the forward check on it runs there too, and a
+    trace still changes nothing about store's backward."""
+    torch.manual_seed(0)
+    net = network("hamiltonian", 3, WeightSchedule("untied"), "store", check_forward=True)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TracedStageWarning)
+        traced = torch.jit.trace(net, (x,), check_trace=False)
+    torch.testing.assert_close(traced(x), net(x), rtol=1e-12, atol=1e-12)

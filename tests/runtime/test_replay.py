@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from odedsl.runtime import InversionDriftWarning, OdeStage, WeightSchedule
+from odedsl.runtime.errors import ParametersModifiedError
 
 from .programs import MLP, PROGRAMS, ConvBlock
 from .util import MODES, make_stage, max_param_error, rel, run
@@ -301,3 +303,131 @@ def test_two_residual_calls_at_the_same_time_draw_different_masks():
     stage(torch.zeros(64, 16))
     assert len(masks) == 4
     assert not torch.equal(masks[1], masks[2])
+
+
+@pytest.mark.parametrize("mode", [("checkpoint", 3), "invert"], ids=str)
+def test_a_forward_at_the_new_depth_between_forward_and_backward(mode):
+    """set_depth, then a forward at the new depth (it fills the stage's blend cache with the
+    new depth's interpolation weights), then the first forward's backward: the backward must
+    not read the new depth's blends, and the next forward must not read the old depth's."""
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 4, schedule=WeightSchedule("interpolated", 3), backward=mode)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    want = run(stage, x, "store")
+    deep = copy.deepcopy(stage)
+    deep.set_depth(8)
+    with torch.no_grad():
+        want_deep = deep(x)
+    m = copy.deepcopy(stage)
+    xx = x.clone().requires_grad_(True)
+    torch.manual_seed(0)
+    out = m(xx)
+    m.set_depth(8)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want_deep, rtol=0, atol=0)
+    g = torch.Generator().manual_seed(123)
+    (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum().backward()
+    for k, p in m.named_parameters():
+        assert rel(p.grad, want.grads[k]) < 1e-10, k
+    assert rel(xx.grad, want.input_grad) < 1e-10
+    with torch.no_grad():  # the backward's depth-4 blends are gone again
+        torch.testing.assert_close(m(x), want_deep, rtol=0, atol=0)
+
+
+def _timed_euler_stage(backward: object, t0: float) -> OdeStage:
+    """Euler whose step scales the state by (1 + t / 4): the layers depend on their time."""
+    prog = PROGRAMS["euler"]()
+    step = prog.step
+
+    def forward(s, call, h, t):
+        return tuple(v * (1 + t / 4) for v in step.forward(s, call, h, t))
+
+    prog = replace(prog, step=replace(step, forward=forward))
+    torch.manual_seed(0)
+    stage = OdeStage(
+        "body",
+        prog,
+        {"f": lambda: MLP(8, bn=False)},
+        4,
+        t0=t0,
+        schedule=WeightSchedule("untied"),
+        backward=backward,  # type: ignore[arg-type]
+    )
+    return stage.double()
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_a_start_time_changed_between_forward_and_backward(every):
+    """The ForwardRecord keeps the start time too: checkpoint recomputes the layers at the
+    forward's times t0 + n h, not at a t0 assigned before backward()."""
+    x = torch.randn(6, 8, dtype=torch.float64)
+    want = run(_timed_euler_stage("store", 1.0), x)
+    m = _timed_euler_stage(("checkpoint", every), 1.0)
+    xx = x.clone().requires_grad_(True)
+    out = m(xx)
+    m.t0 = 5.0
+    g = torch.Generator().manual_seed(123)
+    (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum().backward()
+    assert m.t0 == 5.0  # put back after the backward
+    for k, p in m.named_parameters():
+        assert rel(p.grad, want.grads[k]) < 1e-10, k
+    assert rel(xx.grad, want.input_grad) < 1e-10
+
+
+@pytest.mark.parametrize("depth_after", [4, 8])
+def test_every_backward_checks_the_weights_again(depth_after):
+    """A graph kept with retain_graph=True: the second backward's recomputation checks the
+    version counters again (the last segment is found by the forward's depth, even after a
+    set_depth), so a weight edited between the two backwards is refused."""
+    torch.manual_seed(0)
+    stage = make_stage(
+        "hamiltonian", 4, schedule=WeightSchedule("tied"), backward=("checkpoint", 3)
+    )
+    x = torch.randn(6, 8, dtype=torch.float64)
+    loss = stage(x).square().sum()
+    loss.backward(retain_graph=True)
+    stage.set_depth(depth_after)
+    with torch.no_grad():
+        stage.f[0].lin1.weight.mul_(1.5)
+    with pytest.raises(ParametersModifiedError, match=r"f\.0\.lin1\.weight was modified"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("program", ["midpoint", "hamiltonian"])
+def test_a_float16_input_under_autocast_is_inverted_in_float32(program):
+    """test_a_16_bit_input_under_autocast_is_inverted_in_float32 with float16 (the other
+    16-bit dtype invert widens) instead of bfloat16."""
+    torch.manual_seed(0)
+    stage = make_stage(program, 12, dtype=torch.float32, residual=lambda w: MLP(w, bn=False))
+    with torch.no_grad():
+        for p in stage.parameters():
+            p.mul_(3.0)
+    x = torch.randn(16, 8).to(torch.float16)
+    with torch.autocast("cpu", dtype=torch.float16), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        want = run(Widen(stage), x, "store")
+        got = run(stage, x, "invert")
+    assert got.out.dtype == torch.float16
+    assert got.input_grad is not None and got.input_grad.dtype == torch.float16
+    assert rel(got.out.float(), want.out.float()) == 0
+    err = max(rel(g, want.grads[f"stage.{k}"]) for k, g in got.grads.items())
+    assert err < 1e-3, err
+
+
+def test_a_16_bit_stage_without_autocast_is_inverted_in_its_own_dtype():
+    """Only autocast's 16-bit inputs are widened: a bfloat16 stage outside autocast runs its
+    bfloat16 residuals on its bfloat16 state (widened, the state met bfloat16 weights)."""
+    torch.manual_seed(0)
+    stage = make_stage(
+        "hamiltonian",
+        4,
+        dtype=torch.bfloat16,
+        residual=lambda w: MLP(w, bn=False),
+        backward="invert",
+    )
+    x = torch.randn(6, 8).to(torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bfloat16 drift warnings are not the point here
+        got = run(stage, x)
+    assert got.out.dtype == torch.bfloat16 and got.input_grad.dtype == torch.bfloat16
+    assert all(g is not None and g.dtype == torch.bfloat16 for g in got.grads.values())

@@ -5,13 +5,24 @@ options the user never passed."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
+import torch
+from pydantic import BaseModel
+from torch import nn
 
 from odedsl.diagnostics import DslError
 from odedsl.training import train
-from odedsl.training.checkpoint import CHECKPOINT, atomic_save, load_checkpoint
+from odedsl.training.checkpoint import (
+    CHECKPOINT,
+    atomic_save,
+    check_optimizer_state,
+    check_progress,
+    load_checkpoint,
+    network_fingerprint,
+)
 
 pytest.importorskip("sklearn")
 
@@ -118,3 +129,148 @@ def test_a_fingerprint_from_another_spec_schema_does_not_refuse(
     assert same_network(None, ckpt["fingerprint"]) is None
     atomic_save({**ckpt, "fingerprint": f"0123456789abcdef:{digest[::-1]}"}, tmp_path / CHECKPOINT)
     _run(specs / "resnet.ode", tmp_path, overrides=SMALL, resume=True)
+
+
+STEPS = 4  # steps per epoch
+EPOCHS = 2
+
+
+def _progress(epoch: int, step: int, **change: object) -> dict:
+    total = epoch * STEPS + step
+    ckpt = {
+        "epoch": epoch,
+        "step_in_epoch": step,
+        "global_step": total,
+        "step_losses": torch.zeros(total, dtype=torch.float64),
+        "history": [{"epoch": e} for e in range(1, epoch + 1)],
+    }
+    ckpt.update(change)
+    return ckpt
+
+
+@pytest.mark.parametrize(
+    ("epoch", "step"),
+    [(0, 0), (0, 3), (0, STEPS), (1, 2), (1, STEPS), (EPOCHS, 0)],
+)
+def test_progress_a_run_can_write_is_accepted(epoch: int, step: int) -> None:
+    """(e, STEPS): --checkpoint-every dividing the epoch saves after its last step, before
+    the epoch's evaluation; (EPOCHS, 0): a finished run."""
+    check_progress(_progress(epoch, step), EPOCHS, STEPS, "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("ckpt", "where"),
+    [
+        (_progress(EPOCHS + 1, 0), "epoch: 3, past the run's 2 epochs"),
+        (_progress(EPOCHS, 1), "step_in_epoch: 1, in epochs of 4 steps"),
+        (_progress(0, STEPS + 1), "step_in_epoch: 5, in epochs of 4 steps"),
+        (_progress(1, 2, global_step=7), "global_step: 7, where epoch 1 and step 2 make 6"),
+        (_progress(1, 2, step_losses=torch.zeros(5, dtype=torch.float64)), "step_losses"),
+        (_progress(1, 2, step_losses=torch.zeros(6, 1, dtype=torch.float64)), "step_losses"),
+        (_progress(1, 2, history=[]), "history: epochs [] for 1"),
+        (_progress(2, 0, history=[{"epoch": 2}, {"epoch": 1}]), "history: epochs [2, 1] for 2"),
+    ],
+)
+def test_progress_no_run_writes_is_damage(ckpt: dict, where: str) -> None:
+    with pytest.raises(DslError, match="ckpt is damaged: " + where.replace("[", r"\[")):
+        check_progress(ckpt, EPOCHS, STEPS, "ckpt")
+
+
+def _optimizer_states() -> tuple[dict, dict, dict, list[torch.Tensor]]:
+    """A checkpoint's optimizer and scheduler after one step, and a fresh run's (AdamW and
+    cosine annealing, as Trainer makes them)."""
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(2))]
+    opt = torch.optim.AdamW(params, lr=0.01)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
+    sum(p.sum() for p in params).backward()
+    opt.step()
+    sched.step()
+    ckpt = {
+        "optimizer": copy.deepcopy(opt.state_dict()),
+        "scheduler": copy.deepcopy(sched.state_dict()),
+        "global_step": 1,
+    }
+    fresh = torch.optim.AdamW(params, lr=0.01)
+    fresh_sched = torch.optim.lr_scheduler.CosineAnnealingLR(fresh, T_max=8)
+    return ckpt, fresh.state_dict(), fresh_sched.state_dict(), params
+
+
+def test_optimizer_state_of_the_same_run_is_accepted() -> None:
+    check_optimizer_state(*_optimizer_states(), "ckpt")
+
+
+def _swap(ckpt: dict) -> None:
+    ckpt["optimizer"]["param_groups"][0]["params"] = [1, 0]
+
+
+def _past_end(ckpt: dict) -> None:
+    ckpt["optimizer"]["state"][2] = ckpt["optimizer"]["state"][0]
+
+
+def _not_a_dict(ckpt: dict) -> None:
+    ckpt["optimizer"]["state"][1] = [0.0]
+
+
+def _nan_moment(ckpt: dict) -> None:
+    ckpt["optimizer"]["state"][0]["exp_avg"][0, 0] = float("nan")
+
+
+def _lr_bool(ckpt: dict) -> None:
+    ckpt["optimizer"]["param_groups"][0]["lr"] = True
+
+
+def _eta_min(ckpt: dict) -> None:
+    ckpt["scheduler"]["eta_min"] = 0.5
+
+
+def _base_lrs(ckpt: dict) -> None:
+    ckpt["scheduler"]["base_lrs"] = [0.02]
+
+
+def _last_epoch(ckpt: dict) -> None:
+    ckpt["scheduler"]["last_epoch"] = 0
+
+
+@pytest.mark.parametrize(
+    ("damage", "where"),
+    [
+        (_swap, r"optimizer\.param_groups\[0\]\.params: another parameter list"),
+        (_past_end, r"optimizer\.state: a state for parameter 2"),
+        (_not_a_dict, r"optimizer\.state\[1\]: a list"),
+        (_nan_moment, r"optimizer\.state\[0\]\.exp_avg: expected a float32 tensor"),
+        (_lr_bool, r"optimizer\.param_groups\[0\]\.lr: expected a number, got bool"),
+        (_eta_min, r"scheduler\.eta_min: 0\.5, this run's is 0"),
+        (_base_lrs, r"scheduler\.base_lrs: \[0\.02\], this run's is \[0\.01\]"),
+        (_last_epoch, r"scheduler\.last_epoch: 0 at step 1"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "")[1:] or None,
+)
+def test_optimizer_state_no_run_writes_is_damage(damage, where: str) -> None:
+    ckpt, optimizer, scheduler, params = _optimizer_states()
+    damage(ckpt)
+    with pytest.raises(DslError, match="ckpt is damaged: " + where):
+        check_optimizer_state(ckpt, optimizer, scheduler, params, "ckpt")
+
+
+class _Net(BaseModel):
+    name: str
+    depth: int
+    origin: dict | None = None
+
+
+class _NetWithAField(_Net):
+    width: int = 4
+
+
+def test_the_fingerprint_names_the_schema_it_describes() -> None:
+    """<schema digest>:<network digest>: the same schema for two networks of one model, another
+    for a model with another field (same_network then says nothing instead of 'another
+    network')."""
+    a, b = (
+        network_fingerprint(_Net(name="a", depth=2)),
+        network_fingerprint(_Net(name="b", depth=2)),
+    )
+    assert a.split(":")[0] == b.split(":")[0] and a != b
+    assert network_fingerprint(_Net(name="a", depth=2, origin={"line": 3})) == a
+    assert network_fingerprint(_NetWithAField(name="a", depth=2)).split(":")[0] != a.split(":")[0]
