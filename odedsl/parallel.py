@@ -59,7 +59,15 @@ class SyncBatchNorm(_BatchNorm):
         c = input.shape[1]
         dims = [0, *range(2, input.dim())]
         view = (1, c) + (1,) * (input.dim() - 2)
-        local = torch.cat([input.sum(dims), input.new_full((1,), input.numel() // c)])
+        # float32 at least: under autocast the input may be float16, where a count above
+        # 65504 is inf (NaN outputs) and bfloat16, where counts above 256 round
+        wide = torch.float64 if input.dtype == torch.float64 else torch.float32
+        local = torch.cat(
+            [
+                input.sum(dims, dtype=wide),
+                torch.full((1,), input.numel() // c, dtype=wide, device=input.device),
+            ]
+        )
         total = _AllReduceSum.apply(local, group)
         count = float(total[c].detach())
         mean = total[:c] / count
@@ -68,6 +76,8 @@ class SyncBatchNorm(_BatchNorm):
         out = centred * torch.rsqrt(var + self.eps).view(view)
         if self.affine:
             out = out * self.weight.view(view) + self.bias.view(view)
+        if not torch.is_autocast_enabled(input.device.type):  # autocast: float32, as torch's
+            out = out.to(input.dtype)
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), count)
         return out

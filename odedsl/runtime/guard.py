@@ -80,7 +80,11 @@ class FiniteProbe:
 
     def add(self, state: Sequence[Tensor]) -> None:
         for s in state:
-            part = s.detach().sum()
+            # float16 sums of finite states overflow past 65504: a false alarm ran the
+            # non-finite locator's extra reconstruction walk on every backward
+            part = s.detach().sum(
+                dtype=torch.float64 if s.dtype == torch.float64 else torch.float32
+            )
             if self._sum is None:
                 self._sum = part
             else:
@@ -160,7 +164,9 @@ def _squares(got: Sequence[Tensor], true: Sequence[Tensor]) -> tuple[Tensor, Ten
     """‖got − true‖² and ‖true‖² over all state tensors, in float64 (no sync)."""
     num = sum(((g.double() - t.double()) ** 2).sum() for g, t in zip(got, true, strict=True))
     den = sum((t.double() ** 2).sum() for t in true)
-    return torch.as_tensor(num), torch.as_tensor(den)
+    # the state's device: as_tensor alone follows torch.set_default_device, even for tensors
+    device = true[0].device if true else None
+    return torch.as_tensor(num, device=device), torch.as_tensor(den, device=device)
 
 
 def relative_error(got: Sequence[Tensor], true: Sequence[Tensor]) -> float:

@@ -36,7 +36,9 @@ _MASK = (1 << 64) - 1
 
 def draw_base_seed() -> int:
     """One seed from the global CPU generator (so ``torch.manual_seed`` fixes a run)."""
-    return int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
+    # device="cpu": under torch.set_default_device("cuda") it would draw from the CUDA
+    # generator, and .item() would wait for the GPU once per stochastic stage call
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64, device="cpu").item())
 
 
 def mix_seed(base: int, *key: int) -> int:
@@ -61,10 +63,15 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
             torch.default_generator.manual_seed(seed)
             yield
         return
+    if device.type == "meta":  # no values, no random stream
+        yield
+        return
     index = device.index if device.index is not None else 0
-    backend = getattr(torch, device.type)
+    backend = torch.get_device_module(device.type)
+    # torch.mps has no device context (one device); cuda and xpu do
+    select = backend.device(index) if hasattr(backend, "device") else contextlib.nullcontext()
     with torch.random.fork_rng(devices=[index], device_type=device.type):
-        with backend.device(index):
+        with select:
             backend.manual_seed(seed)
         yield
 

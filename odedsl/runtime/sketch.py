@@ -49,7 +49,9 @@ def _gaussian(rows: int, dtype: torch.dtype, device: torch.device, salt: int) ->
     found = _CACHE.get(key)
     if found is None:
         g = torch.Generator().manual_seed(_SEED + salt)
-        found = torch.randn(rows, PROJECTIONS, generator=g, dtype=torch.float64)
+        # on the generator's device: under torch.set_default_device("cuda") a CPU generator
+        # with a CUDA randn is an error, and every exact invert call builds a sketch
+        found = torch.randn(rows, PROJECTIONS, generator=g, dtype=torch.float64, device="cpu")
         found = found.to(device=device, dtype=dtype)
         if type(found) is Tensor and not torch.compiler.is_compiling():
             if len(_CACHE) >= _CACHE_LIMIT:

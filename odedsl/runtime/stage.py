@@ -182,11 +182,16 @@ class OdeStage(nn.Module):
             self._blends.clear()
 
     def anchor_plan(
-        self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+        self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> AnchorPlan:
         """Anchors invert mode keeps for a state of ``dtype`` on ``device`` (none in other
-        modes): the planned ones, or the denser spacing a gradient-taking call measured."""
+        modes): the planned ones, or the denser spacing a gradient-taking call measured.
+        ``device``: by default the stage's parameters' (measurements are kept per device
+        type, so a CUDA run read as "cpu" reported the plan instead of what it measured)."""
         if isinstance(self._mode, Invert):
+            if device is None:
+                first = next(self.parameters(), None)
+                device = first.device if first is not None else "cpu"
             return self._mode.plan_for(self, dtype, device)
         return AnchorPlan(None, 0)
 
@@ -430,7 +435,9 @@ def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn
 
     Without this call a stage does the same, with default options (inductor), whenever it runs
     inside ``torch.compile``; call it to choose the options (``backend="aot_eager"``,
-    ``mode="max-autotune"``...). ``enabled=False`` removes the setting again.
+    ``mode="max-autotune-no-cudagraphs"``...). ``enabled=False`` removes the setting again.
+    Modes with CUDA graphs (``"reduce-overhead"``, ``"max-autotune"``) assume fixed tensor
+    addresses, while every layer passes its own weights to the one graph: untested.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"compile_steps takes an nn.Module, got {type(module).__name__}")
