@@ -57,18 +57,24 @@ def atomic_write_text(text: str, path: Path) -> None:
         raise
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random stream training reads, as tensors (``weights_only``-loadable)."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Every random stream training reads, as tensors (``weights_only``-loadable): the CPU
+    stream and, training on a GPU, that GPU's alone (the streams of every visible GPU made a
+    resume on a machine with fewer GPUs fail, and one on another index read another stream)."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = [torch.cuda.get_rng_state(device)]
     return state
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
+    """Put back what :func:`rng_state` kept; ``device``: the GPU this run trains on. Older
+    checkpoints kept every visible GPU's stream, by index: the device's own is taken."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    cuda = list(state.get("cuda") or [])
+    if cuda and device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(cuda[index] if index < len(cuda) else cuda[0], device)
 
 
 class _Plain(TypedDict):

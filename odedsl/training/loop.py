@@ -171,7 +171,7 @@ class Trainer:
             "history": list(self.history),
             "step_losses": torch.tensor(self.step_losses, dtype=torch.float64),
             "elapsed": self.elapsed,
-            "rng": rng_state(),
+            "rng": rng_state(self.device),
             "config": self.cfg.resumable(),
             **self.meta,
         }
@@ -219,7 +219,7 @@ class Trainer:
         self.history = [dict(h) for h in ckpt["history"]]
         self.step_losses = [float(v) for v in ckpt["step_losses"].tolist()]
         self.elapsed = float(ckpt["elapsed"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], self.device)
 
     # ------------------------------------------------------------------ training
     def measure_memory(self) -> None:
@@ -290,6 +290,8 @@ class Trainer:
         cfg = self.cfg
         order = epoch_order(self.n_train, cfg.seed, self.epoch)
         crash_after = crash_after_env()
+        if self.device.type == "cuda":  # this epoch's peak, not the memory probe's before it
+            torch.cuda.reset_peak_memory_stats(self.device)
         mem = self._memory_text()
         bar = (
             EpochBar(self.console, self.epoch, cfg.epochs, self.steps, mem)
@@ -351,9 +353,12 @@ class Trainer:
             hook(self)
 
     def _memory_text(self) -> str:
+        """On CPU the activations this run's modes keep (saved-tensor bytes, measured once); on
+        CUDA the allocator's peak since the epoch began: weights, optimizer state and
+        workspace included, so it is called "peak", not "act"."""
         if self.device.type == "cuda":
-            return human_bytes(torch.cuda.max_memory_allocated(self.device))
-        return human_bytes(self.memory.get("run", 0))
+            return "peak " + human_bytes(torch.cuda.max_memory_allocated(self.device))
+        return "act " + human_bytes(self.memory.get("run", 0))
 
     def run(self) -> None:
         while self.epoch < self.cfg.epochs:

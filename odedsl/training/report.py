@@ -74,7 +74,7 @@ class EpochBar:
             MofNCompleteColumn(),
             TextColumn(
                 "loss {task.fields[loss]:.4f}  acc {task.fields[acc]:6.1%}  "
-                "{task.fields[rate]:5.0f} samples/s  act {task.fields[mem]}{task.fields[test]}"
+                "{task.fields[rate]:5.0f} samples/s  {task.fields[mem]}{task.fields[test]}"
             ),
             TimeElapsedColumn(),
             console=console,

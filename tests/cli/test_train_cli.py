@@ -59,6 +59,7 @@ def test_reduced_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     captured = capsys.readouterr()
     assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
     assert "samples/s" in captured.err and "loss" in captured.err and "test" in captured.err
+    assert "act " in captured.err  # on CPU: the run's activations ("peak" on CUDA)
     assert "test accuracy" in captured.out and "activations" in captured.out
     log = json.loads((out / "log.json").read_text())
     assert log["final"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
