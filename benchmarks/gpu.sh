@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu.sh dry-run   # here: the same plumbing on CPU at --quick sizes
 #
 # `run` needs only the GPU image's python3 (torch, jinja2, rich, matplotlib, torchdiffeq are in
-# it) plus the wheels `prepare` put in .whl/ (lark, pydantic, momentumnet, memcnn). Each part has
+# it) plus the wheels `prepare` put in .whl/ (lark, pydantic and typing-extensions at the
+# versions pydantic needs, momentumnet, memcnn). Each part has
 # its own time limit so the whole stays under about 9 minutes; every result goes into one archive
 # in $OUT (the device tool returns at most 8 files): gpu_results.tar.gz, and the log gpu.log.
 # Order: what no other machine can measure first (CUDA tests, the deepest Hamiltonian network,
@@ -24,7 +25,7 @@ prepare() {
   # the versions this checkout's environment (.venv, made from constraints.txt) runs
   local py="${PYTHON:-.venv/bin/python}" pins
   pins=$("$py" -m pip freeze | grep -i -E \
-    '^(lark|pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|momentumnet|memcnn)==')
+    '^(lark|pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|typing[-_]extensions|momentumnet|memcnn)==')
   echo "$pins"
   # shellcheck disable=SC2086
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
