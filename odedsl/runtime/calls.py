@@ -159,16 +159,24 @@ class LayerCall:
         occurrence = self._seen.get((name, c), 0)
         self._seen[(name, c)] = occurrence + 1
         key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))
+        kept: list[tuple[CallKey, list[Tensor], list[int]]] = []
         if self.ctx.buffers is not None and tables is not None:
-            self._replay_buffers(name, blend, modules, (*key, occurrence), tables)
+            kept = self._replay_buffers(name, blend, modules, (*key, occurrence), tables)
         if self.ctx.seed is None:
             if compiler is not None:
-                return _evaluate_compiled(compiler, name, modules, blend, x, tables)
-            return _evaluate(modules, blend, x)
-        with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
-            if compiler is not None:
-                return _evaluate_compiled(compiler, name, modules, blend, x, tables)
-            return _evaluate(modules, blend, x)
+                out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
+            else:
+                out = _evaluate(modules, blend, x)
+        else:
+            with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
+                if compiler is not None:
+                    out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
+                else:
+                    out = _evaluate(modules, blend, x)
+        for call, buffers, versions in kept:  # buffers the call only read: as they are now
+            if [b._version for b in buffers] == versions:
+                del self.ctx.buffers[call]  # type: ignore[union-attr]
+        return out
 
     def _replay_buffers(
         self,
@@ -177,22 +185,30 @@ class LayerCall:
         modules: Sequence[nn.Module],
         key: CallKey,
         tables: StageTables,
-    ) -> None:
+    ) -> list[tuple[CallKey, list[Tensor], list[int]]]:
         """The forward (no guard) keeps the buffers of each replayed slot this call reads; a
         re-run (guarded: what it changes is put back after) reads them again. A call the
-        forward never made (an approximate inverse's) reads the buffers as they are."""
+        forward never made (an approximate inverse's) reads the buffers as they are.
+
+        Returns the forward's new copies with the slot's buffer versions: a call that did not
+        write its buffers (orthogonal's ``base``) drops its copy after the call, so only
+        buffers a call updates cost memory per call."""
         kept = self.ctx.buffers
         assert kept is not None
+        new: list[tuple[CallKey, list[Tensor], list[int]]] = []
         for slot, _ in blend:
             if (name, slot) not in tables.replayed:
                 continue
             buffers = tables.buffers_of(name, slot)
+            call = (*key, slot)
             if self.guard is None:
-                kept[(*key, slot)] = [b.detach().clone() for b in buffers]
-            elif (found := kept.get((*key, slot))) is not None:
+                kept[call] = [b.detach().clone() for b in buffers]
+                new.append((call, buffers, [b._version for b in buffers]))
+            elif (found := kept.get(call)) is not None:
                 with torch.no_grad():
                     for b, value in zip(buffers, found, strict=True):
                         b.copy_(value)
+        return new
 
 
 def _blended(modules: Sequence[nn.Module], blend: Blend) -> tuple[int, dict[str, Tensor]]:

@@ -131,3 +131,40 @@ def test_batch_norm_is_not_replayed() -> None:
     sn = build("hamiltonian", "invert", "untied", 0)
     tables = sn.get_submodule("s").tables()
     assert tables.replayed == tables.buffered and len(tables.replayed) == 2 * 6
+
+
+def test_buffers_a_call_only_reads_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``orthogonal`` keeps a ``base`` buffer it reads and never writes in forward: its copies
+    are dropped after each call (a weight-sized copy per layer otherwise); spectral norm's,
+    which every read updates, are kept, one per read."""
+    import odedsl.runtime.stage as stage_module
+
+    contexts: list[object] = []
+    real = stage_module.RunContext
+
+    def recording(*args: object) -> object:
+        ctx = real(*args)
+        contexts.append(ctx)
+        return ctx
+
+    monkeypatch.setattr(stage_module, "RunContext", recording)
+    kept = {}
+    for how, wrap in (("orthogonal", parametrizations.orthogonal), ("spectral", None)):
+        torch.manual_seed(0)
+        model = build("hamiltonian", "invert", "untied", 0) if wrap is None else None
+        if wrap is not None:
+            torch.manual_seed(0)
+            model = odedsl.compile(
+                SPEC.format(integrator="hamiltonian", weights="untied", dropout=""),
+                dtype=torch.float64,
+                backward="invert",
+                state=2,
+            )
+            for conv in [m for m in model.get_submodule("s").modules() if isinstance(m, nn.Conv2d)]:
+                wrap(conv)
+        contexts.clear()
+        x = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+        model(x).square().sum().backward()
+        (ctx,) = [c for c in contexts if c.buffers is not None]
+        kept[how] = len(ctx.buffers)
+    assert kept == {"orthogonal": 0, "spectral": 2 * 6}, kept
