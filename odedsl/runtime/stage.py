@@ -79,12 +79,7 @@ class OdeStage(nn.Module):
         self.t0 = float(t0)
         self.schedule = schedule or WeightSchedule("tied")
         self.stochastic = stochastic
-        if not _is_check_setting(check_inverse):
-            raise ValueError(
-                f"stage {name!r}: check_inverse must be None, True, False or a relative "
-                f"tolerance above 0, got {check_inverse!r}"
-            )
-        self.check_inverse = check_inverse
+        self.check_inverse = check_inverse  # validated by the property's setter
         self.check_forward = check_forward
         n_slots = self.schedule.slots(depth, program.offsets)
         for r in program.residuals:
@@ -158,6 +153,23 @@ class OdeStage(nn.Module):
         if not self._step_given:
             self.h = 1.0 / depth
         self._blends.clear()
+
+    @property
+    def check_inverse(self) -> float | bool | None:
+        """Relative tolerance of invert's reconstruction check (``True``: the dtype's default;
+        ``False``: off, and no drift sketch; ``None``: ``ODEDSL_CHECK_INVERSE`` decides)."""
+        return self.__dict__.get("_check_inverse")
+
+    @check_inverse.setter
+    def check_inverse(self, value: float | bool | None) -> None:
+        # a setter, so that `stage.check_inverse = 0` after construction is refused as the
+        # constructor refuses it (it failed later, inside a backward)
+        if not _is_check_setting(value):
+            raise ValueError(
+                f"stage {self.name!r}: check_inverse must be None, True, False or a relative "
+                f"tolerance above 0, got {value!r}"
+            )
+        self.__dict__["_check_inverse"] = value
 
     @property
     def geometry(self) -> tuple[int, float, float]:

@@ -43,7 +43,13 @@ def test_the_runtime_reads_switches_strictly(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_stage_refuses_a_meaningless_check_tolerance(bad: object) -> None:
     with pytest.raises(ValueError, match="check_inverse must be None, True, False or a relative"):
         make_stage("euler", 2, check_inverse=bad)
-    assert isinstance(make_stage("euler", 2, check_inverse=1e-6), OdeStage)
+    stage = make_stage("euler", 2, check_inverse=1e-6)
+    assert isinstance(stage, OdeStage) and stage.check_inverse == 1e-6
+    with pytest.raises(ValueError, match="check_inverse must be None, True, False or a relative"):
+        stage.check_inverse = bad  # set later: refused too (it failed inside a backward)
+    assert stage.check_inverse == 1e-6
+    stage.check_inverse = False
+    assert stage.check_inverse is False
 
 
 def test_the_off_switch_silences_the_drift_sketch(monkeypatch: pytest.MonkeyPatch) -> None:
