@@ -168,3 +168,18 @@ def test_buffers_a_call_only_reads_are_not_kept(monkeypatch: pytest.MonkeyPatch)
         (ctx,) = [c for c in contexts if c.buffers is not None]
         kept[how] = len(ctx.buffers)
     assert kept == {"orthogonal": 0, "spectral": 2 * 6}, kept
+
+
+def test_spectral_norm_under_compiled_residuals() -> None:
+    """A compiled residual writes its buffers back after the graph (functionalised): the
+    replay sees the write and restores them the same way."""
+    from odedsl.runtime import compile_steps
+
+    ref = build("hamiltonian", "store", "untied", 0)
+    test = compile_steps(build("hamiltonian", "invert", "untied", 0), backend="aot_eager")
+    want, got = step(ref, 0), step(test, 0)
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-9, atol=1e-12, msg=key)
+    buffers = dict(ref.named_buffers())
+    for key, value in test.named_buffers():
+        assert torch.equal(value, buffers[key]), key
