@@ -8,6 +8,7 @@ stage and records which slots it touched (so a backward VJP differentiates only 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -162,17 +163,12 @@ class LayerCall:
         kept: list[tuple[CallKey, list[Tensor], list[int]]] = []
         if self.ctx.buffers is not None and tables is not None:
             kept = self._replay_buffers(name, blend, modules, (*key, occurrence), tables)
-        if self.ctx.seed is None:
+        seed = self.ctx.seed
+        with nullcontext() if seed is None else seeded(x.device, mix_seed(seed, *key, occurrence)):
             if compiler is not None:
                 out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
             else:
                 out = _evaluate(modules, blend, x)
-        else:
-            with seeded(x.device, mix_seed(self.ctx.seed, *key, occurrence)):
-                if compiler is not None:
-                    out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
-                else:
-                    out = _evaluate(modules, blend, x)
         for call, buffers, versions in kept:  # buffers the call only read: as they are now
             if [b._version for b in buffers] == versions:
                 del self.ctx.buffers[call]  # type: ignore[union-attr]
