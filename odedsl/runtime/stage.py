@@ -158,7 +158,8 @@ class OdeStage(nn.Module):
     def check_inverse(self) -> float | bool | None:
         """Relative tolerance of invert's reconstruction check (``True``: the dtype's default;
         ``False``: off, and no drift sketch; ``None``: ``ODEDSL_CHECK_INVERSE`` decides)."""
-        return self.__dict__.get("_check_inverse")
+        found = self.__dict__
+        return found["_check_inverse"] if "_check_inverse" in found else found.get("check_inverse")
 
     @check_inverse.setter
     def check_inverse(self, value: float | bool | None) -> None:
