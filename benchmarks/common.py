@@ -28,6 +28,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -524,6 +525,15 @@ def relative_error(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
 
 
 # ----------------------------------------------------------------------------- output
+def write_partial(out: Path, name: str, argv: Sequence[str] | None, rows: list[Any]) -> Path:
+    """The rows measured so far, after each depth, in ``<name>.partial.json`` (removed once
+    the whole JSON is written): a run its time limit stops (a short GPU lease) keeps them."""
+    path = out / f"{name}.partial.json"
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    write_json(path, {"complete": False, "command": command, "rows": rows})
+    return path
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Strict JSON: non-finite floats (an exploded gradient error) become strings."""
     path.parent.mkdir(parents=True, exist_ok=True)

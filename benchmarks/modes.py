@@ -59,6 +59,7 @@ from benchmarks.common import (
     time_round_robin,
     train_step,
     write_json,
+    write_partial,
 )
 from odedsl.cli.argtypes import (
     ScriptParser,
@@ -325,8 +326,11 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     log(f"modes: {residual.describe()}, weights {args.weights}, depths {args.depths}")
     log(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} thread(s)")
     rows: list[dict[str, Any]] = []
+    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    tag += "-unscaled" if args.unscaled else ""
     for depth in args.depths:
         rows += run_depth(depth, args, residual, log)
+        partial = write_partial(args.out, f"modes-{tag}", argv, rows)
     table = print_tables(rows, args.depths, log)
     summary = summarise(rows, args.depths)
     for integrator, s in summary.items():
@@ -350,9 +354,8 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "summary": summary,
         "table": table,
     }
-    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
-    tag += "-unscaled" if args.unscaled else ""
     write_json(args.out / f"modes-{tag}.json", payload)
+    partial.unlink(missing_ok=True)
     if not args.no_plot:
         plot(payload, args.out / f"modes-{tag}.png")
     return payload

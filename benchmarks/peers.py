@@ -71,6 +71,7 @@ from benchmarks.common import (
     time_round_robin,
     train_step,
     write_json,
+    write_partial,
 )
 from odedsl.cli.argtypes import ScriptParser
 from odedsl.integrators import standard_library
@@ -539,8 +540,11 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     for name, why in missing.items():
         log(f"skipping {name}: {why}")
     rows: list[dict[str, Any]] = []
+    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    tag += "-unscaled" if args.unscaled else ""
     for depth in args.depths:
         rows += run_depth(depth, args, residual, peers, log)
+        partial = write_partial(args.out, f"peers-{tag}", argv, rows)
     text = table(rows, missing)
     log(text)
     machine["load_average_end"] = machine_description(args.device).get("load_average")
@@ -555,9 +559,8 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "rows": rows,
         "table": text,
     }
-    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
-    tag += "-unscaled" if args.unscaled else ""
     write_json(args.out / f"peers-{tag}.json", payload)
+    partial.unlink(missing_ok=True)
     if not args.no_plot:
         plot(payload, args.out / f"peers-{tag}.png")
     return payload

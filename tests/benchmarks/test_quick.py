@@ -10,6 +10,7 @@ backprop gradient to float64 rounding.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,26 @@ def test_compile_quick_graph_count_is_independent_of_depth(tmp_path: Path) -> No
     for row in payload["rows"]:
         assert row["cold"]["recompiled_after_first_step"] == 0, row
     assert (tmp_path / next(p.name for p in tmp_path.glob("compile-*.json"))).exists()
+
+
+def test_partial_rows_are_written_after_each_depth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run stopped by its time limit (a short GPU lease) keeps the depths it finished; a run
+    that completes leaves only its whole JSON."""
+    from benchmarks import common
+
+    seen: list[int] = []
+    real = common.write_partial
+
+    def spy(out: Path, name: str, argv: Any, rows: list[Any]) -> Path:
+        path = real(out, name, argv, rows)
+        seen.append(len(json.loads(path.read_text())["rows"]))
+        return path
+
+    monkeypatch.setattr(modes, "write_partial", spy)
+    modes.main(
+        ["--quick", "--integrators", "euler", "--out", str(tmp_path), "--no-plot"], log=_quiet
+    )
+    assert len(seen) == 2 and 0 < seen[0] < seen[1]
+    assert not list(tmp_path.glob("*.partial.json")) and list(tmp_path.glob("modes-*.json"))
