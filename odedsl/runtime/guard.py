@@ -187,11 +187,16 @@ def relative_drift(got: Sequence[Tensor], true: Sequence[Tensor]) -> Tensor:
     return drift_ratio(*_squares(got, true))
 
 
+def exact_drift_tolerance(dtype: torch.dtype) -> float:
+    """The drift of an exact reconstruction the check reports, by default, for ``dtype``."""
+    return EXACT_DRIFT_TOL.get(dtype, 1e-2)
+
+
 def report_drift(stage: str, kind: str, error: float, tol: float, dtype: torch.dtype) -> None:
     """Raise for exact kinds, warn for approximate ones, when ``error`` exceeds the tolerance."""
     exact = kind in EXACT_KINDS
     if tol != tol:  # nan: defaults
-        tol = EXACT_DRIFT_TOL.get(dtype, 1e-2) if exact else APPROX_DRIFT_TOL
+        tol = exact_drift_tolerance(dtype) if exact else APPROX_DRIFT_TOL
     if not error > tol and error == error:
         return
     msg = (

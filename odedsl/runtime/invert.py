@@ -41,7 +41,11 @@ halving the spacing while a segment drifts too far (the first walk saw growth ne
 only far from a restart). The measuring call costs 1.5–1.6× a steady invert step, once
 (``benchmarks.overhead``). The measured spacing is kept on the
 stage and only ever tightens (``load_state_dict`` forgets it); a spacing of 1 (every layer:
-store's memory) is warned once (:class:`AnchorWarning`).
+store's memory) is warned once (:class:`AnchorWarning`). A lifted aim is never trusted past
+the drift check's tolerance (``EXACT_DRIFT_TOL``, or the dtype's floor where higher): a walk
+that loses the state within one layer (auxiliary states growing doubly exponentially) has
+each segment recomputed from its anchor, as ``checkpoint(1)``, and the warning says so (its
+float64 gradients had been 1e75 off behind the memory warning).
 
 Every backward of an exact kind compares its reconstruction with each anchor it meets (one
 sync per anchor). Above half the tolerance the next call measures again (weights that grew
@@ -104,6 +108,7 @@ from odedsl.runtime.guard import (
     NON_FINITE_HINTS,
     FiniteProbe,
     FiniteTracker,
+    exact_drift_tolerance,
     inverse_tolerance,
     relative_drift,
     relative_error,
@@ -298,6 +303,14 @@ def _targets(tol: float, dtype: torch.dtype, aim: float | None = None) -> _Targe
     return _Targets(aim, aim * MEASURE_MARGIN * RECHECK_FRACTION, aim * MEASURE_MARGIN)
 
 
+def _recompute_cap(cfg: _Config) -> float:
+    """The largest anchor drift a backward accepts, whatever the measurement lifted its aim
+    to: the drift check's tolerance, or the dtype's own floor where that is higher (bfloat16
+    residuals under autocast)."""
+    floor = _targets(cfg.anchor_tol, cfg.precision).recompute
+    return max(exact_drift_tolerance(cfg.precision), floor)
+
+
 def forget_measurements(stage: OdeStage, *_: object) -> None:
     """Drop what the stage measured, so its next gradient-taking call measures again (a
     ``load_state_dict`` post-hook: new weights may amplify rounding differently)."""
@@ -433,6 +446,12 @@ def _walk_back(
     restart_drift: list[float] = []  # exact drift where an anchor replaces the reconstruction
     found = _measured(stage).get(cfg.key) if cfg.key is not None else None
     targets = _targets(cfg.anchor_tol, cfg.precision, found.aim if found else None)
+    # A measured aim is lifted to what one reconstructed layer already drifts: rounding no
+    # anchor removes. Past the drift check's tolerance it is no longer rounding but a walk
+    # that does not come back (auxiliary states growing doubly exponentially: gradients 1e75
+    # off, silently, behind a memory warning): such segments are recomputed from their
+    # anchors, exactly, as checkpoint does.
+    limit = min(targets.recompute, _recompute_cap(cfg))
     top, top_g, top_acc = stage.depth, list(g), list(walk.acc)  # the segment's exact end
     with BufferGuard() as guard:
         walk.guard = guard
@@ -450,14 +469,15 @@ def _walk_back(
             if exact:
                 drift = float(relative_drift(state, anchor))  # one sync per anchor
                 restart_drift.append(drift)
-                recompute = not drift <= targets.recompute
+                recompute = not drift <= limit
                 if cfg.group is not None:  # it evaluates residuals: every rank, or none
                     recompute = _agree_max([float(recompute)], cfg.group, state[0].device)[0] > 0
                 if recompute:
                     probe = FiniteProbe()  # what the drifted walk saw no longer counts
                     walk.acc = list(top_acc)
                     g = walk.recompute_segment(n, top, anchor, top_g, probe)
-                    _warn_recomputed(stage, drift, n, top, targets.recompute)
+                    if limit == targets.recompute:  # else expected, and warned when measured
+                        _warn_recomputed(stage, drift, n, top, limit)
             probes.append(probe)
             probe = FiniteProbe()
             state = anchor
@@ -559,7 +579,10 @@ def _measure(
             worst = max(
                 (v for d, v in zip(distances, values, strict=True) if d == first), default=0
             )
-        _warn_dense(stage, worst, first, target, cfg.precision)
+        if target * MEASURE_MARGIN > _recompute_cap(cfg):  # not even one layer comes back
+            _warn_dense(stage, one_layer, 1, target, cfg.precision, recomputes=True)
+        else:
+            _warn_dense(stage, worst, first, target, cfg.precision)
     return anchors
 
 
@@ -620,24 +643,37 @@ def _reconstructed(
 
 
 def _warn_dense(
-    stage: OdeStage, drift: float, layers: int, target: float, dtype: torch.dtype
+    stage: OdeStage,
+    drift: float,
+    layers: int,
+    target: float,
+    dtype: torch.dtype,
+    recomputes: bool = False,
 ) -> None:
-    """Once per stage: measured anchors at every layer cost store's memory (and more time)."""
+    """Once per stage: measured anchors at every layer cost store's memory (and more time);
+    ``recomputes``: even one layer does not come back, so each is recomputed from its anchor."""
     if stage.__dict__.get(_WARNED_DENSE):
         return
     stage.__dict__[_WARNED_DENSE] = True
-    warnings.warn(
-        AnchorWarning(
-            f"stage {stage.name!r}: its inverse grows rounding so fast (a drift of {drift:.3g} "
-            f"after {layers} layer{'s' if layers > 1 else ''} in "
-            f"{str(dtype).removeprefix('torch.')}; the anchors aim at {target:.3g}) "
-            "that invert now keeps the state of every layer: the memory of store, and more "
-            "time. Use backward store for this stage, or a looser Invert(anchor_tol=...) if "
-            "that drift is acceptable.",
-            stage=stage.name,
-        ),
-        stacklevel=6,
+    where = (
+        f"a drift of {drift:.3g} after {layers} layer{'s' if layers > 1 else ''} in "
+        f"{str(dtype).removeprefix('torch.')}"
     )
+    if recomputes:
+        text = (
+            f"stage {stage.name!r}: its inverse does not reconstruct even one layer within the "
+            f"drift tolerance ({where}), so invert keeps the state of every layer and "
+            "recomputes each layer from it (exact, as checkpoint(1)): the memory of store and "
+            "more time than checkpoint(1). Use backward checkpoint(1) or store for this stage."
+        )
+    else:
+        text = (
+            f"stage {stage.name!r}: its inverse grows rounding so fast ({where}; the anchors "
+            f"aim at {target:.3g}) that invert now keeps the state of every layer: the memory "
+            "of store, and more time. Use backward store for this stage, or a looser "
+            "Invert(anchor_tol=...) if that drift is acceptable."
+        )
+    warnings.warn(AnchorWarning(text, stage=stage.name), stacklevel=6)
 
 
 def _collective_group(tables: StageTables) -> Any:

@@ -296,3 +296,53 @@ def test_half_precision_states_are_not_anchored_below_their_rounding():
     assert stage.anchor_plan(torch.bfloat16) == (None, 0)
     stage.backward_mode = Invert(measure_anchors=False)
     assert activation_bytes(stage, x) == measured
+
+
+DOUBLY_EXPONENTIAL = """\
+integrator q(x, v = -2, w = -2) {
+    x -= 2 * g(v, t)
+    w -= 0.5 * x * v
+    v -= w * w
+}
+network net(depth: int = 7) {
+    input vector[4]
+    stage body = ode(depth) {
+        integrator q
+        weights tied
+        backward invert
+        residual { linear(4) tanh }
+    }
+}
+"""
+
+
+@pytest.mark.parametrize("depth", [5, 7])
+def test_a_walk_that_does_not_come_back_is_recomputed_from_every_anchor(depth: int) -> None:
+    """An "exact" integrator whose auxiliary states grow doubly exponentially (w ← w − x·v/2,
+    v ← v − w²: 1e50 to 1e110 by layer 7) loses the state in one reconstructed layer. The
+    measurement lifted its aim to that one-layer drift and accepted it at every anchor: the
+    float64 gradient was 1e75 off store's behind a warning about memory (found by a red-team
+    pass on 2026-12-02). Anchor drift past the drift check's tolerance is now recomputed from
+    the anchor, so the gradient is store's, and the warning says so."""
+    import odedsl
+
+    grads = {}
+    for mode in ("store", "invert"):
+        torch.manual_seed(0)
+        model = odedsl.compile(DOUBLY_EXPONENTIAL, dtype=torch.float64, backward=mode, depth=depth)
+        torch.manual_seed(1)
+        x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):  # the measuring call, then a steady one
+                model.zero_grad()
+                x.grad = None
+                model(x).square().sum().backward()
+        grads[mode] = {**{k: p.grad for k, p in model.named_parameters()}, "x": x.grad}
+        if mode == "invert":
+            (warning,) = [w.message for w in caught if isinstance(w.message, AnchorWarning)]
+            assert "does not reconstruct even one layer" in str(warning)
+            assert "checkpoint(1)" in str(warning)
+            assert not [w for w in caught if isinstance(w.message, InversionDriftWarning)]
+    for key, want in grads["store"].items():
+        torch.testing.assert_close(grads["invert"][key], want, rtol=1e-9, atol=1e-12, msg=key)
