@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.compiled import StepCompiler
-from odedsl.runtime.errors import ShardedResidualError, TracedStageWarning
+from odedsl.runtime.errors import NumericalFault, ShardedResidualError, TracedStageWarning
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan, forget_measurements
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
@@ -267,6 +267,30 @@ class OdeStage(nn.Module):
         plain lookups)."""
         step, h, t = self.step_at(n), self.h, self.time_at(n)
         tables = tables if tables is not None else ctx.tables
+        try:
+            out = self._step(n, step, state, ctx, guard, tables, h, t)
+        except ArithmeticError as exc:  # a coefficient of t or h, in Python floats
+            raise NumericalFault(
+                f"stage {self.name!r}: the integrator's coefficients fail at layer {n} "
+                f"(t = {t:g}, h = {h:g}): {exc}",
+                stage=self.name,
+                layer=n,
+                hint="a coefficient divides by zero or overflows at this layer's time; "
+                "change the integrator, or the depth or step that puts a layer there",
+            ) from None
+        return keep_dtypes(out, state)
+
+    def _step(
+        self,
+        n: int,
+        step: Step,
+        state: State,
+        ctx: RunContext,
+        guard: BufferGuard | None,
+        tables: StageTables | None,
+        h: float,
+        t: float,
+    ) -> State:
         if ctx.keyed and step.updates:
             new = list(state)
             for u, up in enumerate(step.updates, start=1):
@@ -276,10 +300,8 @@ class OdeStage(nn.Module):
                     new[up.target] = up.factor * new[up.target] + e
                 else:
                     new[up.a], new[up.b] = new[up.b], new[up.a]
-            out: State = tuple(new)
-        else:
-            out = step.forward(state, LayerCall(self, n, ctx, 0, None, guard, tables), h, t)
-        return keep_dtypes(out, state)
+            return tuple(new)
+        return step.forward(state, LayerCall(self, n, ctx, 0, None, guard, tables), h, t)
 
     def run_layers(
         self,

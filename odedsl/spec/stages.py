@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
 from odedsl.integrators import Integrator
@@ -15,6 +16,11 @@ from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
 from odedsl.spec.model import SequenceSpec, StageSpec
 from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
 from odedsl.syntax import ast
+
+if TYPE_CHECKING:
+    import torch
+
+    from odedsl.runtime.program import Step
 
 WEIGHTS = ("tied", "untied", "shared", "interpolated")
 BACKWARDS = ("store", "checkpoint", "invert")
@@ -121,10 +127,17 @@ def validate_stage(
     )
 
 
+#: Layers whose times a time-dependent integrator's coefficients are tried at (all of them up
+#: to this depth; deeper stages get the first and last, and the runtime names a failing layer).
+DRY_RUN_LAYERS = 4096
+
+
 def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: int) -> None:
-    """Run the step and its inverse once on a one-element state with unit residuals, at the
-    first and last layer's time: scalar coefficients that divide by zero or overflow for this
-    h and these parameters fail here, located, instead of in the middle of training."""
+    """Run the step and its inverse on a one-element state with unit residuals, at the first
+    and last layer's time, and at every layer's when the coefficients depend on t (a generic
+    time gives other values): scalar coefficients that divide by zero or overflow for this h
+    and these parameters fail here, located, instead of in the middle of training (a
+    ``h / (t - 0.4)`` at the third of five layers passed, then crashed the forward)."""
     import torch
 
     program = integrator.program(params)
@@ -135,19 +148,32 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
     state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
     # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
     # user's terminal to the located diagnostic.
+    def values_at(step: Step, t: float) -> list[torch.Tensor]:
+        try:
+            outs = [step.forward(state, call, h, t)]
+            if step.inverse is not None:
+                outs.append(step.inverse(state, call, h, t))
+        except ArithmeticError as exc:
+            raise ArithmeticError(f"{exc} at t = {t:g}") from None
+        values = [v for out in outs for v in out]
+        if any(v.is_complex() for v in values):  # a Python float ** 0.5 of a negative
+            raise ArithmeticError(f"a coefficient is not real at t = {t:g}")
+        if not all(torch.isfinite(v).all() for v in values):
+            raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
+        return values
+
     with contextlib.redirect_stderr(io.StringIO()):
         for step in (program.step, program.first):
             if step is None:
                 continue
-            for t in (0.0, (depth - 1) * h):
-                outs = [step.forward(state, call, h, t)]
-                if step.inverse is not None:
-                    outs.append(step.inverse(state, call, h, t))
-                values = [v for out in outs for v in out]
-                if any(v.is_complex() for v in values):  # a Python float ** 0.5 of a negative
-                    raise ArithmeticError(f"a coefficient is not real at t = {t:g}")
-                if not all(torch.isfinite(v).all() for v in values):
-                    raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
+            first = values_at(step, 0.0)
+            values_at(step, (depth - 1) * h)
+            if step is program.first or depth > DRY_RUN_LAYERS:
+                continue
+            generic = values_at(step, 1 / 3)
+            if not all(torch.equal(a, b) for a, b in zip(first, generic, strict=True)):
+                for n in range(1, depth - 1):  # coefficients that read t: every layer's time
+                    values_at(step, n * h)
 
 
 def _int(

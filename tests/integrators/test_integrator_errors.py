@@ -370,3 +370,54 @@ def test_growth_of_an_exact_step_reads_the_modulus_of_each_factor() -> None:
     integ = user_integrator("integrator m(x, v = 0) { v = 0.5 * v + f(x, t)  x = -2 * x + h * v }")
     cls = integ.classify()
     assert cls.kind == "exact-unstable" and "×2/layer" in cls.reason
+
+
+SINGULAR_INSIDE = """\
+integrator bad(x, v = 0) {
+    v += h / (t - 0.4) * f(x, t)
+    x += h * v
+}
+network net(depth: int = 5) {
+    input vector[4]
+    stage body = ode(depth) {
+        integrator bad
+        weights tied
+        backward invert
+        residual { linear(4) tanh }
+    }
+}
+"""
+
+
+def test_a_coefficient_singular_at_an_inner_layer_is_located() -> None:
+    """Coefficients were tried at the first and last layer's time only: h / (t - 0.4) at the
+    third of five layers passed `check`, then the forward crashed with a bare
+    ZeroDivisionError (red-team pass, 2026-12-02). Time-dependent coefficients are now tried
+    at every layer's time."""
+    from odedsl.spec.load import load_spec
+
+    with pytest.raises(DslError) as err:
+        load_spec(SINGULAR_INSIDE)
+    (item,) = err.value.diagnostics
+    assert item.code == "E240" and (item.span.line, item.span.column) == (8, 9)
+    assert "division by zero at t = 0.4" in item.message
+    load_spec(SINGULAR_INSIDE, depth=2)  # t = 0, 0.5: fine
+
+
+def test_a_layer_moved_onto_the_singularity_is_a_named_fault() -> None:
+    """A start time or depth changed after the check (or a depth past the checked range) can
+    still put a layer there: the forward names the stage, the layer and the time instead of
+    a bare ZeroDivisionError."""
+    import odedsl
+    from odedsl.runtime import NumericalFault, OdeStage
+
+    model = odedsl.compile(SINGULAR_INSIDE, depth=2)
+    stage = next(m for m in model.modules() if isinstance(m, OdeStage))
+    stage.t0 = -0.1  # layers at t = -0.1 and 0.4
+    with pytest.raises(NumericalFault) as err:
+        model(torch.randn(3, 4))
+    assert err.value.stage == "body" and err.value.layer == 1
+    assert "coefficients fail at layer 1 (t = 0.4, h = 0.5): float division by zero" in str(
+        err.value
+    )
+    assert "\n  hint: " in str(err.value)
