@@ -146,7 +146,10 @@ class Integrator:
     ) -> Classification:
         """The inverse kind, why, and a W300 warning when the exact inverse amplifies rounding."""
         step, first = self._derive(params)
-        weakest = step if first is None or _RANK[step.kind] >= _RANK[first.kind] else first
+        # a start block runs once: a factor below 1 there multiplies rounding once, a bounded
+        # growth, so its exact-unstable counts as exact (it was reported "×2/layer")
+        once = first and ("exact" if first.kind == "exact-unstable" else first.kind)
+        weakest = step if first is None or _RANK[step.kind] >= _RANK[once] else first
         located: tuple[Diagnostic, ...] = ()
         if step.growth > 1.0:
             located = (self._growth_warning(step, depth),)

@@ -185,3 +185,18 @@ def test_a_two_step_recursion_with_a_double_root_warns_in_every_mode(
     (warning,) = found
     assert f"double root at {root}" in warning.message and "summed form" in (warning.hint or "")
     assert warning.span is not None and warning.span.line == decl.count("\n") + 5
+
+
+def test_a_factor_below_one_in_the_start_block_is_exact() -> None:
+    """The start block runs once, so its factor 1/2 doubles rounding once: the kind is exact
+    (it was reported exact-unstable, "×2/layer", with no W300 to match; red-team pass,
+    2026-12-02). In the body the same factor is exact-unstable."""
+    once = user_integrator(
+        "integrator w(x, v = 0) {\n    start { v = 0.5 * v + h * f(x, t)  x += v }\n"
+        "    v += h * f(x, t)\n    x += h * v\n}"
+    )
+    assert once.classify().kind == "exact" and once.classify().warnings == ()
+    every = user_integrator(
+        "integrator w(x, v = 0) {\n    v = 0.5 * v + h * f(x, t)\n    x += v\n}"
+    )
+    assert every.classify().kind == "exact-unstable"
