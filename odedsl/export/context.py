@@ -8,6 +8,7 @@ network has the compiled one's module tree (hence the same ``state_dict`` keys).
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from odedsl import runtime
 from odedsl.compiler.graph import class_name
 from odedsl.export.layers import layer_call
 from odedsl.export.safety import (
+    BUG,
     E_NAME,
     RESIDUAL_FUNCTION,
     Code,
@@ -35,6 +37,7 @@ from odedsl.export.steps import StepClass, step_class
 from odedsl.export.vendor import Imports, Vendored
 from odedsl.runtime import OdeStage
 from odedsl.runtime import layers as runtime_layers
+from odedsl.spec.fingerprint import network_fingerprint
 from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
@@ -127,6 +130,7 @@ class ModelContext:
     parts: list[Part]
     standalone: bool
     loss: Code  # the training script's: "cross_entropy" for class scores, else "mse"
+    fingerprint: Code  # the network's digest (odedsl.spec.fingerprint), which resumes check
     imports: Code = field(default_factory=Code)
     runtime: Code = field(default_factory=Code)
     runtime_note: list[Code] = field(default_factory=list)
@@ -200,6 +204,14 @@ def _module_hint(name: str) -> str:
     )
 
 
+def _fingerprint(net: NetworkSpec) -> Code:
+    """The network's digest as a literal: hex digits and one colon, nothing from the spec."""
+    found = network_fingerprint(net)
+    if not re.fullmatch(r"[0-9a-f]{16}:[0-9a-f]{16}", found):
+        raise AssertionError(f"{BUG}: a network fingerprint of another form: {found!r}")
+    return Code(f'"{found}"')
+
+
 def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContext:
     """The model template's data; ``vendored``: the runtime to embed (``--standalone``)."""
     net = spec.network
@@ -268,6 +280,7 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
         parts=parts,
         standalone=vendored is not None,
         loss=Code('"cross_entropy"' if len(net.output_shape) == 1 else '"mse"'),
+        fingerprint=_fingerprint(net),
         used=used,
     )
     ctx.uses_zero_init = "zero_init" in used

@@ -21,13 +21,13 @@ from rich.console import Console
 
 from odedsl.diagnostics import DslError
 from odedsl.spec.evaluate import Value
+from odedsl.spec.fingerprint import network_fingerprint
 from odedsl.training.checkpoint import (
     CHECKPOINT,
     atomic_save,
     atomic_write_text,
     damaged,
     load_checkpoint,
-    network_fingerprint,
     same_network,
 )
 from odedsl.training.config import (

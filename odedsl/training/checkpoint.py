@@ -8,8 +8,6 @@ same folder, fsync, ``os.replace``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import tempfile
@@ -158,29 +156,6 @@ class _Checkpoint(_Plain):
 
 
 _CHECKPOINT = TypeAdapter(_Checkpoint)
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def network_fingerprint(network: Any) -> str:
-    """What a run trains, as ``<schema digest>:<network digest>``: the validated network
-    (layers, shapes, integrators and their parameters, depths, weight rules, parameters)
-    without its ``origin`` positions, so a comment edited in the spec still resumes while
-    another spec or network does not. The schema digest (of the spec model's JSON schema)
-    says which description the network digest is of: an odedsl whose model gained or
-    renamed a field describes the same network differently (:func:`same_network`)."""
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "origin"}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    schema = _digest(type(network).model_json_schema())
-    return f"{schema}:{_digest(strip(network.model_dump(mode='json')))}"
 
 
 def same_network(saved: str | None, current: str) -> bool | None:

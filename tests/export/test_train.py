@@ -34,6 +34,7 @@ def test_one_epoch_on_synthetic_data_then_resume(folder: Path) -> None:
     odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
     assert not list((folder / "run").glob(".*.tmp"))  # written atomically
 
+    first = ckpt
     resumed = [*ARGS[:1], "2", *ARGS[2:], "--resume", "run/checkpoint.pt", "--backward", "store"]
     proc = run_python(["train_resnet.py", *resumed], cwd=folder, block_odedsl=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,9 +42,27 @@ def test_one_epoch_on_synthetic_data_then_resume(folder: Path) -> None:
     ckpt = torch.load(folder / "run" / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     # more epochs on resume: the cosine now ends at the new last step (it used to climb back
-    # up past the old one)
+    # up past the old one), and starts from where the new schedule is, not from the old
+    # end's lr 0, where the recursion stayed: the second epoch trained nothing (audit,
+    # 2026-12-02)
     assert ckpt["schedule"]["T_max"] == ckpt["schedule"]["last_epoch"] == 4  # 2 epochs × 2
     assert ckpt["schedule"]["_last_lr"][0] < 1e-6
+    moved = [k for k, v in ckpt["model"].items() if k.endswith("weight")]
+    assert moved and all(not torch.equal(ckpt["model"][k], first["model"][k]) for k in moved)
+
+    done = [*ARGS[:1], "2", *ARGS[2:], "--resume", "run/checkpoint.pt"]  # nothing left to run
+    proc = run_python(["train_resnet.py", *done], cwd=folder, block_odedsl=True)
+    assert proc.returncode == 2 and "has run 2 epochs; ask for more with --epochs" in proc.stderr
+
+    foreign = dict(ckpt, network="0" * 16 + ":" + "0" * 16)  # another network's digest
+    torch.save(foreign, folder / "foreign.pt")
+    proc = run_python(
+        ["train_resnet.py", *ARGS[:1], "3", *ARGS[2:], "--resume", "foreign.pt"],
+        cwd=folder,
+        block_odedsl=True,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "a checkpoint of another network" in proc.stderr
 
     other = [*resumed, "--optimizer", "adamw"]  # an SGD checkpoint under another optimizer
     proc = run_python(["train_resnet.py", *other], cwd=folder, block_odedsl=True)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from odedsl.diagnostics import DslError
+from odedsl.spec.fingerprint import network_fingerprint
 from odedsl.training import train
 from odedsl.training.checkpoint import (
     CHECKPOINT,
@@ -21,7 +22,6 @@ from odedsl.training.checkpoint import (
     check_optimizer_state,
     check_progress,
     load_checkpoint,
-    network_fingerprint,
 )
 
 pytest.importorskip("sklearn")
