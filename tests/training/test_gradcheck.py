@@ -9,6 +9,7 @@ import torch
 
 import odedsl
 from odedsl.training.gradcheck import (
+    compare,
     gradient_errors,
     load_with_integrator,
     perturb,
@@ -131,3 +132,29 @@ def test_gradcheck_reports_the_anchors_invert_kept(specs: Path) -> None:
     assert stored["body"].anchors is None
     stable = _by_stage(gradient_errors(specs / "revnet.ode", overrides={"depth": 3, "size": 8}))
     assert stable["body"].anchors == 0
+
+
+TWO_STAGES = """\
+network two(depth: int = 4) {
+    input vector[6]
+    stage a = ode(depth) { integrator euler backward store residual { linear(6) tanh } }
+    stage b = ode(depth) { integrator euler backward invert residual { linear(6) tanh } }
+}
+"""
+
+
+def test_a_stage_row_measures_its_own_mode_only() -> None:
+    """A store stage before an approximate invert stage showed the later stage's error as its
+    own (1.7e-3; audit, 2026-12-02): each row now has its stage in its mode and every other
+    stage in store. The `all` row keeps the whole network's error."""
+    torch.manual_seed(0)
+    ref = odedsl.compile(TWO_STAGES, dtype=torch.float64, backward="store")
+    test = odedsl.compile(TWO_STAGES, dtype=torch.float64)
+    test.load_state_dict(ref.state_dict())
+    rows = _by_stage(compare(ref, test, depth=4))
+    assert rows["a"].backward == "store" and rows["a"].grad_error == 0.0
+    assert rows["b"].grad_error > 1e-3 and rows["all"].grad_error > 1e-3
+    alone = odedsl.compile(TWO_STAGES, dtype=torch.float64, backward="store")
+    alone.load_state_dict(ref.state_dict())
+    alone.get_submodule("b").backward_mode = "invert"
+    assert _by_stage(compare(ref, alone, depth=4))["b"].grad_error == rows["b"].grad_error
