@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for w in spec.warnings:
         print(w.render(), file=sys.stderr)
     stages = ", ".join(
-        f"{s.name} ({s.integrator}, N={s.depth}, {s.backward}, inverse {s.inverse})"
+        f"{s.name} ({s.integrator}, N={s.depth}, {s.backward_mode}, inverse {s.inverse})"
         for s in net.stages
     )
     print(

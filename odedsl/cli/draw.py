@@ -36,10 +36,9 @@ def draw_network(net: NetworkSpec, path: str | Path) -> Path:
             weights = (
                 part.weights if part.weights_k is None else f"{part.weights}({part.weights_k})"
             )
-            every = "" if part.checkpoint_every is None else f"({part.checkpoint_every})"
             label = (
                 f"{part.name}\n{part.integrator}, N={part.depth}\n{weights}\n"
-                f"{part.backward}{every}\ninverse: {part.inverse}"
+                f"{part.backward_mode}\ninverse: {part.inverse}"
             )
             out = part.shape
         else:

@@ -67,6 +67,12 @@ class StageSpec(Model):
     forward_equations: tuple[str, ...] = ()
     inverse_equations: tuple[str, ...] = ()
 
+    @property
+    def backward_mode(self) -> str:
+        """The backward mode as written: ``store``, ``invert`` or ``checkpoint(k)``."""
+        every = self.checkpoint_every
+        return self.backward if every is None else f"checkpoint({every})"
+
 
 Part = SectionSpec | StageSpec
 
@@ -100,9 +106,7 @@ class NetworkSpec(Model):
                     "depth": s.depth,
                     "step": s.step,
                     "weights": s.weights if s.weights_k is None else f"{s.weights}({s.weights_k})",
-                    "backward": s.backward
-                    if s.checkpoint_every is None
-                    else f"checkpoint({s.checkpoint_every})",
+                    "backward": s.backward_mode,
                     "inverse": s.inverse,
                     "parameters": s.parameters,
                     "shape": list(s.shape),

@@ -125,3 +125,17 @@ def test_show_draw_refuses_what_it_would_not_write_as_named(
     assert main(["show", str(ROOT / "specs" / "hamiltonian.ode"), "--draw", target]) == 2
     assert "expected a .png, .pdf or .svg file" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [] and not Path(str(tmp_path) + ".png").exists()
+
+
+def test_check_names_a_checkpoint_spacing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`checkpoint(2)` was printed as `checkpoint`, its k dropped (audit, 2026-12-02)."""
+    spec = tmp_path / "ck.ode"
+    spec.write_text(
+        "network two(depth: int = 4) {\n    input vector[6]\n"
+        "    stage a = ode(depth) { integrator euler backward checkpoint(2) "
+        "residual { linear(6) tanh } }\n}\n"
+    )
+    assert main(["check", str(spec)]) == 0
+    assert "a (euler, N=4, checkpoint(2), inverse approximate)" in capsys.readouterr().out
