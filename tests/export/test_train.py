@@ -99,6 +99,14 @@ def test_cuda_without_a_gpu_is_a_usage_error(folder: Path) -> None:
     assert proc.returncode == 2 and "CUDA is not available" in proc.stderr
 
 
+def test_mixed_precision_off_cuda_is_said(folder: Path) -> None:
+    """--amp fp16 on a CPU trains in float32; it did so without a word (audit, 2026-12-02)."""
+    args = [*ARGS[:-1], "run-amp", "--amp", "fp16"]
+    proc = run_python(["train_resnet.py", *args], cwd=folder)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "note: --amp fp16 applies to CUDA only; training in float32" in proc.stderr
+
+
 def test_help_shows_examples(folder: Path) -> None:
     proc = run_python(["train_resnet.py", "--help"], cwd=folder, block_odedsl=True)
     assert proc.returncode == 0
