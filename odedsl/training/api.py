@@ -133,6 +133,7 @@ def train(
             raise
         (first,) = err.diagnostics[:1]
         raise damaged(f"checkpoint '{out_dir / CHECKPOINT}'", "config", first.message) from None
+    resolve_device(cfg.device)  # refused (no GPU) before any folder is made for the run
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise bad_option(
             f"--out '{out_dir}' is a file, not a folder",

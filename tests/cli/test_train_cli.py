@@ -268,9 +268,13 @@ def test_an_out_that_is_a_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")
-def test_cuda_without_a_gpu_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cuda_without_a_gpu_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     assert main(["train", RESNET, "--device", "cuda", "--quiet"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # a refused run made an empty runs/<network>-<time>
 
 
 @pytest.mark.parametrize("command", ["train", "gradcheck", "plot"])
