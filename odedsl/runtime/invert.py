@@ -20,7 +20,7 @@ Default tolerances: 1e-10 (float64), 1e-5 (float32), 1e-2 (other dtypes); when t
 has no updates the growth is unknown and ``DEFAULT_ANCHOR_EVERY`` is used. Under autocast the
 dtype is the autocast one, which the residuals compute in (:func:`_precision`; a float64
 state stays float64, as autocast leaves it), and a 16-bit stage input is inverted over a
-float32 state (:meth:`Invert.run`).
+float32 state, in every mode (:meth:`OdeStage.final_state`).
 ``Invert(anchor_every=k)`` sets the spacing explicitly, for any kind.
 
 Measured anchors (any exact kind): the factors alone miss rounding that the residuals
