@@ -242,8 +242,11 @@ def compare(
     recomputing = [n for n, s in stages if not isinstance(s.backward_mode, Store)]
     for name, stage in stages:
         keys = [k for k in g_ref if k.startswith(name + ".")]
-        own = g_test
-        if recomputing and recomputing != [name]:  # other stages' modes would count here
+        if name not in recomputing:  # store alone is the reference itself
+            own = g_ref
+        elif recomputing == [name]:  # the only recomputing stage: the network's run is its own
+            own = g_test
+        else:  # other stages' modes would count here
             alone = copy.deepcopy(ref)
             alone.get_submodule(name).backward_mode = copy.deepcopy(stage.backward_mode)
             own = _grads(alone, x, w, seed + 1)
