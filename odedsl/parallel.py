@@ -61,7 +61,7 @@ class SyncBatchNorm(_BatchNorm):
         view = (1, c) + (1,) * (input.dim() - 2)
         # float32 at least: under autocast the input may be float16, where a count above
         # 65504 is inf (NaN outputs) and bfloat16, where counts above 256 round
-        wide = torch.float64 if input.dtype == torch.float64 else torch.float32
+        wide = torch.promote_types(input.dtype, torch.float32)
         local = torch.cat(
             [
                 input.sum(dims, dtype=wide),

@@ -82,9 +82,7 @@ class FiniteProbe:
         for s in state:
             # float16 sums of finite states overflow past 65504: a false alarm ran the
             # non-finite locator's extra reconstruction walk on every backward
-            part = s.detach().sum(
-                dtype=torch.float64 if s.dtype == torch.float64 else torch.float32
-            )
+            part = s.detach().sum(dtype=torch.promote_types(s.dtype, torch.float32))
             if self._sum is None:
                 self._sum = part
             else:

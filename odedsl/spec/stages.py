@@ -146,8 +146,6 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
         return torch.ones_like(x)
 
     state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
-    # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
-    # user's terminal to the located diagnostic.
     def values_at(step: Step, t: float) -> list[torch.Tensor]:
         try:
             outs = [step.forward(state, call, h, t)]
@@ -162,6 +160,8 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
             raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
         return values
 
+    # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
+    # user's terminal to the located diagnostic.
     with contextlib.redirect_stderr(io.StringIO()):
         for step in (program.step, program.first):
             if step is None:
