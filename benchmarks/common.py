@@ -525,6 +525,12 @@ def relative_error(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
 
 
 # ----------------------------------------------------------------------------- output
+def result_tag(args: argparse.Namespace) -> str:
+    """What a run's output files are named by: the machine, and ``-quick``/``-unscaled``."""
+    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    return tag + ("-unscaled" if getattr(args, "unscaled", False) else "")
+
+
 def write_partial(out: Path, name: str, argv: Sequence[str] | None, rows: list[Any]) -> Path:
     """The rows measured so far, after each depth, in ``<name>.partial.json`` (removed once
     the whole JSON is written): a run its time limit stops (a short GPU lease) keeps them."""

@@ -49,9 +49,9 @@ from benchmarks.common import (
     configure_threads,
     fill_defaults,
     machine_description,
-    machine_tag,
     markdown_table,
     median,
+    result_tag,
     write_json,
 )
 from odedsl.cli.argtypes import (
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
         "table": table,
         "torch": torch.__version__,
     }
-    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
+    tag = result_tag(args)
     write_json(args.out / f"compile-{tag}.json", payload)
     return payload
 

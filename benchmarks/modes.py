@@ -50,11 +50,11 @@ from benchmarks.common import (
     fmt_err,
     fmt_ratio,
     machine_description,
-    machine_tag,
     markdown_table,
     median,
     plot_groups,
     relative_error,
+    result_tag,
     saved_bytes,
     time_round_robin,
     train_step,
@@ -326,8 +326,7 @@ def main(argv: Sequence[str] | None = None, log: Any = print) -> dict[str, Any]:
     log(f"modes: {residual.describe()}, weights {args.weights}, depths {args.depths}")
     log(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} thread(s)")
     rows: list[dict[str, Any]] = []
-    tag = machine_tag(args.device) + ("-quick" if args.quick else "")
-    tag += "-unscaled" if args.unscaled else ""
+    tag = result_tag(args)
     for depth in args.depths:
         rows += run_depth(depth, args, residual, log)
         partial = write_partial(args.out, f"modes-{tag}", argv, rows)
