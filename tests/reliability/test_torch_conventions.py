@@ -90,19 +90,25 @@ def assert_same_grads(ref: nn.Module, test: nn.Module, tol: float) -> None:
 # ------------------------------------------------------------------ eval() before backward
 @pytest.mark.parametrize("backward", MODES)
 @pytest.mark.parametrize("name", ["momentum", "revnet"])
-def test_eval_between_forward_and_backward_keeps_the_train_mode_gradient(
-    name: str, backward: str
+@pytest.mark.parametrize(
+    "forward_training", [True, False], ids=["train-then-eval", "eval-then-train"]
+)
+def test_a_mode_switch_between_forward_and_backward_keeps_the_forward_modes_gradient(
+    name: str, backward: str, forward_training: bool
 ) -> None:
+    """model.eval() (or model.train()) between forward and backward: the backward re-runs
+    the layers in the mode the forward ran (train: batch statistics, updated once; eval:
+    BatchNorm's running statistics, none updated), and puts the flags back after."""
     ref, test = pair(name, backward)
     x = batch(ref)
     for model in (ref, test):
-        y = model.train()(x)
-        model.eval()
+        y = model.train(forward_training)(x)
+        model.train(not forward_training)
         y.square().sum().backward()
     assert_same_grads(ref, test, 1e-9)
-    for a, b in zip(ref.buffers(), test.buffers(), strict=True):  # statistics updated once
+    for a, b in zip(ref.buffers(), test.buffers(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert not any(m.training for m in test.modules())  # the flags are put back
+    assert all(m.training is not forward_training for m in test.modules())  # flags put back
 
 
 def test_eval_before_backward_changes_nothing_in_approximate_invert() -> None:
@@ -278,23 +284,3 @@ def test_the_forward_is_compared_once_per_backward(
     monkeypatch.setattr(StageTables, "valid", lambda self: calls.append(1) or original(self))
     y.backward()
     assert 1 <= len(calls) <= 2, len(calls)
-
-
-@pytest.mark.parametrize("backward", MODES)
-@pytest.mark.parametrize("name", ["momentum", "revnet"])
-def test_train_between_an_eval_forward_and_backward_keeps_the_eval_mode_gradient(
-    name: str, backward: str
-) -> None:
-    """The other direction: an eval-mode forward (BatchNorm on its running statistics) and
-    model.train() before backward(): the backward re-runs the layers in eval mode, as the
-    forward did (in train mode it would use batch statistics and update the buffers)."""
-    ref, test = pair(name, backward)
-    x = batch(ref)
-    for model in (ref, test):
-        y = model.eval()(x)
-        model.train()
-        y.square().sum().backward()
-    assert_same_grads(ref, test, 1e-9)
-    for a, b in zip(ref.buffers(), test.buffers(), strict=True):  # no statistics updated
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert all(m.training for m in test.modules())  # the flags are put back
