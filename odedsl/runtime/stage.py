@@ -380,14 +380,14 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
     needs_grad = torch.is_grad_enabled() and (
         any(s.requires_grad for s in state) or any(p.requires_grad for p in tables.params)
     )
-    replays = needs_grad and bool(tables.replayed) and not isinstance(stage.backward_mode, Store)
+    recomputes = needs_grad and not isinstance(stage.backward_mode, Store)
     ctx = RunContext(
         stage.new_context().seed,
         tables,
         stage._compiler_for_run(compiling),
-        {} if replays else None,
+        {} if recomputes and tables.replayed else None,
     )
-    if needs_grad and not isinstance(stage.backward_mode, Store):
+    if recomputes:
         if tables.sharded:
             _refuse_sharded(stage, tables.sharded[0])
         if tables.unregistered and isinstance(stage.backward_mode, Invert):
