@@ -10,7 +10,8 @@ different gradient, where neither ``store``'s nor ``invert``'s is more right:
 * **degenerate normalisations**: a batch/group/layer norm of a group that is numerically
   constant (variance below the layer's ``eps``) divides by ``sqrt(eps)`` in forward and
   backward, so the gradients behind it are amplified rounding (a constant-zero channel's
-  bias gradient: -2^-19 in one mode, +2^-19 in the other).
+  bias gradient: -2^-19 in one mode, +2^-19 in the other). Chained, the factor compounds:
+  a dozen of them overflow float32, and plain autograd's own gradient is inf or NaN.
 
 This module finds such points in a ``store`` forward, so that a disagreement can be
 attributed to them and only to them.
@@ -70,13 +71,18 @@ def _degenerate(module: nn.Module) -> Callable[[Tensor], bool]:
     return check
 
 
-def _check_of(module: nn.Module) -> Callable[[Tensor], bool] | None:
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def _check_of(module: nn.Module, norms_only: bool) -> Callable[[Tensor], bool] | None:
+    if isinstance(module, NORMS):
+        return _degenerate(module)
+    if norms_only:
+        return None
     if isinstance(module, nn.ReLU | nn.LeakyReLU):
         return _exact_zeros
     if isinstance(module, nn.MaxPool2d):
         return _pool_ties(module)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
-        return _degenerate(module)
     return None
 
 
@@ -90,17 +96,21 @@ def _recorder(
     return hook
 
 
-def ill_posed_points(model: nn.Module, run: Callable[[], object]) -> list[str]:
+def ill_posed_points(
+    model: nn.Module, run: Callable[[], object], *, norms_only: bool = False
+) -> list[str]:
     """Names of the layers inside ODE stages whose input sat on a kink or made a degenerate
     normalisation during ``run()`` (a forward of ``model``): an exact zero into a ReLU or leaky
-    ReLU, a tie in a max-pool window, a normalised group of variance below ``eps``."""
+    ReLU, a tie in a max-pool window, a normalised group of variance below ``eps``; with
+    ``norms_only``, the degenerate normalisations alone (kinks change a gradient, they do not
+    make it overflow)."""
     hits: list[str] = []
     handles = []
     for stage_name, stage in model.named_modules():
         if not isinstance(stage, OdeStage):
             continue
         for name, module in stage.named_modules():
-            check = _check_of(module)
+            check = _check_of(module, norms_only)
             if check is not None:
                 hook = _recorder(f"{stage_name}.{name}", check, hits)
                 handles.append(module.register_forward_pre_hook(hook))

@@ -66,6 +66,10 @@ def check_validates(gen: GeneratedSpec) -> odedsl.ValidatedSpec:
 
 
 def check_runs(gen: GeneratedSpec) -> None:
+    """Compiles and runs one forward and backward: finite outputs and gradients, except
+    gradients behind normalisations of numerically constant groups, whose 1/sqrt(eps)
+    factors compound past float32 in plain autograd as well (``tests/fuzz/test_ill_posed.py``).
+    """
     spec = check_validates(gen)
     model = odedsl.compile(spec)
     assert sum(p.numel() for p in model.parameters()) == spec.network.parameters
@@ -83,9 +87,12 @@ def check_runs(gen: GeneratedSpec) -> None:
             warnings.warn(f"fuzz find: {w.message}{files}", UserWarning, stacklevel=2)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-    for name, p in model.named_parameters():
-        assert p.grad is None or torch.isfinite(p.grad).all(), name
+    assert x.grad is not None
+    grads = {"input": x.grad} | {n: p.grad for n, p in model.named_parameters()}
+    overflowed = [n for n, g in grads.items() if g is not None and not torch.isfinite(g).all()]
+    if overflowed and ill_posed_points(model, lambda: model(x.detach()), norms_only=True):
+        return  # chained 1/sqrt(eps) of constant groups: plain autograd's gradient is inf too
+    assert not overflowed, overflowed
 
 
 @settings(FAST, max_examples=150)

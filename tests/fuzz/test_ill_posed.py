@@ -105,3 +105,34 @@ def test_group_and_layer_norm_of_a_constant_group(norm: str):
     constant_rows = torch.full((3, 4), 0.5, dtype=torch.float64)  # every group degenerate
     name = "s.f.0.ln1" if norm == "layernorm" else "s.f.0.gn1"
     assert ill_posed_points(model, lambda: model(constant_rows)) == [name]
+
+
+# found by the fuzz test at scale (stop 19): a zero-initialised stem batch norm makes the
+# stage input exactly 0, and every group norm and batch norm of the residual divides a
+# constant group by sqrt(eps), ~316x each: 3 layers x 2 evaluations x 3 norms overflow float32
+# in plain autograd, so the gradient is inf/NaN with no odedsl machinery involved
+CONSTANT_STAGE = """
+integrator rk2(x) {
+    k1 = f(x, t)
+    k2 = f(x + 0.5*h*k1, t + 0.5*h)
+    x += h*(0.5*k1 + 0.5*k2)
+}
+network net() {
+    input image[1, 3, 3]
+    stem { pad_channels(2) batchnorm2d(init=zeros) }
+    stage s0 = ode(3) { integrator rk2 residual f = { groupnorm(1) groupnorm(1) batchnorm2d } }
+    head { flatten linear(1) }
+}"""
+
+
+def test_chained_normalisations_of_a_constant_group_overflow_in_plain_autograd():
+    torch.manual_seed(0)
+    model = odedsl.compile(CONSTANT_STAGE, backward="store")
+    x = torch.randn(2, 1, 3, 3, requires_grad=True)
+    model(x).square().mean().backward()
+    assert not torch.isfinite(x.grad).all()
+    found = ill_posed_points(model, lambda: model(x.detach()), norms_only=True)
+    assert found == [f"s0.f.{n}.{m}" for n in range(3) for m in ("gn1", "gn2", "bn1")]
+    assert ill_posed_points(model, lambda: model(torch.zeros(2, 1, 3, 3)), norms_only=True)
+    model.stem.bn1.weight.data.fill_(1.0)  # a stem that passes the input on: nothing degenerate
+    assert ill_posed_points(model, lambda: model(x.detach()), norms_only=True) == []
