@@ -53,3 +53,16 @@ def test_main_turns_an_interrupt_while_loading_commands_into_130(
     monkeypatch.setattr(cli_main, "build_parser", _interrupt)
     assert cli_main.main(["check", "x.ode"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_python_dash_m_odedsl_is_the_console_script(tmp_path) -> None:
+    spec = tmp_path / "bad.ode"
+    spec.write_text("network n() { input vector[4] stage s = ode(2) { residual { nope } } }\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "odedsl", "check", str(spec)], capture_output=True, text=True
+    )
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert "bad.ode:1:" in done.stderr and "^" in done.stderr
+    assert "Traceback" not in done.stderr
+    usage = subprocess.run([sys.executable, "-m", "odedsl"], capture_output=True, text=True)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: odedsl ")
