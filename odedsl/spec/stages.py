@@ -146,6 +146,7 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
         return torch.ones_like(x)
 
     state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
+
     def values_at(step: Step, t: float) -> list[torch.Tensor]:
         try:
             outs = [step.forward(state, call, h, t)]
