@@ -12,6 +12,7 @@ right after global step K, simulating a kill between checkpoints.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -244,6 +245,10 @@ class Trainer:
             out = self.step_model(x)
             loss = F.cross_entropy(out.float(), y)
         self.scaler.scale(loss).backward()
+        if not self.scaler.is_enabled():  # the float16 scaler skips such steps by itself
+            value, norm = torch.stack([loss.detach().float(), self._gradient_norm()]).tolist()
+            if math.isfinite(value) and not math.isfinite(norm):
+                raise FloatingPointError(self.gradient_overflow(value))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -251,6 +256,46 @@ class Trainer:
         if value != value or value in (float("inf"), float("-inf")):
             raise FloatingPointError(self.divergence(value))
         return value, int((out.detach().argmax(1) == y).sum())
+
+    def _gradient_norm(self) -> Tensor:
+        """The norm of every gradient together, in float32 or wider: inf or NaN when one is
+        (checked with the loss, in one synchronisation, before the optimizer uses them)."""
+        wide = (torch.float32, torch.float64)  # a 16-bit norm overflows at 65504
+        grads = [
+            p.grad if p.grad.dtype in wide else p.grad.float()
+            for p in self.model.parameters()
+            if p.grad is not None
+        ]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        # one kernel per dtype and device (torch >= 2.4 has it), not one per tensor
+        return torch.stack(torch._foreach_norm(grads)).norm()
+
+    def gradient_overflow(self, loss: float) -> str:
+        """Stops before a non-finite gradient reaches the weights (it would make every later
+        loss NaN, and the message then blamed the learning rate): which parameters, and the
+        usual cause when the loss is finite."""
+        bad = [
+            name
+            for name, p in self.model.named_parameters()
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all())
+        ]
+        names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        where = f"of {names}" if bad else "(its norm overflowed float32)"
+        text = (
+            f"the gradient {where} is not finite at epoch {self.epoch + 1}, step "
+            f"{self.step_in_epoch + 1} (global step {self.global_step + 1}), while the loss "
+            f"is finite ({loss:.4g}); the weights were not updated. The usual cause is a "
+            "normalisation of a group that is constant (variance below its eps: zero-padded "
+            "channels, a zero-initialised layer before a norm): its backward multiplies by "
+            "1/sqrt(eps) at every such layer, and a deep stage overflows"
+        )
+        if any(str(s.backward_mode) != "store" for s in stages_of(self.model)):
+            text += (
+                "; if --backward store stops here too, the cause is the network at these "
+                "weights, not the recomputation"
+            )
+        return text
 
     def divergence(self, value: float) -> str:
         """What is known when the loss stops being finite, and what to try: a smaller lr

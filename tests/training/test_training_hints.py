@@ -118,3 +118,43 @@ def test_divergence_suggests_weight_decay_and_gradcheck_where_they_apply() -> No
     assert "a smaller --weight-decay (lr × weight decay = 0.5" in text
     assert "stage 'body' backpropagates by inversion" in text
     assert "`odedsl gradcheck SPEC`" in text and "--backward store" in text
+
+
+# the stem's zero-initialised batch norm makes the stage input 0: every norm of the residual
+# divides a constant group by sqrt(eps), and the gradient overflows while the loss is finite
+CONSTANT_INPUT = """\
+network net() {
+    input image[1, 8, 8]
+    stem { pad_channels(2) batchnorm2d(init=zeros) }
+    stage body = ode(3) {
+        integrator heun
+        backward store
+        residual { groupnorm(1) groupnorm(1) batchnorm2d }
+    }
+    head { adaptive_avgpool2d(1) flatten linear(10) }
+}
+"""
+
+
+def test_a_non_finite_gradient_stops_before_the_step_and_names_the_parameters() -> None:
+    """It used to reach the weights: the next loss was NaN and the message blamed the lr."""
+    data = synthetic(n_train=64, n_test=16)
+    trainer = Trainer(
+        odedsl.compile(CONSTANT_INPUT), data.train, data.test, TrainConfig(), None, None
+    )
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    x = torch.stack([data.train[i][0] for i in range(8)])
+    y = torch.tensor([data.train[i][1] for i in range(8)])
+    with pytest.raises(FloatingPointError) as err:
+        trainer.train_step(x, y)
+    text = str(err.value)
+    assert text.startswith("the gradient of ") and "stem.bn1.bias" in text
+    assert "at epoch 1, step 1 (global step 1), while the loss is finite (" in text
+    assert 1 < float(text.split("the loss is finite (")[1].split(")")[0]) < 4  # about ln 10
+    assert "the weights were not updated" in text and "1/sqrt(eps)" in text
+    assert "lr" not in text.split("The usual cause")[0] and "--backward store" not in text
+    after = trainer.model.state_dict()
+    changed = [
+        k for k in before if k.endswith(("weight", "bias")) and not torch.equal(before[k], after[k])
+    ]
+    assert not changed, changed
