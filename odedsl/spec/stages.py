@@ -145,7 +145,11 @@ def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: 
     def call(name: str, x: torch.Tensor, c: float) -> torch.Tensor:
         return torch.ones_like(x)
 
-    state = program.init_state(torch.zeros(1, len(program.state_names) * 2, dtype=torch.float64))
+    # a state of 0 made a state-dependent expression such as x * x / x NaN, blamed on the
+    # coefficients; a generic value tries the coefficients alone (a division by a state that
+    # reaches 0 in training is the runtime's NumericalFault, naming the layer)
+    generic_state = torch.full((1, len(program.state_names) * 2), 0.6180339887, dtype=torch.float64)
+    state = program.init_state(generic_state)
 
     def values_at(step: Step, t: float) -> list[torch.Tensor]:
         try:

@@ -49,6 +49,22 @@ def test_harmless_coefficients_run(expr: str) -> None:
     assert torch.isfinite(model(torch.randn(3, 2))).all()
 
 
+def test_a_state_that_divides_itself_is_not_a_bad_coefficient() -> None:
+    """``x * x / x`` was E240 "a coefficient is not finite": the dry run's state was 0."""
+    text = SPEC.replace("integrator my(x; gamma: float = 1) { x += h * EXPR * f(x, t) }", "")
+    weird = text + "integrator my(x; gamma: float = 1) { x += h * f(x, t) * x / x }\n"
+    euler = text + "integrator my(x; gamma: float = 1) { x += h * f(x, t) }\n"
+    torch.manual_seed(0)
+    state = odedsl.compile(euler, dtype=torch.float64).state_dict()
+    x = torch.randn(3, 2, dtype=torch.float64) + 3  # no state of 0 along the way
+    outputs = []
+    for source in (weird, euler):
+        model = odedsl.compile(source, dtype=torch.float64)
+        model.load_state_dict(state)
+        outputs.append(model(x))
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-12, atol=1e-12)
+
+
 NET4 = "network n() { input vector[4] stage s = ode(4) { integrator my residual { linear(4) } } }\n"
 
 
