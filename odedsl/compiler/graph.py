@@ -54,7 +54,7 @@ def build_stage(spec: ValidatedSpec, stage: StageSpec, backward: str | None = No
         program,
         factories,
         depth=stage.depth,
-        step=stage.step,
+        step=stage.step if stage.step_fixed else None,  # None: 1/N at every depth
         schedule=WeightSchedule(stage.weights, stage.weights_k),
         backward=mode,
         stochastic=any(seq.stochastic for seq in stage.residuals.values()),

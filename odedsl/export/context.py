@@ -103,7 +103,7 @@ class StageClass:
     doc: list[Code]
     residuals: list[tuple[Code, Code, Code, Seq]]  # quoted name, name, summary, sequence
     depth: Code
-    step: Code
+    step: Code | None  # None: h = 1/N, also after set_depth
     schedule: Code
     backward: Code
     stochastic: Code
@@ -375,7 +375,7 @@ def _stage_class(stage: StageSpec, step_cls: Code, ns: Namespace, used: set[str]
         doc=doc,
         residuals=residuals,
         depth=literal(int(stage.depth)),
-        step=literal(float(stage.step)),
+        step=literal(float(stage.step)) if stage.step_fixed else None,
         schedule=schedule,
         backward=Code(f'"{mode}"'),
         stochastic=literal(any(s.stochastic for s in stage.residuals.values())),

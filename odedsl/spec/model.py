@@ -52,6 +52,7 @@ class StageSpec(Model):
     integrator_params: dict[str, float]
     depth: int
     step: float
+    step_fixed: bool = False  # a `step` clause: set_depth keeps h (else h = 1/N follows N)
     weights: Literal["tied", "untied", "shared", "interpolated"]
     weights_k: int | None = None
     backward: Literal["store", "checkpoint", "invert"]

@@ -110,6 +110,7 @@ def validate_stage(
         integrator_params=int_params,
         depth=depth,
         step=step,
+        step_fixed="step" in clauses,
         weights=weights,  # type: ignore[arg-type]
         weights_k=weights_k,
         backward=backward,  # type: ignore[arg-type]

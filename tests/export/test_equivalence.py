@@ -143,6 +143,23 @@ def test_kitchen_sink_is_bitwise_identical(tmp_path: Path) -> None:
             assert torch.equal(twin.eval()(x), gen(x))
 
 
+def test_generated_stage_set_depth_follows_the_depth(tmp_path: Path) -> None:
+    """The generated stage classes wrote the spec's step out, so set_depth kept h = 1/N_old."""
+    spec = tmp_path / "tied.ode"
+    spec.write_text(
+        "network tied(depth: int = 4) { input vector[3] stage body = ode(depth) {"
+        " integrator heun weights tied residual { linear(3) tanh } } }\n"
+    )
+    module = import_file(write(spec, tmp_path)["tied.py"])
+    gen = module.build(dtype=torch.float64)
+    gen.body.set_depth(8)
+    ref = odedsl.compile(spec, depth=8, dtype=torch.float64)
+    ref.load_state_dict(gen.state_dict())
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert gen.body.h == ref.body.h == 1 / 8
+    torch.testing.assert_close(gen(x), ref(x), rtol=1e-13, atol=1e-13)
+
+
 def test_every_layer_kind_has_an_exporter_and_is_in_the_kitchen_sink() -> None:
     from odedsl.compiler.layers import BUILDERS
     from odedsl.export.layers import CALLS

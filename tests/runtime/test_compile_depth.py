@@ -248,6 +248,33 @@ def test_set_depth_keeps_a_step_the_spec_fixed() -> None:
     assert stage.depth == 8 and stage.h == 0.1
 
 
+TIED = """network net(depth: int = 4) {
+    input vector[3]
+    stage body = ode(depth) { integrator euler weights tied STEP residual { linear(3) tanh } }
+}"""
+
+
+@pytest.mark.parametrize("step", ["", "step 0.1"])
+def test_set_depth_on_a_compiled_spec_follows_the_depth_unless_a_step_is_written(
+    step: str,
+) -> None:
+    """A compiled stage always received the spec's step, as if written: after set_depth(8)
+    a depth-4 stage kept h = 1/4 and integrated to t = 2 (red-team audit, 2026-12-02)."""
+    import odedsl
+
+    model = odedsl.compile(TIED.replace("STEP", step), dtype=torch.float64)
+    model.body.set_depth(8)
+    assert model.body.h == (0.1 if step else 1 / 8)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    y = x.clone()
+    for _ in range(8):  # seed 000 eq. (1) with tied weights: x += h f(x, θ)
+        y = y + model.body.h * model.body.f[0](y)
+    torch.testing.assert_close(model(x), y, rtol=1e-13, atol=1e-13)
+    deep = odedsl.compile(TIED.replace("STEP", step), depth=8, dtype=torch.float64)
+    deep.load_state_dict(model.state_dict())
+    torch.testing.assert_close(deep(x), model(x), rtol=1e-13, atol=1e-13)
+
+
 @pytest.mark.parametrize("mode", MODES, ids=str)
 def test_jit_trace_records_the_forward(mode: object) -> None:
     """``torch.jit.trace`` (which the TorchScript ONNX exporter runs) records every mode's
