@@ -343,3 +343,15 @@ def test_a_bad_environment_value_is_a_usage_error_naming_it(
     monkeypatch.setenv("ODEDSL_MAX_DEPHT", "3")
     BENCHMARKS[name].parse_args(["--out", str(tmp_path)])
     assert "did you mean ODEDSL_MAX_DEPTH?" in capsys.readouterr().err
+
+
+def test_result_files_are_named_by_machine_and_options() -> None:
+    """``result_tag``: ``-quick`` and ``-unscaled`` runs do not overwrite full ones; compile has
+    no ``--unscaled``."""
+    from benchmarks.common import machine_tag, result_tag
+
+    machine = machine_tag("cpu")
+    args = modes.parse_args(["--quick", "--unscaled"])
+    assert result_tag(args) == f"{machine}-quick-unscaled"
+    assert result_tag(modes.parse_args([])) == machine
+    assert result_tag(compile_bench.parse_args(["--quick"])) == f"{machine}-quick"

@@ -4,15 +4,18 @@ resuming, ``--help``; and (slow) two processes under torchrun with ``--ddp``."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 import odedsl
 
-from .helpers import SPECS, run_python, write
+from .helpers import SPECS, import_file, run_python, write
 
 PARAMS = {"depth": 2, "width": 4, "size": 8}
 ARGS = ["--epochs", "1", "--samples", "16", "--batch-size", "8", "--out", "run"]
@@ -206,3 +209,46 @@ def test_ddp_with_torch_compile(folder: Path) -> None:
     assert proc.stdout.count("epoch 0: loss") == 1
     ckpt = torch.load(folder / "run_compiled" / "checkpoint.pt", weights_only=True)
     odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
+
+
+def test_resume_with_more_epochs_continues_the_cosine_from_the_step_reached(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The script's ``resume`` in this process: a run of 2 steps (its cosine ended at lr 0)
+    resumed with 6 steps goes on from step 2 of the new cosine, lr = base·(1 + cos(2π/6))/2,
+    and each later step follows the closed form to 0 at step 6 (it had restarted at the base
+    rate, or stayed at 0)."""
+    monkeypatch.syspath_prepend(str(folder))  # the script imports its network module by name
+    script = import_file(folder / "train_resnet.py")
+    base = 0.1
+
+    def fresh(steps: int) -> tuple[nn.Module, Any, Any, torch.amp.GradScaler]:
+        torch.manual_seed(0)
+        model = nn.Linear(3, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=base)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return model, opt, schedule, torch.amp.GradScaler("cpu", enabled=False)
+
+    model, opt, schedule, scaler = fresh(2)
+    for _ in range(2):
+        opt.step()
+        schedule.step()
+    assert opt.param_groups[0]["lr"] < 1e-12
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": 0,
+        "network": script.NETWORK,
+    }
+    torch.save(state, tmp_path / "checkpoint.pt")
+    model, opt, schedule, scaler = fresh(6)
+    device = torch.device("cpu")
+    assert script.resume(tmp_path / "checkpoint.pt", device, model, opt, schedule, scaler) == 1
+    assert schedule.T_max == 6 and schedule.last_epoch == 2
+    for step in range(2, 7):
+        want = base * (1 + math.cos(math.pi * step / 6)) / 2
+        assert opt.param_groups[0]["lr"] == pytest.approx(want, abs=1e-12), step
+        opt.step()
+        schedule.step()

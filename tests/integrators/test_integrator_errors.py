@@ -404,6 +404,32 @@ def test_a_coefficient_singular_at_an_inner_layer_is_located() -> None:
     load_spec(SINGULAR_INSIDE, depth=2)  # t = 0, 0.5: fine
 
 
+def test_a_coefficient_singular_at_the_last_layer_is_located() -> None:
+    """The last layer's time is tried too (the inner layers' are 1 .. depth - 2)."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace("t - 0.4", "t - 0.8")
+    with pytest.raises(DslError) as err:
+        load_spec(source)
+    (item,) = err.value.diagnostics
+    assert item.code == "E240" and "division by zero at t = 0.8" in item.message
+    load_spec(source, depth=4)  # t = 0 .. 0.75: fine
+
+
+def test_a_start_block_is_tried_at_the_first_layer_only_inside() -> None:
+    """A start block runs once, at t0: a coefficient singular at an inner layer's time is no
+    fault there (the step's own coefficients are tried at every layer's time)."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace(
+        "    v += h / (t - 0.4) * f(x, t)\n    x += h * v\n",
+        "    start { v += h / (t - 0.4) * f(x, t)  x += h * v }\n    v += h * f(x, t)\n"
+        "    x += h * v\n",
+    )
+    assert "start {" in source
+    load_spec(source)  # layers at t = 0, 0.2, 0.4, 0.6, 0.8
+
+
 def test_a_layer_moved_onto_the_singularity_is_a_named_fault() -> None:
     """A start time or depth changed after the check (or a depth past the checked range) can
     still put a layer there: the forward names the stage, the layer and the time instead of

@@ -104,6 +104,14 @@ def test_spectral_norm_with_dropout(backward: str) -> None:
     assert_as_store("additive_coupling", backward, "untied", dropout=True)
 
 
+@pytest.mark.parametrize("backward", ["checkpoint(1)", "checkpoint(3)"])
+def test_spectral_norm_read_twice_at_one_offset(backward: str) -> None:
+    """RK4 reads f at t + h/2 twice in one update (k2, k3), each read one power iteration
+    further: the two calls are kept apart by their occurrence, so a recomputation replays
+    each read's own buffers (one key for both replayed the second read's at the first)."""
+    assert_as_store("rk4", backward, "untied")
+
+
 def test_euler_invert_error_falls_with_depth() -> None:
     """An approximate inverse (seed 000's reverse-time Euler) reads, at calls the forward never
     made, the buffers as its last replay left them: its error still falls with depth."""

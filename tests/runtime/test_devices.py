@@ -83,3 +83,34 @@ def test_sync_batchnorm_counts_in_float32(monkeypatch: pytest.MonkeyPatch) -> No
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), want, atol=2e-3, rtol=2e-3)
     assert int(bn.num_batches_tracked) == 1 and torch.isfinite(bn.running_var).all()
+
+
+def test_sync_batchnorm_sums_in_float32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-channel sums of a float16 batch with mean 2 over 75,264 positions (~150,000)
+    pass float16's 65,504: summed in the input's dtype they were inf, and the outputs NaN."""
+    monkeypatch.setattr(parallel.SyncBatchNorm, "_synchronised", lambda self: True)
+    monkeypatch.setattr(parallel.dist, "all_reduce", lambda tensor, group=None: None)
+    monkeypatch.setattr(parallel.dist, "group", type("G", (), {"WORLD": None}))
+    bn = parallel.SyncBatchNorm(2).train()
+    x = (torch.randn(96, 2, 28, 28) + 2).to(torch.float16)
+    out = bn(x)
+    want = F.batch_norm(x.float(), None, None, training=True, eps=bn.eps)
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), want, atol=2e-3, rtol=2e-3)
+    want_mean = bn.momentum * x.float().mean((0, 2, 3))
+    torch.testing.assert_close(bn.running_mean, want_mean, rtol=1e-3, atol=0)
+
+
+def test_the_first_drift_sketch_under_another_default_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sketch's projections are cached per size: with the cache empty they are drawn
+    under the default device (``meta`` here) too, and must come from the CPU generator."""
+    from odedsl.runtime import sketch
+
+    monkeypatch.setattr(sketch, "_CACHE", {})
+    got = _grads("specs/hamiltonian.ode", "invert", "meta")
+    monkeypatch.setattr(sketch, "_CACHE", {})
+    want = _grads("specs/hamiltonian.ode", "invert", None)
+    for key, value in want.items():
+        assert torch.equal(got[key], value), key

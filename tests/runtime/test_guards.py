@@ -240,6 +240,20 @@ def test_the_exact_check_default_tolerances():
         report_drift("s", "approximate", 1.0, nan, torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_exact_check_default_tolerance_of_16_bit_states(dtype):
+    """Other dtypes than float32 and float64: 1e-2 (``exact_drift_tolerance``, shared with
+    invert's recompute cap)."""
+    from odedsl.runtime.errors import InversionDriftError
+    from odedsl.runtime.guard import exact_drift_tolerance, report_drift
+
+    nan = float("nan")
+    report_drift("s", "exact", 9e-3, nan, dtype)
+    with pytest.raises(InversionDriftError):
+        report_drift("s", "exact", 2e-2, nan, dtype)
+    assert exact_drift_tolerance(dtype) == 1e-2
+
+
 @pytest.mark.parametrize(
     ("dtype", "quiet", "loud"),
     [(torch.float64, 5e-7, 2e-6), (torch.float32, 5e-3, 2e-2), (torch.float16, 5e-2, 2e-1)],

@@ -346,3 +346,52 @@ def test_a_walk_that_does_not_come_back_is_recomputed_from_every_anchor(depth: i
             assert not [w for w in caught if isinstance(w.message, InversionDriftWarning)]
     for key, want in grads["store"].items():
         torch.testing.assert_close(grads["invert"][key], want, rtol=1e-9, atol=1e-12, msg=key)
+
+
+def _drift_at_anchors(monkeypatch, drift: float) -> list[tuple[int, int]]:
+    """Every anchor's drift reads ``drift``; returns the segments recomputed (low, high)."""
+    segments: list[tuple[int, int]] = []
+    real = invert_module._Walk.recompute_segment
+
+    def recording(self, low, high, *args):
+        segments.append((low, high))
+        return real(self, low, high, *args)
+
+    monkeypatch.setattr(invert_module, "relative_drift", lambda got, true: torch.tensor(drift))
+    monkeypatch.setattr(invert_module._Walk, "recompute_segment", recording)
+    return segments
+
+
+def test_a_nan_drift_at_an_anchor_is_recomputed(monkeypatch):
+    """A NaN drift (a reconstruction gone non-finite) is not "within the tolerance": each
+    segment is recomputed from its anchor, and said; the gradient is store's."""
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 8, backward=Invert(anchor_every=4))
+    x = torch.randn(16, 8, dtype=torch.float64)
+    store = run(stage, x, "store")
+    segments = _drift_at_anchors(monkeypatch, float("nan"))
+    with pytest.warns(InversionDriftWarning, match="recomputed layers"):
+        got = run(stage, x, None)
+    assert segments == [(4, 8)] and grad_error(got, store) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_drift_within_a_looser_tolerance_is_not_recomputed(monkeypatch, dtype):
+    """The recompute cap is the drift check's tolerance (1e-3 in float32, 1e-2 in 16 bits)
+    or, where higher, what the stage's own tolerance allows: ``Invert(anchor_tol=0.2)``, or
+    bfloat16's rounding floor (0.5). A drift of 0.1 there is accepted, not recomputed (which
+    would cost checkpoint's time every backward, silently); past the cap it is."""
+    torch.manual_seed(0)
+    stage = make_stage("hamiltonian", 8, dtype=dtype)
+    mode = Invert(anchor_every=4, anchor_tol=0.2) if dtype == torch.float32 else None
+    stage.backward_mode = mode or Invert(anchor_every=4)
+    x = torch.randn(16, 8, dtype=dtype)
+    segments = _drift_at_anchors(monkeypatch, 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InversionDriftWarning)
+        run(stage, x, None, copy_module=False)
+    assert segments == []
+    segments = _drift_at_anchors(monkeypatch, 0.9)
+    with pytest.warns(InversionDriftWarning, match="recomputed layers"):
+        run(stage, x, None, copy_module=False)
+    assert segments == [(4, 8)]

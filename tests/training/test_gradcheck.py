@@ -158,3 +158,21 @@ def test_a_stage_row_measures_its_own_mode_only() -> None:
     alone.load_state_dict(ref.state_dict())
     alone.get_submodule("b").backward_mode = "invert"
     assert _by_stage(compare(ref, alone, depth=4))["b"].grad_error == rows["b"].grad_error
+
+
+def test_two_recomputing_stages_each_measure_their_own_mode() -> None:
+    """With two approximate stages, each row has its own stage in invert and the other in
+    store (a copy of the network per row): it equals the error of a network where that stage
+    alone inverts, and is not store's 0."""
+    source = TWO_STAGES.replace("backward store", "backward invert")
+    torch.manual_seed(0)
+    ref = odedsl.compile(source, dtype=torch.float64, backward="store")
+    test = odedsl.compile(source, dtype=torch.float64)
+    test.load_state_dict(ref.state_dict())
+    rows = _by_stage(compare(ref, test, depth=4))
+    for name in ("a", "b"):
+        alone = odedsl.compile(source, dtype=torch.float64, backward="store")
+        alone.load_state_dict(ref.state_dict())
+        alone.get_submodule(name).backward_mode = "invert"
+        want = _by_stage(compare(ref, alone, depth=4))[name].grad_error
+        assert rows[name].backward == "invert" and rows[name].grad_error == want > 1e-4, name
