@@ -241,6 +241,7 @@ def test_resume_with_more_epochs_continues_the_cosine_from_the_step_reached(
         "scaler": scaler.state_dict(),
         "epoch": 0,
         "network": script.NETWORK,
+        "rng": script.rng_state(torch.device("cpu")),
     }
     torch.save(state, tmp_path / "checkpoint.pt")
     model, opt, schedule, scaler = fresh(6)
