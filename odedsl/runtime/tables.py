@@ -80,7 +80,10 @@ class StageTables:
             f"{n}.{k}" if n else k
             for n, m in named
             for k, v in vars(m).items()
-            if isinstance(v, Tensor) and v.requires_grad and m._parameters.get(k) is not v
+            if isinstance(v, Tensor)
+            and v.requires_grad
+            and m._parameters.get(k) is not v
+            and k not in _recomputed_by_pre_hooks(m)
         ]
         self._tree = modules
         self._dicts = [d for m in modules for d in (m._parameters, m._buffers, m._modules)]
@@ -191,3 +194,15 @@ def _reads_buffers(module: nn.Module) -> bool:
 
 def _sharded(module: nn.Module) -> bool:
     return any(t.__name__ in _FSDP_CLASSES for t in type(module).__mro__)
+
+
+def _recomputed_by_pre_hooks(module: nn.Module) -> set[str]:
+    """Attributes a forward pre-hook rebuilds from registered parameters on every call
+    (``nn.utils.weight_norm``'s and ``spectral_norm``'s ``weight``, hooks that carry the
+    attribute's ``name``): a re-run residual recomputes them, so invert's gradients reach the
+    parameters behind them, unlike FSDP1's flat-parameter views."""
+    return {
+        name
+        for hook in module._forward_pre_hooks.values()
+        if isinstance(name := getattr(hook, "name", None), str)
+    }

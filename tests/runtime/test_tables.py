@@ -133,3 +133,44 @@ def test_the_locator_restarts_from_every_anchor():
     stage.f[5].poison = True
     with pytest.raises(NumericalFault, match=r"layer 5\b"):
         out.sum().backward()
+
+
+REPARAMETRISED = """network net(depth: int = 6) {
+    input vector[4]
+    stage body = ode(depth) {
+        integrator INT weights untied backward MODE residual { linear(4) tanh linear(4) }
+    }
+}"""
+
+
+@pytest.mark.parametrize("integrator", ["midpoint", "reversible_heun"])
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "parametrizations"])
+@pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
+def test_weights_reparametrised_by_hooks_train_in_invert_as_in_store(
+    integrator: str, wrap: str
+) -> None:
+    """``nn.utils.weight_norm`` and ``spectral_norm`` keep ``weight`` as a plain attribute
+    that a forward pre-hook rebuilds from registered parameters; invert refused it as an
+    unregistered weight (FSDP1's views), although its re-run rebuilds it (audit, 2026-12-02)."""
+    import odedsl
+
+    apply = {
+        "weight_norm": nn.utils.weight_norm,
+        "spectral_norm": nn.utils.spectral_norm,
+        "parametrizations": nn.utils.parametrizations.weight_norm,
+    }[wrap]
+    x = torch.randn(3, 4, dtype=torch.float64)
+    grads = {}
+    for mode in ("store", "invert"):
+        torch.manual_seed(0)
+        spec = REPARAMETRISED.replace("INT", integrator).replace("MODE", mode)
+        model = odedsl.compile(spec, dtype=torch.float64)
+        for module in list(model.modules()):
+            if isinstance(module, nn.Linear):
+                apply(module)
+        model(x).square().sum().backward()
+        grads[mode] = {n: p.grad for n, p in model.named_parameters()}
+    assert grads["store"].keys() == grads["invert"].keys()
+    assert any("weight_" in n or "original" in n for n in grads["store"])
+    for name, g in grads["store"].items():
+        torch.testing.assert_close(grads["invert"][name], g, rtol=1e-12, atol=1e-12)
