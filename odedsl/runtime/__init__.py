@@ -6,6 +6,7 @@ Imports only torch and the standard library, so generated standalone code can ca
 from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.errors import (
     AnchorWarning,
+    ApproximateGradientWarning,
     InversionDriftError,
     InversionDriftWarning,
     NumericalFault,
@@ -33,6 +34,7 @@ __all__ = [
     "AffineUpdate",
     "AnchorPlan",
     "AnchorWarning",
+    "ApproximateGradientWarning",
     "BackwardMode",
     "Checkpoint",
     "IntegratorProgram",

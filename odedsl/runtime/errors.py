@@ -50,6 +50,16 @@ class AnchorWarning(UserWarning):
         self.stage = stage
 
 
+class ApproximateGradientWarning(UserWarning):
+    """Once per stage: backward invert over an integrator whose inverse is the reverse-time
+    approximation (seed 000, eq. 6) trains on approximate gradients; the spec says so in
+    ``odedsl check``, and a script calling the API is told here."""
+
+    def __init__(self, message: str, *, stage: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
 class TracedStageWarning(UserWarning):
     """``torch.jit.trace`` (and the TorchScript ONNX exporter) or a ``torch.func`` transform
     took a stage whose backward mode neither can hold: the layers ran as plain operations,

@@ -29,7 +29,12 @@ from torch import Tensor, nn
 
 from odedsl.runtime.calls import LayerCall, RunContext, SlotKey, keep_dtypes
 from odedsl.runtime.compiled import StepCompiler
-from odedsl.runtime.errors import NumericalFault, ShardedResidualError, TracedStageWarning
+from odedsl.runtime.errors import (
+    ApproximateGradientWarning,
+    NumericalFault,
+    ShardedResidualError,
+    TracedStageWarning,
+)
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan, forget_measurements
 from odedsl.runtime.modes import BackwardMode, BackwardSpec, Invert, Store, parse_backward
@@ -392,6 +397,8 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
             _refuse_sharded(stage, tables.sharded[0])
         if tables.unregistered and isinstance(stage.backward_mode, Invert):
             _refuse_unregistered(stage, tables.unregistered[0])
+        if stage.kind == "approximate" and isinstance(stage.backward_mode, Invert):
+            _say_approximate(stage)
         if torch.jit.is_tracing():  # an autograd Function with Python state: no TorchScript
             _warn_traced(stage, _TRACE_WHY, _TRACE_HINT)
             needs_grad = False
@@ -448,6 +455,28 @@ def _refuse_unregistered(stage: OdeStage, tensor: str) -> None:
         "torch.distributed.fsdp.fully_shard; or give this stage backward checkpoint(k)",
         stage=stage.name,
         module=tensor,
+    )
+
+
+def _say_approximate(stage: OdeStage) -> None:
+    """Once per stage: its gradients will be approximate, what they approximate and how to
+    measure the error (a user of the API never sees ``odedsl check``'s ``inverse:
+    approximate``)."""
+    if stage.__dict__.get("_said_approximate"):
+        return
+    stage.__dict__["_said_approximate"] = True
+    warnings.warn(
+        ApproximateGradientWarning(
+            f"stage '{stage.name}': backward invert rebuilds the states of integrator "
+            f"'{stage.program.name}' by its reverse-time scheme (Sander et al. 2022), "
+            "so its gradients approximate exact backprop's, with an error that falls with "
+            "the depth\n  hint: measure it with `odedsl gradcheck SPEC` (each stage's error "
+            "against exact backprop); for exact gradients use backward checkpoint(k) or a "
+            "reversible integrator (midpoint, leapfrog, hamiltonian, reversible_heun, "
+            "momentum); this warning is an odedsl.runtime.ApproximateGradientWarning",
+            stage=stage.name,
+        ),
+        stacklevel=4,
     )
 
 
