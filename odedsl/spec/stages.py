@@ -3,24 +3,17 @@ residual functions, the state's shape and the inverse the algebra derived for it
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
 from odedsl.integrators import Integrator
 from odedsl.limits import Limits
 from odedsl.runtime.weights import WeightSchedule
+from odedsl.spec.dry_run import check_coefficients
 from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
 from odedsl.spec.model import SequenceSpec, StageSpec
 from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
 from odedsl.syntax import ast
-
-if TYPE_CHECKING:
-    import torch
-
-    from odedsl.runtime.program import Step
 
 WEIGHTS = ("tied", "untied", "shared", "interpolated")
 BACKWARDS = ("store", "checkpoint", "invert")
@@ -65,7 +58,7 @@ def validate_stage(
     integrator_span = clauses["integrator"].span if "integrator" in clauses else decl.span
     try:
         cls = integrator.classify(int_params, depth=depth)
-        _dry_run(integrator, int_params, step, depth)
+        check_coefficients(integrator, int_params, step, depth)
     except (ArithmeticError, ValueError, RecursionError) as exc:
         diags.error(
             "E240",
@@ -126,60 +119,6 @@ def validate_stage(
         forward_equations=tuple(forward_eqs),
         inverse_equations=tuple(inverse_eqs),
     )
-
-
-#: Layers whose times a time-dependent integrator's coefficients are tried at (all of them up
-#: to this depth; deeper stages get the first and last, and the runtime names a failing layer).
-DRY_RUN_LAYERS = 4096
-
-
-def _dry_run(integrator: Integrator, params: dict[str, float], h: float, depth: int) -> None:
-    """Run the step and its inverse on a one-element state with unit residuals, at the first
-    and last layer's time, and at every layer's when the coefficients depend on t (a generic
-    time gives other values): scalar coefficients that divide by zero or overflow for this h
-    and these parameters fail here, located, instead of in the middle of training (a
-    ``h / (t - 0.4)`` at the third of five layers passed, then crashed the forward)."""
-    import torch
-
-    program = integrator.program(params)
-
-    def call(name: str, x: torch.Tensor, c: float) -> torch.Tensor:
-        return torch.ones_like(x)
-
-    # a state of 0 made a state-dependent expression such as x * x / x NaN, blamed on the
-    # coefficients; a generic value tries the coefficients alone (a division by a state that
-    # reaches 0 in training is the runtime's NumericalFault, naming the layer)
-    generic_state = torch.full((1, len(program.state_names) * 2), 0.6180339887, dtype=torch.float64)
-    state = program.init_state(generic_state)
-
-    def values_at(step: Step, t: float) -> list[torch.Tensor]:
-        try:
-            outs = [step.forward(state, call, h, t)]
-            if step.inverse is not None:
-                outs.append(step.inverse(state, call, h, t))
-        except ArithmeticError as exc:
-            raise ArithmeticError(f"{exc} at t = {t:g}") from None
-        values = [v for out in outs for v in out]
-        if any(v.is_complex() for v in values):  # a Python float ** 0.5 of a negative
-            raise ArithmeticError(f"a coefficient is not real at t = {t:g}")
-        if not all(torch.isfinite(v).all() for v in values):
-            raise ArithmeticError(f"a coefficient is not finite at t = {t:g}")
-        return values
-
-    # torch.fx prints the generated code's traceback to stderr before re-raising: keep the
-    # user's terminal to the located diagnostic.
-    with contextlib.redirect_stderr(io.StringIO()):
-        for step in (program.step, program.first):
-            if step is None:
-                continue
-            first = values_at(step, 0.0)
-            values_at(step, (depth - 1) * h)
-            if step is program.first or depth > DRY_RUN_LAYERS:
-                continue
-            generic = values_at(step, 1 / 3)
-            if not all(torch.equal(a, b) for a, b in zip(first, generic, strict=True)):
-                for n in range(1, depth - 1):  # coefficients that read t: every layer's time
-                    values_at(step, n * h)
 
 
 def _int(

@@ -447,3 +447,69 @@ def test_a_layer_moved_onto_the_singularity_is_a_named_fault() -> None:
         err.value
     )
     assert "\n  hint: " in str(err.value)
+
+
+def _singular_at(depth: int, coefficient: str, backward: str = "invert") -> list[str]:
+    """The error messages of SINGULAR_INSIDE with ``coefficient`` for h / (t - 0.4)."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace("h / (t - 0.4)", coefficient)
+    source = source.replace("backward invert", f"backward {backward}")
+    try:
+        load_spec(source, depth=depth)
+    except DslError as err:
+        return [d.message for d in err.diagnostics]
+    return []
+
+
+def test_a_singularity_between_two_layers_is_no_fault() -> None:
+    """The dry run tried a generic time t = 1/3, which is no layer's at depth 4 (0, 0.25,
+    0.5, 0.75): h / (t - 1/3) was a false E240. At depth 3 a layer sits on it."""
+    assert _singular_at(4, "h / (t - 1 / 3)") == []
+    (message,) = _singular_at(3, "h / (t - 1 / 3)")
+    assert "division by zero at t = 0.333333" in message
+
+
+def test_every_layer_time_is_tried_at_any_depth() -> None:
+    """Past 4096 layers only the first and last layer's times were tried: a coefficient
+    singular at the middle layer of 8192 (t = 0.5) passed the check."""
+    (message,) = _singular_at(8192, "h / (t - 0.5)")
+    assert "division by zero at t = 0.5" in message
+    assert _singular_at(8191, "h / (t - 0.5)") == []  # no layer at 0.5
+
+
+def test_a_step_after_a_start_block_is_not_tried_at_t0() -> None:
+    """Layer 0 runs the start block, so the step's coefficients never see t0 = 0: h / t is
+    fine there, and an error without the start block."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace(
+        "    v += h / (t - 0.4) * f(x, t)\n    x += h * v\n",
+        "    start { v += h * f(x, t)  x += h * v }\n    v += h / t * f(x, t)\n    x += h * v\n",
+    )
+    load_spec(source)
+    (message,) = _singular_at(5, "h / t")
+    assert "division by zero at t = 0" in message
+
+
+def test_a_time_dependent_factor_on_a_state_that_starts_at_zero_is_tried() -> None:
+    """``v = (1 + h / (t - 0.4)) * v + ...`` with v = 0 at the stage input: the dry run's v
+    was 0, so the factor's values at t = 0 and t = 1/3 compared equal and the layer times
+    were never tried; every state variable is now generic and nonzero."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace("backward invert", "backward store").replace(
+        "    v += h / (t - 0.4) * f(x, t)\n", "    v = (1 + h / (t - 0.4)) * v + f(x, t)\n"
+    )
+    with pytest.raises(DslError) as err:
+        load_spec(source)
+    (item,) = err.value.diagnostics
+    assert item.code == "E240" and "division by zero at t = 0.4" in item.message
+    load_spec(source, depth=4)  # t = 0 .. 0.75: fine
+    # the same zero start made a state that divides itself NaN, a false E240
+    load_spec(
+        source.replace("    v = (1 + h / (t - 0.4)) * v + f(x, t)\n    x += h * v\n", "").replace(
+            "integrator bad(x, v = 0) {\n",
+            "integrator bad(x, v = 0) {\n    x += h * f(x, t) * v / v\n    v += h * f(x, t)\n",
+        )
+    )

@@ -1,0 +1,174 @@
+"""The coefficient dry run: an integrator's steps tried at every time the stage evaluates them.
+
+A coefficient that divides by zero or overflows for this h, these parameters and some layer's
+time would otherwise crash (or turn the state to inf) in the middle of training. The dry run
+evaluates each step's graphs (forward and inverse) at exactly the layer times the stage runs
+them at, ``t_n = n·h`` (``t0`` is 0 for a compiled stage): a start block at ``t_0`` only, the
+step at every other layer's time (every layer's when there is no start block), and no other
+time, since a singularity between two layers is no fault (``h / (t - 1/3)`` at depth 4).
+
+All times go through the graph in one pass, so every depth is covered: scalar nodes (those
+that read only ``h``, ``t`` and constants) are computed with Python floats per time, exactly
+as the runtime computes them (its exceptions included), and tensor nodes once on a batch with
+one row per time. The state is generic and nonzero in every variable (``x * x / x`` and an
+auxiliary ``v = 0`` made state-dependent expressions NaN or hid a factor that is infinite at
+some layer, ``(1 + h / (t - 0.4)) * v``); residual functions return ones.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, fx
+
+from odedsl.integrators import Integrator
+from odedsl.integrators.emit import StepGraphs, residual
+
+#: Distinct generic values of the state variables (none 0 or 1, no two equal).
+_GENERIC = 0.6180339887
+_SPREAD = 0.2360679775
+
+
+class _Rows:
+    """A scalar with one float64 value per layer time (it reads ``t``)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Tensor) -> None:
+        self.values = values
+
+
+#: Correctly rounded in IEEE arithmetic, so a float64 tensor op gives the Python float's value
+#: bit for bit (and Python raises nothing for them: an overflow is inf in both).
+_EXACT: dict[Callable[..., Any], Callable[..., Any]] = {
+    operator.add: torch.add,
+    operator.sub: torch.sub,
+    operator.mul: torch.mul,
+    operator.neg: torch.neg,
+}
+
+
+class _Batched(fx.Interpreter):
+    """Runs a step graph at many layer times at once; records the first failure per time."""
+
+    def __init__(self, graph: fx.GraphModule, rows: int, failures: dict[int, str]) -> None:
+        super().__init__(graph)
+        self.rows = rows
+        self.failures = failures
+
+    def _fail(self, row: int, message: str) -> None:
+        self.failures.setdefault(row, message)
+
+    def _scalar(self, target: Callable[..., Any], args: Sequence[Any], row: int) -> Any:
+        try:
+            value = target(*args)
+        except (ArithmeticError, ValueError) as exc:
+            self._fail(row, str(exc))
+            return math.nan
+        if isinstance(value, complex):  # a Python float ** 0.5 of a negative
+            self._fail(row, "a coefficient is not real")
+            return math.nan
+        return value
+
+    def _full(self, value: Any) -> Tensor:
+        if isinstance(value, _Rows):
+            return value.values
+        return torch.full((self.rows,), float(value), dtype=torch.float64)
+
+    def _column(self, value: Any) -> Any:
+        return value.values.unsqueeze(1) if isinstance(value, _Rows) else value
+
+    def _per_time(self, target: Callable[..., Any], args: tuple[Any, ...]) -> _Rows:
+        """Each time's value with Python floats, as the runtime computes it."""
+        if target in _EXACT:
+            return _Rows(_EXACT[target](*(self._full(a) for a in args)))
+        if target is operator.truediv:  # Python raises where the divisor is 0
+            a, b = (self._full(x) for x in args)
+            for row in torch.nonzero(b == 0).flatten().tolist():
+                self._fail(row, "float division by zero")
+            return _Rows(torch.where(b == 0, math.nan, a / b))
+        if target is math.sqrt:  # correctly rounded too; Python raises below 0
+            (a,) = (self._full(x) for x in args)
+            for row in torch.nonzero(a < 0).flatten().tolist():
+                self._fail(row, "math domain error")
+            return _Rows(torch.where(a < 0, math.nan, torch.sqrt(a)))
+        columns = [a.values.tolist() if isinstance(a, _Rows) else [a] * self.rows for a in args]
+        values = [self._scalar(target, row, i) for i, row in enumerate(zip(*columns, strict=True))]
+        return _Rows(torch.tensor(values, dtype=torch.float64))
+
+    def call_function(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if target is torch.full_like and isinstance(args[1], _Rows):
+            return torch.zeros_like(args[0]) + self._column(args[1])
+        if target is residual or any(isinstance(a, Tensor) for a in args):
+            return target(*(self._column(a) for a in args), **kwargs)
+        if any(isinstance(a, _Rows) for a in args):
+            return self._per_time(target, args)
+        return self._scalar(target, args, 0)  # the same at every time: fails at the first
+
+
+def _ones(name: str, x: Tensor, c: float) -> Tensor:
+    return torch.ones_like(x)
+
+
+def _reads_t(graph: fx.GraphModule) -> bool:
+    """Whether the graph reads its ``t`` argument (``(..., h, t, call)``)."""
+    placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
+    return bool(placeholders[-2].users)
+
+
+def _first_failure(
+    graphs: Sequence[fx.GraphModule], slots: int, h: float, times: Tensor
+) -> tuple[int, str] | None:
+    """The earliest of ``times`` at which a graph raises or returns a value that is not
+    finite, with the message; the graphs in order within one time (forward, then inverse)."""
+    if not any(_reads_t(g) for g in graphs):
+        times = times[:1]  # the same values at every time
+    state = [
+        torch.full((times.numel(), 2), _GENERIC + _SPREAD * k, dtype=torch.float64)
+        for k in range(slots)
+    ]
+    per_graph: list[dict[int, str]] = []
+    bad_rows: set[int] = set()
+    for graph in graphs:
+        failures: dict[int, str] = {}
+        run = _Batched(graph, times.numel(), failures)
+        out = run.run(*state, h, _Rows(times), _ones)
+        per_graph.append(failures)
+        for value in out if isinstance(out, tuple) else (out,):
+            if isinstance(value, Tensor):
+                finite = torch.isfinite(value).reshape(times.numel(), -1).all(dim=1)
+                bad_rows.update(int(i) for i in torch.nonzero(~finite).flatten())
+    rows = bad_rows.union(*per_graph)
+    if not rows:
+        return None
+    row = min(rows)
+    for failures in per_graph:
+        if row in failures:
+            return row, failures[row]
+    return row, "a coefficient is not finite"
+
+
+def check_coefficients(
+    integrator: Integrator, params: dict[str, float], h: float, depth: int
+) -> None:
+    """Raise ArithmeticError naming the first layer time whose coefficients fail."""
+    graphs = integrator.graphs(params)
+    blocks: list[tuple[StepGraphs, Tensor]] = []
+    if graphs.first is not None:
+        blocks.append((graphs.first, torch.zeros(1, dtype=torch.float64)))
+    start = 1 if graphs.first is not None else 0
+    # n * h with n exact in float64: the runtime's t0 + n * h, bit for bit (t0 = 0)
+    blocks.append((graphs.step, torch.arange(start, depth, dtype=torch.float64) * h))
+    slots = len(integrator.state)
+    for step, times in blocks:
+        if not times.numel():
+            continue
+        parts = [g for g in (step.forward, step.inverse) if g is not None]
+        found = _first_failure(parts, slots, h, times)
+        if found is not None:
+            row, message = found
+            raise ArithmeticError(f"{message} at t = {float(times[row]):g}")
