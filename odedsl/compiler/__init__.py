@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 from torch import fx
@@ -47,15 +48,37 @@ def compile(
     return build_graph_module(spec, backward=_check_backward(backward), dtype=dtype)
 
 
+#: ``checkpoint(k)`` with a whole number k, spaces allowed: k < 1 is an out-of-range value,
+#: located on k, rather than an unknown mode.
+_CHECKPOINT_INT = re.compile(r"\s*checkpoint\s*\(\s*([+-]?[0-9]+)\s*\)\s*")
+
+
 def _check_backward(backward: str | None) -> str | None:
     """Validate a backward override with the runtime's own parser; bare `checkpoint` is k=1."""
-    from odedsl.diagnostics import Diagnostic, DslError
+    from odedsl.diagnostics import Diagnostic, DslError, SourceFile, Span
     from odedsl.runtime.modes import parse_backward
 
     if backward is None:
         return None
     if not isinstance(backward, str):
         raise TypeError(f"backward must be a string such as 'invert', got {backward!r}")
+    found = _CHECKPOINT_INT.fullmatch(backward)
+    if found and int(found.group(1)) < 1:
+        # shown like a spec error: the override's text, a caret on k and a hint
+        source = SourceFile("<backward>", backward)
+        start, end = found.span(1)
+        raise DslError(
+            [
+                Diagnostic(
+                    "E205",
+                    f"backward {backward!r}: the segment length k of checkpoint(k) must be a "
+                    f"positive integer, got {int(found.group(1))}",
+                    Span(source, 1, start + 1, 1, end + 1),
+                    "checkpoint(k) keeps the state every k layers and recomputes the rest: "
+                    "k = 1 keeps them all, e.g. checkpoint(4)",
+                )
+            ]
+        )
     text = backward.replace(" ", "")
     try:
         return str(parse_backward("checkpoint(1)" if text == "checkpoint" else text))

@@ -81,3 +81,22 @@ def test_compile_refuses_a_checkpoint_k_that_is_not_ascii_digits(backward: str) 
     with pytest.raises(DslError, match="unknown backward mode"):
         odedsl.compile(SPEC, backward=backward)
     assert str(odedsl.compile(SPEC, backward="checkpoint(2)").body.backward_mode) == "checkpoint(2)"
+
+
+@pytest.mark.parametrize(
+    ("backward", "column", "value"),
+    [("checkpoint(0)", 12, "0"), (" checkpoint( -3 )", 14, "-3"), ("checkpoint(00)", 12, "00")],
+)
+def test_a_checkpoint_k_below_1_is_out_of_range_on_k(
+    backward: str, column: int, value: str
+) -> None:
+    """`--backward checkpoint(0)` said "unknown backward mode": it is a k out of range, reported
+    as the spec's own clause reports it, with a caret on k and a hint."""
+    with pytest.raises(DslError) as err:
+        odedsl.compile(SPEC, backward=backward)
+    (d,) = err.value.diagnostics
+    assert d.code == "E205" and "segment length k" in d.message and "positive integer" in d.message
+    assert d.span is not None and (d.span.line, d.span.column) == (1, column)
+    assert d.hint is not None and "e.g. checkpoint(4)" in d.hint
+    caret = d.render().splitlines()[2]
+    assert caret.index("^") - caret.index("|") - 2 == column - 1 and caret.count("^") == len(value)
