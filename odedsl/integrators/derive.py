@@ -142,10 +142,33 @@ def _affine(rhs: ir.Expr, old: ir.Var) -> tuple[float | None, str]:
         return None, f"reads {old.name} in its own increment"
     a = poly.constant(split[0])
     if a is None:
-        return None, f"multiplies {old.name} by a factor that depends on h or t"
+        return None, _variable_factor(split[0], old)
     if abs(a) <= ZERO_TOL:
         return None, f"discards the old value of {old.name}"
     return a, ""
+
+
+def _variable_factor(factor: poly.Poly, old: ir.Var) -> str:
+    """Why a factor that is not a constant blocks the exact inverse, naming the factor: the
+    inverse divides by one number fixed when it is derived, for every layer and depth."""
+    expr = poly.to_expr(factor)
+    what = f"multiplies {old.name} by `{show(expr, 'dsl')}`"
+    state = sorted({v.name for v in ir.free_vars(expr)})
+    if state:
+        return (
+            f"{what}, which reads {', '.join(state)} (an exact inverse divides by a constant "
+            "factor, not by a tensor)"
+        )
+    if "t" in ir.syms(expr):
+        return (
+            f"{what}, which depends on t (an exact inverse divides by a constant factor, the "
+            "same at every layer)"
+        )
+    return (
+        f"{what}, which depends on h (an exact inverse divides by a constant factor, derived "
+        "before the stage's h is known, and set_depth changes h: give the factor's value as an "
+        "integrator parameter instead)"
+    )
 
 
 def classify_step(stmts: tuple[SsaStmt, ...], state: tuple[str, ...]) -> Derived:

@@ -513,3 +513,33 @@ def test_a_time_dependent_factor_on_a_state_that_starts_at_zero_is_tried() -> No
             "integrator bad(x, v = 0) {\n    x += h * f(x, t) * v / v\n    v += h * f(x, t)\n",
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("update", "fragment"),
+    [
+        ("v = (1 - h) * v + f(x, t)", "multiplies v by `1 - h`, which depends on h ("),
+        ("v = v / (1 + h) + f(x, t)", "multiplies v by `(1 + h)^(-1)`, which depends on h"),
+        ("v = (1 + h / (t - 0.4)) * v + f(x, t)", "which depends on t (an exact inverse"),
+        ("v = x * v + f(x, t)", "multiplies v by `x`, which reads x"),
+    ],
+)
+def test_a_factor_that_is_not_constant_is_named_with_why(update: str, fragment: str) -> None:
+    """Such a factor was "a factor that depends on h or t", whichever it was (a state variable
+    too). An exact inverse divides by one constant: a factor in h is not one, since the stage's
+    h is not known when the inverse is derived and set_depth changes it."""
+    cls = user_integrator(f"integrator bad(x, v = 0) {{ {update}  x += h * v }}").classify()
+    assert cls.kind == "none" and fragment in cls.reason, cls.reason
+    if "depends on h" in fragment:
+        assert "give the factor's value as an integrator parameter" in cls.reason
+
+
+def test_a_factor_in_h_given_as_a_parameter_is_inverted_exactly() -> None:
+    """The workaround the message names: the same factor, computed per stage from its depth."""
+    from odedsl.spec.load import load_spec
+
+    source = SINGULAR_INSIDE.replace("integrator bad(x, v = 0) {", "integrator bad(x, v = 0; a) {")
+    source = source.replace("v += h / (t - 0.4) * f(x, t)", "v = a * v + f(x, t)")
+    source = source.replace("integrator bad\n", "integrator bad(a = 1 - 1 / depth)\n")
+    (stage,) = load_spec(source).network.stages
+    assert stage.integrator_params == {"a": 0.8} and stage.inverse == "exact-unstable"
