@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from odedsl.runtime.compiled import StepCompiler
 from odedsl.runtime.program import State
-from odedsl.runtime.replay import BufferGuard, mix_seed, seeded
+from odedsl.runtime.replay import BufferGuard, mix_seed, seeded, write_buffer
 from odedsl.runtime.tables import SlotKey, StageTables
 from odedsl.runtime.weights import Blend
 
@@ -203,7 +203,7 @@ class LayerCall:
             elif (found := kept.get(call)) is not None:
                 with torch.no_grad():
                     for b, value in zip(buffers, found, strict=True):
-                        b.copy_(value)
+                        write_buffer(b, value)
         return new
 
 

@@ -76,6 +76,19 @@ def seeded(device: torch.device, seed: int) -> Iterator[None]:
         yield
 
 
+def write_buffer(buffer: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy ``value`` into ``buffer`` without bumping its autograd version counter.
+
+    Why: BatchNorm updates its running statistics inside its kernel, invisibly to version
+    counters, and its backward nodes save them (read in eval mode only). A visible ``copy_``
+    when a recomputation put them back made every node saved before it stale: a double
+    backward (``create_graph=True``, a gradient penalty) through ``checkpoint(k)`` whose
+    BatchNorm slot is recomputed in two segments (tied weights; Heun's θ_{n+1}) raised
+    autograd's in-place error. Outside a recomputation a buffer holds the forward's final
+    value, which is what every node saved there read and reads again."""
+    buffer.data.copy_(value)  # .data: the same storage with a version counter of its own
+
+
 class BufferGuard:
     """Snapshot buffers of modules on first touch; restore them all on :meth:`restore`."""
 
@@ -89,10 +102,11 @@ class BufferGuard:
         self._saved[id(module)] = (module, buffers)
 
     def restore(self) -> None:
+        """Put the snapshots back (:func:`write_buffer`: no version bump)."""
         with torch.no_grad():
             for module, buffers in self._saved.values():
                 for key, value in buffers.items():
-                    module.get_buffer(key).copy_(value)
+                    write_buffer(module.get_buffer(key), value)
         self._saved.clear()
 
     def __enter__(self) -> BufferGuard:

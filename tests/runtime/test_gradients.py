@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import parametrizations
 
 from odedsl.runtime import InversionDriftWarning, Invert, WeightSchedule, activation_bytes
 from odedsl.runtime.sketch import sketch_bytes
 
-from .programs import EXACT, PROGRAMS
-from .util import grad_error, make_stage, max_param_error, run
+from .programs import EXACT, MLP, PROGRAMS
+from .util import Run, grad_error, make_stage, max_param_error, run
 
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 
@@ -180,3 +183,73 @@ def test_double_backward_is_refused_by_invert_and_exact_in_the_other_modes():
         results[str(mode)] = x.grad
     store, ckpt = results.values()
     torch.testing.assert_close(ckpt, store, rtol=1e-12, atol=1e-12)
+
+
+def _gradient_penalty(
+    program: str,
+    schedule: str,
+    mode: object,
+    residual: Callable[[int], nn.Module],
+    stochastic: bool,
+) -> Run:
+    """A depth-4 stage: ∂/∂(θ, x) of ‖∂L/∂x‖² (a gradient penalty), float64."""
+    torch.manual_seed(2)
+    stage = make_stage(
+        program,
+        4,
+        schedule=WeightSchedule(schedule),
+        backward=mode,
+        residual=residual,
+        stochastic=stochastic,
+    )
+    x = torch.randn(6, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x.requires_grad_()
+    torch.manual_seed(5)
+    (g,) = torch.autograd.grad(stage(x).square().sum(), x, create_graph=True)
+    g.square().sum().backward()
+    grads = {k: p.grad for k, p in stage.named_parameters()}
+    return Run(g.detach(), x.grad, grads, stage)
+
+
+def _assert_penalty_as_store(
+    program: str, schedule: str, residual: Callable[[int], nn.Module], stochastic: bool
+) -> None:
+    store = _gradient_penalty(program, schedule, "store", residual, stochastic)
+    ckpt = _gradient_penalty(program, schedule, ("checkpoint", 2), residual, stochastic)
+    torch.testing.assert_close(ckpt.out, store.out, rtol=1e-12, atol=1e-12)
+    assert max_param_error(ckpt, store) <= 1e-10
+    buffers = dict(store.module.named_buffers())
+    assert buffers["f.0.bn.num_batches_tracked"] >= 1
+    for key, value in ckpt.module.named_buffers():
+        assert torch.equal(value, buffers[key]), key  # the statistics moved once
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["plain", "dropout"])
+@pytest.mark.parametrize(("program", "schedule"), [("heun", "untied"), ("euler", "tied")])
+def test_double_backward_through_checkpoint_with_a_batchnorm_slot_in_two_segments(
+    program: str, schedule: str, dropout: float
+) -> None:
+    """A BatchNorm slot recomputed in two checkpoint segments (Heun's θ_{n+1} reads the next
+    segment's first slot; tied weights are every segment's) had each recomputation's buffer
+    restore bump the running statistics' version counter, which BatchNorm's double-backward
+    nodes save: autograd's in-place error in the second backward. Now store's values."""
+    _assert_penalty_as_store(program, schedule, lambda w: MLP(w, dropout=dropout), dropout > 0)
+
+
+class _NormedMLP(nn.Module):
+    """Spectral-normalised Linear → BatchNorm → tanh: a slot whose buffers are replayed."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.lin = parametrizations.spectral_norm(nn.Linear(width, width))
+        self.bn = nn.BatchNorm1d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.bn(self.lin(x)))
+
+
+def test_double_backward_through_checkpoint_with_replayed_batchnorm_buffers() -> None:
+    """A slot with spectral normalisation has all its buffers, BatchNorm's statistics too,
+    written back before each recomputed call: that write had bumped their version counters
+    as the restore did (the same in-place error)."""
+    _assert_penalty_as_store("heun", "untied", _NormedMLP, False)
