@@ -113,6 +113,8 @@ class LayerCall:
     validated :class:`StageTables` (faster slot lookup, only buffered slots protected).
     ``memo``: a :class:`ResidualMemo` to take values from (``keep=False``, an inverse) or to
     keep them in (``keep=True``, a recomputation); ignored when the stage is stochastic.
+    ``reverse``: the calls of an approximate inverse (``step.inverse``), which replay the
+    forward call :func:`replayed_offset` names.
     """
 
     def __init__(
@@ -126,11 +128,13 @@ class LayerCall:
         tables: StageTables | None = None,
         memo: ResidualMemo | None = None,
         keep: bool = False,
+        reverse: bool = False,
     ) -> None:
         self.stage, self.n, self.ctx, self.scope = stage, n, ctx, scope
         self.touched, self.guard, self.tables = touched, guard, tables
         self.memo = memo if not ctx.keyed else None
         self.keep = keep
+        self.reverse = reverse
         self._seen: dict[tuple[str, float], int] = {}
 
     def __call__(self, name: str, x: Tensor, c: float) -> Tensor:
@@ -157,9 +161,11 @@ class LayerCall:
             if memo is not None and self.keep:
                 memo.keep(key, x, out)
             return out
+        if self.reverse:
+            c = replayed_offset(stage.program.offsets, c)
         occurrence = self._seen.get((name, c), 0)
         self._seen[(name, c)] = occurrence + 1
-        key = (self.n, self.scope, stage.program.residuals.index(name), round(c * 1e6))
+        key = (self.n, self.scope, stage.program.residuals.index(name), _key_offset(c))
         kept: list[tuple[CallKey, list[Tensor], list[int]]] = []
         if self.ctx.buffers is not None and tables is not None:
             kept = self._replay_buffers(name, blend, modules, (*key, occurrence), tables)
@@ -205,6 +211,28 @@ class LayerCall:
                     for b, value in zip(buffers, found, strict=True):
                         write_buffer(b, value)
         return new
+
+
+def _key_offset(c: float) -> int:
+    """An offset as it keys a call (micro-steps: offsets written as 1/3 meet)."""
+    return round(c * 1e6)
+
+
+def replayed_offset(offsets: Sequence[float], c: float) -> float:
+    """The offset of the forward call that an approximate inverse's call at offset ``c``
+    replays (random stream and kept buffers), given the program's forward ``offsets``.
+
+    Why: a program that reads no residual ahead (Euler) runs one function per layer, and its
+    reverse step reads it at offset 1 (x_n ≈ x_{n+1} − h f(x_{n+1}, θ_n), seed 000 eq. 6),
+    where no forward call was: that call drew a fresh dropout mask, so the reverse step undid
+    another function than the forward ran, and Euler's dropout gradients fell more slowly
+    with depth than without dropout. It now replays offset 0, layer n's own call. A program
+    that reads ahead keeps ``c``: its reverse-time call at t + c h replays the forward's call
+    at that time (Heun's reverse reads f at t + h first, as the forward's corrector did,
+    eq. 9); replaying the forward's first call instead made HeunNet's dropout gradients
+    38-224x further off store's (untied, N = 16-128).
+    """
+    return c if any(_key_offset(o) > 0 for o in offsets) else 0.0
 
 
 def _blended(modules: Sequence[nn.Module], blend: Blend) -> tuple[int, dict[str, Tensor]]:

@@ -771,7 +771,12 @@ class _Walk:
         self.memo = ResidualMemo()
 
     def _call(
-        self, n: int, scope: int, touched: set[SlotKey] | None, memo: bool = False
+        self,
+        n: int,
+        scope: int,
+        touched: set[SlotKey] | None,
+        memo: bool = False,
+        reverse: bool = False,
     ) -> LayerCall:
         return LayerCall(
             self.stage,
@@ -783,6 +788,7 @@ class _Walk:
             self.tables,
             self.memo if memo else None,
             keep=touched is not None,
+            reverse=reverse,
         )
 
     def _amp(self) -> AbstractContextManager[object]:
@@ -870,7 +876,7 @@ class _Walk:
         stage, h, t = self.stage, self.stage.h, self.stage.time_at(n)
         assert step.inverse is not None, f"stage {stage.name!r}: step without inverse"
         with torch.no_grad(), self._amp():
-            prev = step.inverse(state, self._call(n, 0, None, memo=True), h, t)
+            prev = step.inverse(state, self._call(n, 0, None, memo=True, reverse=True), h, t)
             prev = keep_dtypes(prev, state)
         leaves = [p.detach().requires_grad_() for p in prev]
         touched: set[SlotKey] = set()
@@ -909,7 +915,8 @@ class _Walk:
         with self._amp():
             if not step.updates:
                 assert step.inverse is not None
-                return keep_dtypes(step.inverse(state, self._call(n, 0, None), h, t), state)
+                call = self._call(n, 0, None, reverse=True)
+                return keep_dtypes(step.inverse(state, call, h, t), state)
             cur = list(state)
             for u in reversed(range(len(step.updates))):
                 up = step.updates[u]

@@ -7,7 +7,9 @@ from the forward pass:
   generator, and every residual call runs under a generator seeded from ``(base, layer,
   update, residual, offset, occurrence)``. The key names *what* is evaluated, not *when*, so
   the fused backward (which evaluates updates in reverse order) and the reverse-time inverse
-  (which reads ``f(x, t + h)`` first) meet the same masks as the forward. O(1) memory.
+  (which reads ``f(x, t + h)`` first) meet the same masks as the forward; Euler's reverse
+  step, which reads offset 1 where its forward read 0, replays layer n's own call
+  (:func:`~odedsl.runtime.calls.replayed_offset`). O(1) memory.
 * buffers mutated in forward (BatchNorm running statistics): a :class:`BufferGuard` snapshots
   the buffers of each residual copy the first time recomputation touches it and restores them
   when recomputation ends, so statistics are updated exactly once per forward in every mode.

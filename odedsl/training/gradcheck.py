@@ -172,7 +172,8 @@ def undo_layer(stage: OdeStage, n: int, state: State, ctx: RunContext, guard: Bu
     step, h, t = stage.step_at(n), stage.h, stage.time_at(n)
     if step.inverse is not None and not (ctx.seed is not None and step.updates):
         return keep_dtypes(
-            step.inverse(state, LayerCall(stage, n, ctx, 0, None, guard), h, t), state
+            step.inverse(state, LayerCall(stage, n, ctx, 0, None, guard, reverse=True), h, t),
+            state,
         )
     assert step.updates is not None, f"stage {stage.name!r}: a step without inverse"
     cur = list(state)
