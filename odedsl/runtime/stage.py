@@ -8,7 +8,8 @@ loop is differentiated (see :mod:`odedsl.runtime.modes`).
 Layer ``n`` runs ``step.forward(state, call, h, t_n)`` with ``t_n = t0 + n h``; ``call`` resolves
 offsets against layer ``n`` through the weight schedule. ``step.inverse`` receives the same
 ``(h, t_n)`` and a call for the same layer, so a reverse-time scheme reads ``f(x_{n+1})`` at
-offset 1 (θ_n for layer-wise untied weights, θ_{n+1} when the forward reads ahead).
+offset 1: θ_n and layer n's dropout mask when the forward reads nothing ahead (Euler, seed 000
+eq. 6), θ_{n+1} and the corrector's mask when it does (Heun, eq. 9).
 
 Under ``torch.compile`` the stage is a graph break in every mode (never another mode): its
 depth loop runs in Python and each residual evaluation runs one compiled graph per residual

@@ -9,7 +9,9 @@ every schedule is a function θ(s) of depth:
   (an offset > 0, e.g. Heun's corrector ``f(., t + h)``), the slots are the N + 1 nodes
   ``s_i = i / N`` and θ is linear between them (HeunNet, seed 000 eq. 8: the corrector uses
   θ_{n+1}). Otherwise there are N slots and layer n uses slot n whatever the offset, so the
-  reverse Euler step at offset 1 uses θ_n exactly as seed 000 eq. 6.
+  reverse Euler step at offset 1 uses θ_n exactly as seed 000 eq. 6 (for every schedule, an
+  approximate inverse's calls resolve to offset 0 first in such a program:
+  :func:`~odedsl.runtime.calls.replayed_offset`).
 * ``shared(k)``: k groups, θ piecewise constant, group ``min(floor(s k), k - 1)``. Without
   positive offsets, as for untied, the group is the layer's own (``s = n / N``).
 * ``interpolated(k)``: k control points at ``s_i = i / (k - 1)``, θ piecewise linear, so the
