@@ -84,6 +84,7 @@ class OdeStage(nn.Module):
         self._step_given = step is not None
         self.t0 = float(t0)
         self.schedule = schedule or WeightSchedule("tied")
+        self._check_groups(depth)
         self.stochastic = stochastic
         self.check_inverse = check_inverse  # validated by the property's setter
         self.check_forward = check_forward
@@ -137,8 +138,8 @@ class OdeStage(nn.Module):
     def set_depth(self, depth: int) -> None:
         """Run the same weights at another depth N (step 1/N unless the spec fixed the step).
 
-        Only for schedules whose parameters do not depend on N (``tied``, ``shared(k)``,
-        ``interpolated(k)``); compiled residual graphs are kept, so nothing recompiles.
+        Only for schedules whose parameters do not depend on N (``tied``, ``shared(k)`` with
+        k ≤ N, ``interpolated(k)``); compiled residual graphs are kept, so nothing recompiles.
         """
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"stage {self.name!r}: depth must be a positive integer: {depth!r}")
@@ -147,6 +148,7 @@ class OdeStage(nn.Module):
                 f"stage {self.name!r}: depth {depth} exceeds the limit of {max_depth()} "
                 "(raise it with ODEDSL_MAX_DEPTH)"
             )
+        self._check_groups(depth)
         if self.schedule.slots(depth, self.program.offsets) != self.schedule.slots(
             self.depth, self.program.offsets
         ):
@@ -159,6 +161,16 @@ class OdeStage(nn.Module):
         if not self._step_given:
             self.h = 1.0 / depth
         self._blends.clear()
+
+    def _check_groups(self, depth: int) -> None:
+        """``shared(k)`` needs k ≤ depth, as the spec validator requires (E205): with fewer
+        layers than groups some groups are never read, their weights silently unused."""
+        k = self.schedule.k
+        if self.schedule.mode == "shared" and k is not None and k > depth:
+            raise ValueError(
+                f"stage {self.name!r}: shared({k}) has more groups than the stage's {depth} "
+                f"layers; use a depth of at least {k}, or fewer groups"
+            )
 
     @property
     def check_inverse(self) -> float | bool | None:

@@ -332,3 +332,17 @@ def test_store_never_warns_under_jit_trace_even_through_the_eager_loop() -> None
         warnings.simplefilter("error", TracedStageWarning)
         traced = torch.jit.trace(net, (x,), check_trace=False)
     torch.testing.assert_close(traced(x), net(x), rtol=1e-12, atol=1e-12)
+
+
+def test_set_depth_refuses_more_shared_groups_than_layers() -> None:
+    """The spec refuses shared(k) with k > depth (E205: groups no layer reads); set_depth(n)
+    accepted it, and groups 1 and 3 of shared(4) at depth 2 were silently never used."""
+    stage = make_stage("euler", 4, schedule=WeightSchedule("shared", 4))
+    with pytest.raises(ValueError, match=r"shared\(4\) has more groups than the stage's 2 layers"):
+        stage.set_depth(2)
+    assert stage.depth == 4 and stage.h == pytest.approx(1 / 4)  # left as it was
+    stage.set_depth(4)
+    stage.set_depth(9)
+    assert stage.depth == 9
+    with pytest.raises(ValueError, match=r"shared\(4\) has more groups than the stage's 3 layers"):
+        make_stage("euler", 3, schedule=WeightSchedule("shared", 4))
