@@ -5,8 +5,9 @@ weight schedules and depths.
   (integrator, depth, weights rule), all plain values and tensors;
 * :func:`load_checkpoint` reads a file with ``torch.load(weights_only=True)`` (a pickle that
   would run code is refused, never executed) or takes a state dict, and refuses one written for
-  another network, depth or weights rule, naming the first mismatching key and its shapes and
-  suggesting :func:`convert_state_dict` where a conversion exists;
+  another network, weights rule or (for untied weights, one slot per layer) depth, naming the
+  first mismatching key and its shapes and suggesting :func:`convert_state_dict` where a
+  conversion exists;
 * :func:`convert_state_dict` maps a stage's weights from one schedule/depth to another by
   evaluating θ(s) at the destination's slots (:func:`odedsl.runtime.weights.expand_state_dict`):
   tied → untied, shallower → deeper untied, interpolated → untied (seed 000 §5.2: start a deep
@@ -24,7 +25,7 @@ import pickle
 import re
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,19 @@ class StageLayout:
 
     def describe(self) -> str:
         return f"{self.integrator}, weights {self.schedule}, depth {self.depth}"
+
+    def holds_weights_for(self, other: StageLayout) -> bool:
+        """Whether weights written for this layout load into ``other`` unchanged: the same
+        layout, or the same but for the depth when ``other``'s schedule does not depend on it
+        (tied, interpolated(k), shared(k) with k ≤ depth: what ``set_depth`` runs at any
+        depth; an interpolated(3) file of depth 4 had been refused at depth 8)."""
+        if self == other:
+            return True
+        mode, k = other.schedule.mode, other.schedule.k
+        free = mode in ("tied", "interpolated") or (
+            mode == "shared" and k is not None and k <= other.depth
+        )
+        return free and replace(self, depth=other.depth) == other
 
     def to_plain(self) -> dict[str, Any]:
         return {
@@ -295,8 +309,10 @@ def load_checkpoint(
 
     Refused (:class:`CheckpointError`, a ``DslError``): an unsafe or unreadable file, a stage
     layout (integrator, depth, weights rule) other than the model's, a missing or extra key,
-    a shape other than the model's. The message names the first mismatching key and both
-    shapes, and suggests :func:`convert_state_dict` when the stage layouts differ.
+    a shape other than the model's. The depth may differ for weights that do not depend on it
+    (tied, interpolated(k), shared(k) with k ≤ the model's depth), as with ``set_depth``.
+    The message names the first mismatching key and both shapes, and suggests
+    :func:`convert_state_dict` when the stage layouts differ.
     """
     state, layouts = read_checkpoint(source, map_location)
     mine = stage_layouts(model)
@@ -316,7 +332,7 @@ def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLay
                 "it was written for another spec: load it into the spec (and --set values) it "
                 "was written for",
             )
-        if got != want:
+        if not got.holds_weights_for(want):
             hint = (
                 CONVERT_HINT
                 if _convertible(got, want)

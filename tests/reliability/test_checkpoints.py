@@ -120,13 +120,38 @@ def test_same_shapes_other_layout_is_refused_when_the_file_says_so(tmp_path: Pat
     msg = str(err.value)
     assert "weights interpolated(4), depth 4" in msg and "weights untied, depth 4" in msg
     assert "convert_state_dict" in msg
-    save_checkpoint(build("tied", depth=4), tmp_path / "t.pt")
-    with pytest.raises(CheckpointError, match="depth 4, the network has euler, weights tied, dep"):
-        load_checkpoint(build("tied", depth=8), tmp_path / "t.pt")
+    save_checkpoint(build("shared(4)", depth=4), tmp_path / "s.pt")  # 4 slots: same shapes
+    with pytest.raises(CheckpointError, match=r"weights shared.4., depth 4, the network has euler"):
+        load_checkpoint(build("interpolated(4)", depth=8), tmp_path / "s.pt")
     save_checkpoint(build("untied", integrator="heun"), tmp_path / "h.pt")
     with pytest.raises(CheckpointError) as err:  # another integrator: nothing to convert
         load_checkpoint(build("untied", integrator="rk4"), tmp_path / "h.pt")
     assert "convert_state_dict" not in str(err.value)
+
+
+@pytest.mark.parametrize("weights", ["tied", "shared(2)", "interpolated(3)"])
+@pytest.mark.parametrize("integrator", ["euler", "rk4"])
+def test_depth_free_weights_load_at_another_depth(
+    tmp_path: Path, weights: str, integrator: str
+) -> None:
+    """tied, shared(k) and interpolated(k) weights do not depend on the depth (set_depth runs
+    them at any): a file written at depth 4 loads at depth 8 and gives set_depth(8)'s net."""
+    src = build(weights, depth=4, integrator=integrator)
+    save_checkpoint(src, tmp_path / "w.pt")
+    dst = odedsl.compile(spec(weights, integrator), depth=8)
+    load_checkpoint(dst, tmp_path / "w.pt")
+    src.body.set_depth(8)
+    assert torch.equal(outputs(dst, X, False), outputs(src, X, False))
+
+
+def test_depth_dependent_weights_stay_refused_at_another_depth(tmp_path: Path) -> None:
+    """untied weights are one slot per layer: another depth is another network."""
+    save_checkpoint(build("untied", depth=4), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="weights untied, depth 4, the network has euler, w"):
+        load_checkpoint(odedsl.compile(spec("untied"), depth=8), tmp_path / "w.pt")
+    save_checkpoint(build("interpolated(3)", depth=4), tmp_path / "i.pt")
+    with pytest.raises(CheckpointError, match=r"euler, weights interpolated.3., depth 4, the netw"):
+        load_checkpoint(odedsl.compile(spec("interpolated(3)", "heun"), depth=8), tmp_path / "i.pt")
 
 
 def test_not_a_state_dict(tmp_path: Path) -> None:
