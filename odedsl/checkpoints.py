@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.runtime.stage import OdeStage
-from odedsl.runtime.weights import WeightSchedule, _check_conversion, expand_state_dict
+from odedsl.runtime.weights import WeightSchedule, _check_conversion, _inexact, expand_state_dict
 
 FORMAT = "odedsl-weights"
 VERSION = 1
@@ -357,11 +357,12 @@ def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLay
 def _convertible(src: StageLayout, dst: StageLayout) -> bool:
     if (src.integrator, src.residuals, src.offsets) != (dst.integrator, dst.residuals, dst.offsets):
         return False
+    pair = ((src.schedule, src.depth), (dst.schedule, dst.depth))
     try:
-        _check_conversion((src.schedule, src.depth), (dst.schedule, dst.depth))
+        _check_conversion(*pair)
     except ValueError:
         return False
-    return True
+    return _inexact(*pair, dst.offsets, buffers=False) is None  # buffers: the file cannot say
 
 
 def _shape(t: Tensor | None) -> tuple[int, ...] | None:
@@ -421,6 +422,20 @@ def _check_keys(
 
 def _conversion_hint(why: str) -> str:
     """What to do when ``expand_state_dict`` refuses (its ValueError's text says which case)."""
+    if why.startswith("cannot convert") and "exactly: buffers" in why:
+        return (
+            "running statistics are not blended, so no untied (or finer) layout reproduces "
+            "them at those times: keep the source's weights rule, or use residuals without "
+            "BatchNorm; tied weights and integrators that evaluate residuals at t and t + h "
+            "only (euler, heun) convert exactly"
+        )
+    if why.startswith("cannot convert") and "exactly:" in why:
+        return (
+            "keep the source's weights rule, or convert where θ(s) is linear between the "
+            "destination's slots: from tied; from interpolated(k) at a depth that is a multiple "
+            "of k - 1; from any rule with an integrator that evaluates residuals at t and t + h "
+            "only (euler, heun)"
+        )
     if why.startswith("cannot convert"):
         return (
             "only conversions that lose no weights are made: from tied to any rule; from shared "
@@ -450,7 +465,11 @@ def convert_state_dict(
     ``model``'s stage layouts, stage by stage, by evaluating θ(s) at the model's slots.
 
     Other keys (stem, transitions, head) pass through. Stages must use the same integrator;
-    conversions that would lose information (untied → tied, deeper → shallower) are refused.
+    conversions that would lose information (untied → tied, deeper → shallower) are refused,
+    and so are those after which the integrator would read other weights than the source's
+    θ(s) where it evaluates the residual: untied slots are blended linearly in between, so
+    RK4's t + h/2 gets θ back only where θ is linear over the layer (never from shared(k)),
+    and BatchNorm statistics, read from a blend's heaviest slot, must be the source's there.
     The result is checked against ``model``'s keys and shapes before it is returned.
     """
     src = stage_layouts(source, **params)
@@ -493,6 +512,9 @@ def convert_state_dict(
                 buffers,
             )
         except ValueError as exc:
-            raise CheckpointError(f"stage '{path}': {exc}", _conversion_hint(str(exc))) from None
+            raise CheckpointError(
+                f"stage '{path}' (integrator '{want.integrator}'): {exc}",
+                _conversion_hint(str(exc)),
+            ) from None
     _check_keys(out, model.state_dict(), {})
     return out

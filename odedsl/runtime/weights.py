@@ -19,7 +19,10 @@ every schedule is a function θ(s) of depth:
 
 :func:`expand_state_dict` turns the weights of one schedule into those of another by
 evaluating θ at the destination's slot times (seed 000 §5.2: start a deep untied network from a
-trained tied one).
+trained tied one). It refuses a conversion after which the integrator would read other weights
+than θ where it evaluates the residual: between two untied slots θ is blended linearly, so RK4's
+t + h/2 gets θ back only where θ is linear between the two (never across the jump between
+two shared(k) groups).
 """
 
 from __future__ import annotations
@@ -197,6 +200,62 @@ def _check_conversion(src: tuple[WeightSchedule, int], dst: tuple[WeightSchedule
         )
 
 
+def _heaviest(blend: Blend) -> int:
+    """The slot whose buffers a blend reads (the first of equal weights, as the runtime)."""
+    return max(blend, key=lambda b: b[1])[0]
+
+
+def _where(n: int, c: float, depth: int) -> str:
+    return f"layer {n}, t + {c:g}·h (s = {(n + c) / depth:.4g})"
+
+
+def _inexact(
+    src: tuple[WeightSchedule, int],
+    dst: tuple[WeightSchedule, int],
+    offsets: Sequence[float],
+    buffers: bool,
+) -> str | None:
+    """Why the converted weights would not be the source's wherever the integrator evaluates
+    the residual (layer ``n``, offset ``c`` of ``offsets``), or ``None`` when they would.
+
+    Why: each destination slot holds θ at its own time, and the runtime blends slots linearly
+    in between; an integrator reading weights between two slots (RK4's t + h/2) then got a
+    chord, not θ: a shared(k) net, or an interpolated(k) net with a control point inside a
+    layer, converted to untied computed another function (outputs 0.02 to 0.09 off in a test
+    net). Buffers (``buffers``: the residuals have some) are read from a blend's heaviest
+    slot, not blended, so the slot a destination blend reads them from must hold the source's
+    heaviest one.
+    """
+    (s, n_src), (d, n_dst) = src, dst
+    if s.mode == "tied" or (s == d and (n_src == n_dst or s.mode == "interpolated")):
+        return None  # the same θ (interpolated(k) is one at every depth)
+    made = [s.at(t, n_src, offsets) for t in d.slot_times(n_dst, offsets)]
+    for c in sorted(set(offsets)):
+        for n in range(n_dst):
+            if n_src == n_dst:  # as the source network itself looks it up
+                want = dict(s.lookup(n, c, n_dst, offsets))
+            else:
+                want = dict(s.at(min((n + c) / n_dst, 1.0), n_src, offsets))
+            blend = d.lookup(n, c, n_dst, offsets)
+            got: dict[int, float] = {}
+            for j, w in blend:
+                for i, v in made[j]:
+                    got[i] = got.get(i, 0.0) + w * v
+            if any(abs(got.get(i, 0.0) - want.get(i, 0.0)) > _EPS for i in {*got, *want}):
+                return (
+                    f"the integrator evaluates the residual at {_where(n, c, n_dst)}, between "
+                    f"two {d} slots, which are blended linearly, and {s}'s θ(s) is not linear there"
+                )
+            heavy, source = _heaviest(made[_heaviest(blend)]), _heaviest(tuple(want.items()))
+            if buffers and heavy != source:
+                return (
+                    "buffers (BatchNorm's running statistics) are read from a blend's heaviest "
+                    f"slot, not blended, and at {_where(n, c, n_dst)} the converted network "
+                    f"would read those of source slot {heavy}, the source those of slot {source}"
+                )
+    return None
+
+
 def _is_buffer(local: str, buffers: Collection[str] | None, value: Tensor) -> bool:
     if buffers is not None:
         return local in buffers
@@ -219,7 +278,9 @@ def expand_state_dict(
     keys pass through. Parameters are blended per :meth:`WeightSchedule.at` at each destination
     slot's time; buffers (``buffers``: local names, default: non-float tensors and
     ``running_*``, i.e. BatchNorm statistics) are copied from the heaviest source slot.
-    Raises ``ValueError`` for conversions that would lose information.
+    Raises ``ValueError`` for conversions that would lose information, and for those after which
+    a residual evaluation at one of ``offsets`` (the program's) would read other weights or
+    buffers than the source's there (RK4's t + h/2 from shared(k) to untied).
     """
     _check_target("src", src)
     _check_target("dst", dst)
@@ -240,9 +301,22 @@ def expand_state_dict(
     for r, slots in per_res.items():
         if len(slots) != n_in:
             raise ValueError(f"residual {r!r}: found {len(slots)} slots, {s_sched} needs {n_in}")
+    has_buffers = any(
+        _is_buffer(local, buffers, value)
+        for slots in per_res.values()
+        for one in slots.values()
+        for local, value in one.items()
+    )
+    why = _inexact(src, dst, offsets, has_buffers)
+    if why:
+        raise ValueError(
+            f"cannot convert weights {s_sched} (depth {n_src}) to {d_sched} (depth {n_dst}) "
+            f"exactly: {why}"
+        )
+    for r, slots in per_res.items():
         for j, s in enumerate(d_sched.slot_times(n_dst, offsets)):
             blend = s_sched.at(s, n_src, offsets)
-            heavy = max(blend, key=lambda b: b[1])[0]
+            heavy = _heaviest(blend)
             for local, value in slots[heavy].items():
                 if _is_buffer(local, buffers, value):
                     mixed = value.clone()

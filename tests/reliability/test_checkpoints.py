@@ -315,6 +315,67 @@ def test_interpolated_to_untied_gives_identical_outputs(integrator: str) -> None
     assert len(dst.body.f) == slots
 
 
+def _float64(text: str, depth: int) -> nn.Module:
+    torch.manual_seed(0)
+    model = odedsl.compile(text, depth=depth, dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        model(torch.randn(8, *model.input_shape, dtype=torch.float64))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("integrator", "weights", "depth", "batchnorm"),
+    [
+        ("euler", "shared(2)", 4, True),
+        ("euler", "interpolated(4)", 4, True),
+        ("heun", "shared(2)", 4, True),
+        ("heun", "interpolated(4)", 4, True),
+        ("rk4", "interpolated(3)", 6, True),  # control point s = 1/2 on node 3; see below
+        ("rk4", "interpolated(3)", 8, False),
+    ],
+)
+def test_conversions_to_untied_keep_the_outputs_exactly(
+    integrator: str, weights: str, depth: int, batchnorm: bool
+) -> None:
+    """Euler reads weights at t, Heun at t and t + h: the untied slots' own times. RK4 also
+    reads t + h/2, between two slots, which untied blends linearly: exact only where θ(s) is
+    linear over each layer, and (BatchNorm) where the heaviest slot holds the source's running
+    statistics. The reference is the source network itself, in eval and train mode."""
+    text = spec(weights, integrator)
+    text = text if batchnorm else text.replace("batchnorm2d tanh", "tanh")
+    src = _float64(text, depth)
+    dst = odedsl.compile(text.replace(weights, "untied"), depth=depth, dtype=torch.float64)
+    load_checkpoint(dst, convert_state_dict(src, src.state_dict(), dst))
+    x = X.double()
+    for train in (False, True):  # eval first: a train-mode forward moves the statistics
+        torch.testing.assert_close(
+            outputs(dst, x, train), outputs(src, x, train), rtol=0, atol=1e-12
+        )
+
+
+@pytest.mark.parametrize(
+    ("weights", "depth", "why"),
+    [
+        ("shared(2)", 4, "not linear"),  # θ jumps at s = 1/2: no untied slots reproduce it
+        ("interpolated(4)", 4, "not linear"),  # control points s = 1/3, 2/3 inside layers 1, 2
+        ("interpolated(3)", 8, "running statistics"),  # θ linear, BatchNorm's statistics not
+    ],
+)
+def test_conversions_to_untied_that_rk4_would_read_otherwise_are_refused(
+    weights: str, depth: int, why: str
+) -> None:
+    """Before the refusal these converted silently, eval-mode outputs 0.02 to 0.09 off."""
+    src = _float64(spec(weights, "rk4"), depth)
+    dst = odedsl.compile(spec("untied", "rk4"), depth=depth, dtype=torch.float64)
+    with pytest.raises(CheckpointError, match=why) as err:
+        convert_state_dict(src, src.state_dict(), dst)
+    message = err.value.diagnostics[0].message
+    assert "integrator 'rk4'" in message and why in message and "exactly" in message
+    assert "keep the source's weights rule" in (err.value.diagnostics[0].hint or "")
+
+
 def test_shallower_to_deeper_untied_repeats_each_layer() -> None:
     src = build("untied", depth=4)
     dst = odedsl.compile(spec("untied"), depth=8)

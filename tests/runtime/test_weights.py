@@ -193,6 +193,38 @@ def test_expand_refuses_lossy_conversions(src, dst, match):
         expand_state_dict(a.state_dict(), "", ["f"], (s, src[2]), (d, dst[2]))
 
 
+RK4 = (0.0, 0.5, 1.0)
+
+
+def _weight_at(sd: dict, s: WeightSchedule, n: int, c: float, depth: int) -> torch.Tensor:
+    return sum(w * sd[f"f.{i}.lin1.weight"] for i, w in s.lookup(n, c, depth, RK4))
+
+
+def test_expand_keeps_what_rk4_reads_at_half_steps_or_refuses():
+    """RK4 reads weights at t + h/2, between two untied slots, which the runtime blends
+    linearly: a conversion is made only when that blend is the source's θ there."""
+    shared, interp, untied = (
+        WeightSchedule(*a) for a in (("shared", 2), ("interpolated", 3), ("untied",))
+    )
+    a = make_stage("euler", 4, schedule=shared)
+    with pytest.raises(ValueError, match=r"t \+ 0\.5·h \(s = 0\.375\).*θ\(s\) is not linear"):
+        expand_state_dict(a.state_dict(), "", ["f"], (shared, 4), (untied, 4), RK4)
+    # interpolated(3) at depth 8: control point s = 1/2 on a node, θ linear over every layer
+    plain = make_stage("euler", 8, schedule=interp, residual=lambda w: MLP(w, bn=False))
+    sd = expand_state_dict(plain.state_dict(), "", ["f"], (interp, 8), (untied, 8), RK4)
+    for n in range(8):
+        for c in RK4:
+            want = _weight_at(plain.state_dict(), interp, n, c, 8)
+            torch.testing.assert_close(_weight_at(sd, untied, n, c, 8), want, rtol=0, atol=1e-12)
+    # ... but BatchNorm statistics come from a blend's heaviest slot: at s = 5/16 the source
+    # reads control point 1's, the untied blend of nodes 2 and 3 node 2's (control point 0's)
+    bn = make_stage("euler", 8, schedule=interp)
+    with pytest.raises(
+        ValueError, match=r"running statistics.*source slot 0, the source those of slot 1"
+    ):
+        expand_state_dict(bn.state_dict(), "", ["f"], (interp, 8), (untied, 8), RK4)
+
+
 def test_expand_checks_slot_count():
     a = make_stage("euler", 4)
     with pytest.raises(ValueError, match="slots"):
