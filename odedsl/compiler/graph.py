@@ -15,8 +15,13 @@ from torch import fx, nn
 from odedsl.compiler.layers import build_sequence
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.runtime import OdeStage, WeightSchedule
+from odedsl.spec.fingerprint import weights_fingerprint
 from odedsl.spec.model import SectionSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
+
+#: What :func:`build_graph_module` sets on the module: a stage of one of these names was a
+#: TypeError ("cannot assign 'str' as child module") instead of a located error.
+MODEL_ATTRIBUTES = ("input_shape", "network_name", "weights_fingerprint")
 
 
 def class_name(network: str) -> str:
@@ -91,13 +96,13 @@ def build_graph_module(
     graph = fx.Graph()
     x = graph.placeholder("x")
     for part in net.parts:
-        if hasattr(fx.GraphModule, part.name):
+        if hasattr(fx.GraphModule, part.name) or part.name in MODEL_ATTRIBUTES:
             raise DslError(
                 [
                     Diagnostic(
                         "E120",
-                        f"stage name '{part.name}' ({part.origin}) clashes with a torch module "
-                        "attribute",
+                        f"stage name '{part.name}' ({part.origin}) clashes with an attribute "
+                        "of the compiled torch module",
                         None,
                         "rename the stage",
                     )
@@ -112,10 +117,14 @@ def build_graph_module(
     gm = fx.GraphModule(root, graph, class_name=class_name(net.name))
     gm.input_shape = tuple(net.input_shape)  # type: ignore[assignment]
     gm.network_name = net.name  # type: ignore[assignment]
+    # what save_checkpoint writes and load_checkpoint compares (odedsl.spec.fingerprint)
+    gm.weights_fingerprint = weights_fingerprint(net)  # type: ignore[assignment]
     # GraphModule.__deepcopy__ rebuilds the module and keeps only what meta lists here
-    # (copy.deepcopy dropped both attributes; pickle keeps them anyway)
+    # (copy.deepcopy dropped these attributes; pickle keeps them anyway)
     gm.meta.setdefault("_user_preserved_attributes", {}).update(
-        input_shape=gm.input_shape, network_name=gm.network_name
+        input_shape=gm.input_shape,
+        network_name=gm.network_name,
+        weights_fingerprint=gm.weights_fingerprint,
     )
     if dtype is not None:
         gm.to(dtype)

@@ -1,8 +1,10 @@
-"""A digest of a validated network, for checkpoints to say which network they trained.
+"""Digests of a validated network, for checkpoints to say which network they trained.
 
 Torch-free, so the training command and the exported training script (``odedsl build``)
 compute the same one: a resume that would load weights into another network of the same
-parameter shapes (an Euler ResNet's into a momentum net) is refused by both.
+parameter shapes (an Euler ResNet's into a momentum net) is refused by both. A weights file
+(``odedsl.checkpoints.save_checkpoint``, ``odedsl train``'s ``model.pt``) carries the looser
+:func:`weights_fingerprint`, which leaves out what the same weights run under (depth, backward).
 """
 
 from __future__ import annotations
@@ -34,3 +36,42 @@ def network_fingerprint(network: Any) -> str:
 
     schema = digest(type(network).model_json_schema())
     return f"{schema}:{digest(strip(network.model_dump(mode='json')))}"
+
+
+#: The description :func:`weights_fingerprint` digests; another description, another version.
+WEIGHTS_VERSION = "w1"
+
+
+def weights_fingerprint(network: Any) -> str:
+    """What a network's weights mean, as ``w1:<digest>``: for a weights file to say which
+    network it was written for (a plain state dict of another spec with the same shapes, an
+    Euler ResNet's in a momentum net or tanh residuals' in relu ones, loaded silently).
+
+    Its input and output shapes, and per part, in order: the layers' kinds, module names and
+    shapes; a stage's integrator, its parameters and forward equations, and weights rule. Left
+    out: what weights run unchanged under, so a file still loads there: depths (and the step,
+    slot and parameter counts that follow; the stage layouts check depth where it matters),
+    backward modes, positions, layer options that shapes do not show (initialisation,
+    BatchNorm momentum) and the network's name."""
+    data = network.model_dump(mode="json")
+
+    def layers(sequence: dict[str, Any]) -> list[Any]:
+        return [[x["kind"], x["name"], x["in_shape"], x["out_shape"]] for x in sequence["layers"]]
+
+    parts: list[Any] = []
+    for part in data["parts"]:
+        if part["part"] == "stage":
+            parts.append(
+                {
+                    "stage": part["name"],
+                    "integrator": part["integrator"],
+                    "params": part["integrator_params"],
+                    "equations": part["forward_equations"],
+                    "weights": [part["weights"], part["weights_k"]],
+                    "residuals": {r: layers(s) for r, s in part["residuals"].items()},
+                }
+            )
+        else:
+            parts.append({part["part"]: part["name"], "layers": layers(part["body"])})
+    described = {"input": data["input_shape"], "output": data["output_shape"], "parts": parts}
+    return f"{WEIGHTS_VERSION}:{digest(described)}"

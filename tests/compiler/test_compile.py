@@ -152,3 +152,26 @@ def test_state_dict_round_trip() -> None:
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 2, 6, 6)
     torch.testing.assert_close(a(x), b(x))
+
+
+@pytest.mark.parametrize("name", ["input_shape", "network_name", "weights_fingerprint"])
+def test_a_stage_named_like_a_model_attribute_is_a_located_error(name: str) -> None:
+    """compile sets these on the module: such a stage was torch's TypeError "cannot assign
+    'str' as child module", unlocated."""
+    with pytest.raises(DslError, match=rf"stage name '{name}' \(<spec>:4:\d+\) clashes") as err:
+        odedsl.compile(spec().replace("stage body", f"stage {name}"))
+    assert err.value.diagnostics[0].code == "E120"
+
+
+def test_the_weights_fingerprint_leaves_out_what_the_same_weights_run_under() -> None:
+    """Depth and backward mode change neither what the weights mean nor the fingerprint a
+    weights file carries; an integrator or a layer kind of the same shapes does."""
+    base = odedsl.compile(spec("heun", "interpolated(3)")).weights_fingerprint
+    assert base.startswith("w1:")
+    same = odedsl.compile(spec("heun", "interpolated(3)", "invert"), depth=9)
+    assert same.weights_fingerprint == base
+    for other in (
+        spec("euler", "interpolated(3)"),
+        spec("heun", "interpolated(3)").replace("tanh", "relu"),
+    ):
+        assert odedsl.compile(other).weights_fingerprint != base

@@ -11,7 +11,8 @@
   through autograd's version counters; checkpoint and approximate invert returned the
   gradient of the new weights silently;
 * an in-place op on the stage's output: invert's saved output is gone, and says so;
-* ``copy.deepcopy`` of a compiled model keeps ``input_shape`` and ``network_name``;
+* ``copy.deepcopy`` of a compiled model keeps ``input_shape``, ``network_name`` and
+  ``weights_fingerprint``;
 * ``torch.func.grad`` and ``vmap`` gave torch's errors in checkpoint and invert.
 """
 
@@ -192,6 +193,7 @@ def test_deepcopy_keeps_the_compiled_attributes() -> None:
     for copied in (copy.deepcopy(model), copy.deepcopy(copy.deepcopy(model))):
         assert copied.input_shape == model.input_shape == (3, 8, 8)
         assert copied.network_name == model.network_name == "momentum"
+        assert copied.weights_fingerprint == model.weights_fingerprint  # what files are checked by
 
 
 # ------------------------------------------------------------------ hooks
