@@ -15,7 +15,10 @@ weight schedules and depths.
 
 A plain ``model.state_dict()`` (no layout) is checked by keys and shapes only: an
 ``interpolated(4)`` and an ``untied`` depth-4 stage have the same shapes, and only a file
-written by :func:`save_checkpoint` tells them apart.
+written by :func:`save_checkpoint` (or ``odedsl train``'s ``model.pt``) tells them apart, by the
+stage layouts and the network's weights fingerprint (:mod:`odedsl.spec.fingerprint`) it
+carries. Loading a plain state dict from a file therefore warns that the network was not
+checked.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -149,24 +153,30 @@ def stage_layouts(source: nn.Module | Any, **params: Any) -> dict[str, StageLayo
 
 
 # ---------------------------------------------------------------------------- files
+def weights_file(model: nn.Module) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes (``odedsl train``'s ``model.pt`` too): the state
+    dict with the stages' layouts and the network's weights fingerprint, plain values and
+    tensors only, so that :func:`load_checkpoint` can tell the network it was written for."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "network": getattr(model, "network_name", None),
+        "fingerprint": getattr(model, "weights_fingerprint", None),
+        "stages": {p: s.to_plain() for p, s in stage_layouts(model).items()},
+        "state_dict": model.state_dict(),
+    }
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s weights and its stages' layouts (loadable with ``weights_only``)."""
+    """Write ``model``'s weights, its stages' layouts and its weights fingerprint (loadable
+    with ``weights_only``)."""
     if Path(path).is_dir():
         raise CheckpointError(
             f"cannot write a checkpoint to '{path}': it is a folder",
             "name a file, e.g. model.pt",
             code="E110",
         )
-    torch.save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "network": getattr(model, "network_name", None),
-            "stages": {p: s.to_plain() for p, s in stage_layouts(model).items()},
-            "state_dict": model.state_dict(),
-        },
-        Path(path),
-    )
+    torch.save(weights_file(model), Path(path))
 
 
 def _refusal_reason(text: str) -> str:
@@ -238,6 +248,16 @@ def _unreadable_hint(path: Path, exc: BaseException) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Read:
+    """A checkpoint as read: its state dict, and what the file says it was written for."""
+
+    state: dict[str, Tensor]
+    layouts: dict[str, StageLayout] | None
+    fingerprint: str | None = None
+    network: str | None = None
+
+
 def read_checkpoint(
     source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any = "cpu"
 ) -> tuple[dict[str, Tensor], dict[str, StageLayout] | None]:
@@ -246,6 +266,13 @@ def read_checkpoint(
     Files are read with ``weights_only=True``: tensors and plain containers only, so a file
     carrying a pickled object that would run code is refused before anything runs.
     """
+    read = _read(source, map_location)
+    return read.state, read.layouts
+
+
+def _read(source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any) -> _Read:
+    """:func:`read_checkpoint`, with the weights fingerprint and network name a weights file
+    carries (``None`` where it has none)."""
     if isinstance(source, Mapping):
         data: Any = source
         where = "the state dict"
@@ -253,10 +280,14 @@ def read_checkpoint(
         path = Path(source)
         where = f"'{path}'"
         data = load_plain(path, where, map_location)
-    layouts = None
+    layouts, fingerprint, network = None, None, None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
         try:
             layouts = {str(p): StageLayout.from_plain(s) for p, s in data["stages"].items()}
+            fingerprint, network = data.get("fingerprint"), data.get("network")
+            for key, value in (("fingerprint", fingerprint), ("network", network)):
+                if value is not None and not isinstance(value, str):
+                    raise TypeError(f"{key} is a {type(value).__name__}, not a string")
             data = data["state_dict"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
@@ -273,7 +304,7 @@ def read_checkpoint(
             _not_a_state_dict_hint(data),
             code="E110",
         )
-    return dict(data), layouts
+    return _Read(dict(data), layouts, fingerprint, network)
 
 
 def _is_state_dict(data: Any) -> bool:
@@ -309,18 +340,50 @@ def load_checkpoint(
 
     Refused (:class:`CheckpointError`, a ``DslError``): an unsafe or unreadable file, a stage
     layout (integrator, depth, weights rule) other than the model's, a missing or extra key,
-    a shape other than the model's. The depth may differ for weights that do not depend on it
-    (tied, interpolated(k), shared(k) with k ≤ the model's depth), as with ``set_depth``.
-    The message names the first mismatching key and both shapes, and suggests
-    :func:`convert_state_dict` when the stage layouts differ.
+    a shape other than the model's, a file written for another network (its weights
+    fingerprint, when both the file and the model have one). The depth may differ for weights
+    that do not depend on it (tied, interpolated(k), shared(k) with k ≤ the model's depth), as
+    with ``set_depth``. The message names the first mismatching key and both shapes, and
+    suggests :func:`convert_state_dict` when the stage layouts differ. A file holding a plain
+    state dict loads with a ``UserWarning``: nothing in it says which network it was written
+    for (an in-memory state dict, e.g. :func:`convert_state_dict`'s, does not warn).
     """
-    state, layouts = read_checkpoint(source, map_location)
+    read = _read(source, map_location)
     mine = stage_layouts(model)
-    if layouts is not None:
-        _check_layouts(layouts, mine)
-    _check_keys(state, model.state_dict(), mine)
-    model.load_state_dict(state)
+    if read.layouts is not None:
+        _check_layouts(read.layouts, mine)
+    _check_keys(read.state, model.state_dict(), mine)
+    _check_fingerprint(read, model)
+    if read.layouts is None and not isinstance(source, Mapping):
+        warnings.warn(
+            f"'{source}' is a plain state dict, which does not say which network it was "
+            "written for: only its keys and shapes were checked, so another spec's weights of "
+            "the same shapes load too; write weights with odedsl.checkpoints.save_checkpoint, "
+            "which records the network",
+            UserWarning,
+            stacklevel=2,
+        )
+    model.load_state_dict(read.state)
     return model
+
+
+def _check_fingerprint(read: _Read, model: nn.Module) -> None:
+    """Refuse weights whose file names another network than ``model`` (both weights
+    fingerprints known and of one version): keys and shapes fit an Euler ResNet's weights in
+    a momentum net, or tanh residuals' in relu ones, just as well."""
+    mine = getattr(model, "weights_fingerprint", None)
+    saved = read.fingerprint
+    if not isinstance(mine, str) or saved is None:
+        return
+    if saved.partition(":")[0] != mine.partition(":")[0] or saved == mine:
+        return  # written by an odedsl that described networks otherwise: cannot say
+    name = getattr(model, "network_name", None)
+    names = f" ('{read.network}', not '{name}')" if read.network and read.network != name else ""
+    raise CheckpointError(
+        f"the checkpoint was written for another network{names}: its keys and shapes fit "
+        "this one's, but its layers, integrators or weights rules differ",
+        "load it into the spec (and --set values) it was written for",
+    )
 
 
 def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLayout]) -> None:

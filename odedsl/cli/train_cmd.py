@@ -26,6 +26,8 @@ cosine schedule, --seed 0, one CPU thread.
 Network parameters named channels, size and classes are set from the data unless --set;
 a declared stride shrinks with the image (a 32×32 stem of stride 3 runs 8×8 digits at stride 1).
 Outputs in --out (default runs/<network>-<timestamp>): model.pt, log.json, checkpoint.pt.
+model.pt holds the weights with what they were trained in (stage layouts, network fingerprint):
+load it with odedsl.checkpoints.load_checkpoint(model, path), which checks the network.
 """
 
 

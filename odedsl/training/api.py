@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from odedsl.checkpoints import weights_file
 from odedsl.diagnostics import DslError
 from odedsl.spec.evaluate import Value
 from odedsl.spec.fingerprint import network_fingerprint
@@ -197,7 +198,8 @@ def train(
         out_dir=out_dir,
     )
     if out_dir is not None:
-        atomic_save(trainer.model.state_dict(), out_dir / "model.pt")
+        # with the stage layouts and weights fingerprint: load_checkpoint checks the network
+        atomic_save(weights_file(trainer.model), out_dir / "model.pt")
         _write_log(trainer, fitted, spec_name, bundle.name, result)
     return result
 

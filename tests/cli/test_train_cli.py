@@ -45,8 +45,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _same_run(a: Path, b: Path) -> None:
-    sa = torch.load(a / "model.pt", weights_only=True)
-    sb = torch.load(b / "model.pt", weights_only=True)
+    sa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     la, lb = (json.loads((p / "log.json").read_text()) for p in (a, b))
     assert la["step_losses"] == lb["step_losses"]
@@ -66,7 +66,9 @@ def test_reduced_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert log["overrides"] == {"depth": 2, "width": 8} and log["spec"] == RESNET
     assert len(log["epochs"]) == 2 and log["config"]["epochs"] == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
-    assert torch.load(out / "model.pt", weights_only=True)
+    weights = torch.load(out / "model.pt", weights_only=True)  # with layouts and fingerprint
+    assert weights["format"] == "odedsl-weights" and weights["fingerprint"].startswith("w1:")
+    assert weights["stages"]["body"]["depth"] == 2 and weights["state_dict"]
 
 
 def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,7 @@ with the source slots they must equal; a refused pickle must leave its marker fi
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,43 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     load_checkpoint(dst, tmp_path / "w.pt")
     assert torch.equal(outputs(src, X, False), outputs(dst, X, False))
     torch.save(src.state_dict(), tmp_path / "plain.pt")  # a plain state dict loads too
-    assert load_checkpoint(build("untied", seed=2), tmp_path / "plain.pt") is not None
+    with pytest.warns(UserWarning, match="plain state dict"):
+        assert load_checkpoint(build("untied", seed=2), tmp_path / "plain.pt") is not None
+
+
+def _relu(weights: str = "untied", depth: int = 4) -> nn.Module:
+    """The test network with relu residuals: every key and shape of the tanh one."""
+    return odedsl.compile(
+        spec(weights).replace("batchnorm2d tanh", "batchnorm2d relu"), depth=depth
+    )
+
+
+def test_a_file_of_another_network_with_the_same_shapes_is_refused(tmp_path: Path) -> None:
+    """Keys, shapes and stage layouts fit; the weights fingerprint the file carries does not
+    (tanh residuals' weights had loaded into relu ones silently)."""
+    save_checkpoint(build("untied"), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="written for another network: its keys and sha"):
+        load_checkpoint(_relu(), tmp_path / "w.pt")
+    # what the same weights run under is left out: another depth (interpolated), backward mode
+    save_checkpoint(build("interpolated(3)"), tmp_path / "i.pt")
+    deeper = odedsl.compile(spec("interpolated(3)"), depth=8, backward="store")
+    load_checkpoint(deeper, tmp_path / "i.pt")
+    with pytest.raises(CheckpointError, match="another network"):
+        load_checkpoint(_relu("interpolated(3)", 8), tmp_path / "i.pt")
+
+
+def test_a_plain_state_dict_file_loads_with_a_warning(tmp_path: Path) -> None:
+    """A bare state dict names no network: it loads (keys and shapes checked), warning that
+    another spec's weights of the same shapes would too; an in-memory one (what
+    convert_state_dict returns) does not warn."""
+    torch.save(build("untied").state_dict(), tmp_path / "plain.pt")
+    with pytest.warns(UserWarning, match="does not say which network it was written for"):
+        load_checkpoint(_relu(), tmp_path / "plain.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_checkpoint(_relu(), build("untied").state_dict())
+        save_checkpoint(build("untied"), tmp_path / "w.pt")
+        load_checkpoint(build("untied", seed=3), tmp_path / "w.pt")
 
 
 def test_other_spec_is_refused_naming_the_first_key() -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+import odedsl
+from odedsl.checkpoints import load_checkpoint as load_weights
 from odedsl.diagnostics import DslError
 from odedsl.training import train
 from odedsl.training.checkpoint import CHECKPOINT, atomic_save, load_checkpoint
@@ -30,8 +33,16 @@ def test_digits_learns_and_writes_its_files(specs: Path, tmp_path: Path) -> None
     assert log["seed"] == 0 and log["torch"] == torch.__version__
     assert log["from_data"] == {"channels": 1, "size": 8, "classes": 10, "stride": 1}
     assert len(log["step_losses"]) == 2 * 45
-    state = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert state.keys() == result.model.state_dict().keys()
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)  # a weights file: the state
+    assert saved["state_dict"].keys() == result.model.state_dict().keys()  # dict, the layouts
+    assert saved["fingerprint"] == result.model.weights_fingerprint  # and the network's digest
+    # which load_checkpoint compares with the network's (it warns on a plain state dict file)
+    net = odedsl.compile(specs / "resnet.ode", **SMALL, **result.from_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_weights(net, tmp_path / "model.pt")
+    trained = result.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in net.state_dict().items())
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp file
 
 
