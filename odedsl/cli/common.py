@@ -21,8 +21,13 @@ FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def parse_set(items: Sequence[str] | None) -> dict[str, Value]:
-    """`--set depth=64 --set lr=0.1 --set bn=true` → {"depth": 64, ...}; DslError on bad input."""
+    """`--set depth=64 --set lr=0.1 --set bn=true` → {"depth": 64, ...}; DslError on bad input.
+
+    A name given twice is refused, not last-wins: a command line edited in a hurry (`--set
+    depth=8` left in front of a new `--set depth=64`) would otherwise run a network nobody
+    meant to without a word."""
     out: dict[str, Value] = {}
+    given: dict[str, str] = {}
     for item in items or ():
         name, sep, raw = item.partition("=")
         name, raw = name.strip(), raw.strip()
@@ -34,6 +39,18 @@ def parse_set(items: Sequence[str] | None) -> dict[str, Value]:
                     )
                 ]
             )
+        if name in given:
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E130",
+                        f"--set {name} given twice ({given[name]!r} and {item!r})",
+                        None,
+                        f"give each parameter once, e.g. --set {name}={raw}",
+                    )
+                ]
+            )
+        given[name] = item
         out[name] = parse_value(raw)
     return out
 
