@@ -26,6 +26,20 @@ EPILOG = """examples:
 """
 
 
+def version() -> str:
+    """The installed distribution's version (what pip installed, which a bug report needs);
+    the package's own ``__version__`` when it runs from a checkout that is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("odedsl")
+    except PackageNotFoundError:
+        from odedsl import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (imports the command modules, hence torch for some)."""
     parser = argparse.ArgumentParser(
@@ -34,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"odedsl {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -81,4 +96,4 @@ def entry() -> None:
 if __name__ == "__main__":  # pragma: no cover
     entry()
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "entry", "main"]
+__all__ = ["EXIT_BAD_INPUT", "build_parser", "entry", "main", "version"]

@@ -29,3 +29,23 @@ def test_a_parameter_set_twice_is_refused(capsys: pytest.CaptureFixture[str]) ->
     err = _exit_2(capsys, "check", RESNET, "--set", "depth=4", "--set", "depth=8")
     assert "--set depth given twice ('depth=4' and 'depth=8') [E130]" in err
     assert "hint: give each parameter once" in err
+
+
+def test_version_prints_the_installed_version(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.metadata
+
+    import odedsl
+    from odedsl.cli.main import version
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"odedsl {importlib.metadata.version('odedsl')}\n"
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert version() == odedsl.__version__
