@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from itertools import pairwise
 
 from rich.console import Console
 from rich.table import Table
@@ -38,7 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_spec_arguments(p)
-    p.add_argument("--depth-list", metavar="N,N,...", help="check at each depth (sets `depth`)")
+    p.add_argument(
+        "--depth-list",
+        metavar="N,N,...",
+        help=f"check at each depth (sets `depth`); {PROGRESSION_HELP}",
+    )
     p.add_argument("--backward", metavar="MODE", help="store | invert | checkpoint(k)")
     p.add_argument("--integrator", metavar="NAME", help="swap every stage's integrator")
     p.add_argument(
@@ -60,6 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list, one row per stage")
     p.add_argument("--quiet", action="store_true", help="no progress bar over --depth-list")
     p.set_defaults(run=run)
+
+
+#: How ``a,b,...,c`` is read, for the help of ``--depths`` and ``--depth-list``.
+PROGRESSION_HELP = (
+    "a,b,...,c continues a,b up to c: geometric when b is a whole multiple or divisor of a "
+    "(4,8,...,256; 64,32,...,4), else arithmetic (3,5,...,9; 2,4,6,...,12 with a third term); "
+    "c must be a term"
+)
 
 
 def _bad(option: str, text: str) -> DslError:
@@ -90,7 +103,9 @@ MAX_LIST = 64
 
 
 def parse_int_list(text: str, option: str) -> list[int]:
-    """``4,8,16`` → [4, 8, 16]; ``4,8,...,64`` continues the progression (×2) up to 64.
+    """``4,8,16`` → [4, 8, 16]; ``4,8,...,64`` continues the progression (×2) up to 64, and
+    ``64,32,...,4`` down (:data:`PROGRESSION_HELP`: which rule ``a,b`` sets); an end that is
+    not a term is refused, naming the nearest terms.
 
     At most :data:`MAX_LIST` values, each within the depth limit (``Limits.from_env``),
     checked before anything runs (an arithmetic 2,3,...,10^12 is refused, not expanded)."""
@@ -115,27 +130,83 @@ def _expand(text: str, option: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     if len([p for p in parts if p != "..."]) > MAX_LIST:
         raise _too_many(option)
-    if "..." in parts:
-        i = parts.index("...")
-        if i < 2 or i != len(parts) - 2:
-            raise _bad(option, text)
-        head, last = _ints(parts[:i], option, text), _ints(parts[-1:], option, text)[0]
-        a, b = head[-2], head[-1]
-        out = list(head)
-        geometric = a > 0 and b % a == 0 and b // a >= 2
-        while True:
-            nxt = out[-1] * (b // a) if geometric else out[-1] + (b - a)
-            if nxt > last or nxt <= out[-1]:
-                break
-            out.append(nxt)
-            if len(out) > MAX_LIST:
-                raise _too_many(option)
-        if out[-1] != last:
-            out.append(last)
+    if "..." not in parts:
+        return _ints(parts, option, text)
+    i = parts.index("...")
+    if i < 2 or i != len(parts) - 2:
+        raise _bad(option, text)
+    head, last = _ints(parts[:i], option, text), _ints(parts[-1:], option, text)[0]
+    step, rule = _progression(head, option, text)
+    rising = head[1] > head[0]
+    if last != head[-1] and (last > head[-1]) != rising:
+        after = step(head[-1])
+        example = "" if after is None else f", e.g. {','.join(parts[:i])},...,{after}"
+        raise _off_progression(
+            option,
+            text,
+            f"the progression {','.join(parts[:i])},... {'increases' if rising else 'decreases'} "
+            f"({rule}), so it cannot end at {last}",
+            f"end it {'above' if rising else 'below'} {head[-1]}{example}",
+        )
+    out = list(head)
+    nxt: int | None = None
+    while out[-1] != last:
+        nxt = step(out[-1])
+        if nxt is None or (nxt > last if rising else nxt < last):
+            break
+        out.append(nxt)
         if len(out) > MAX_LIST:
             raise _too_many(option)
-        return out
-    return _ints(parts, option, text)
+    if out[-1] != last:
+        near = [out[-1]] if nxt is None else sorted((out[-1], nxt))
+        shown = " and ".join(map(str, near))
+        raise _off_progression(
+            option,
+            text,
+            f"{last} is not a term of {','.join(parts[:i])},... ({rule}); the nearest "
+            f"{'terms are' if len(near) > 1 else 'term is'} {shown}",
+            f"end at {' or '.join(map(str, near))}, e.g. {','.join(parts[:i])},...,{near[-1]}",
+        )
+    return out
+
+
+def _progression(
+    head: list[int], option: str, text: str
+) -> tuple[Callable[[int], int | None], str]:
+    """The rule the terms before ``...`` follow: the next term after a value (None when
+    there is none: a fraction, or a value below 1) and its description (``×2, geometric``).
+
+    Geometric when each term is the same whole multiple (or divisor) of the one before, so
+    4,8,... doubles; else arithmetic, so 1,2,3,... counts up. An end value off the rule is
+    refused by the caller rather than appended: 2,4,...,10 once ran 2, 4, 8, 10."""
+    pairs = list(pairwise(head))
+    if any(a == b for a, b in pairs):
+        raise _off_progression(
+            option,
+            text,
+            "the terms before '...' repeat a value, so they set no progression",
+            "e.g. 4,8,...,256 (×2) or 3,5,...,9 (+2)",
+        )
+    if all(b % a == 0 for a, b in pairs) and len({b // a for a, b in pairs}) == 1:
+        ratio = head[1] // head[0]
+        return (lambda v: v * ratio), f"×{ratio}, geometric"
+    if all(a % b == 0 for a, b in pairs) and len({a // b for a, b in pairs}) == 1:
+        ratio = head[0] // head[1]
+        return (lambda v: v // ratio if v % ratio == 0 else None), f"÷{ratio}, geometric"
+    if len({b - a for a, b in pairs}) == 1:
+        diff = head[1] - head[0]
+        sign = "+" if diff > 0 else "−"
+        return (lambda v: v + diff if v + diff >= 1 else None), f"{sign}{abs(diff)}, arithmetic"
+    raise _off_progression(
+        option,
+        text,
+        "the terms before '...' are neither a geometric nor an arithmetic progression",
+        "e.g. 4,8,...,256 (×2) or 3,5,...,9 (+2)",
+    )
+
+
+def _off_progression(option: str, text: str, why: str, hint: str) -> DslError:
+    return DslError([Diagnostic("E130", f"{option} {text!r}: {why}", None, hint)])
 
 
 def _too_many(option: str) -> DslError:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from odedsl.cli.argtypes import MAX_SEED, int_in
 from odedsl.cli.common import EXIT_OK, FIGURE_SUFFIXES, add_spec_arguments, parse_set, print_json
+from odedsl.cli.gradcheck_cmd import PROGRESSION_HELP
 from odedsl.diagnostics import Diagnostic, DslError
 
 DEFAULT_DEPTHS = "4,8,16,32,64,128"
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--depths",
         default=DEFAULT_DEPTHS,
         metavar="N,N,...",
-        help=f"depths to run (default {DEFAULT_DEPTHS}; 4,8,...,256 works)",
+        help=f"depths to run (default {DEFAULT_DEPTHS}); {PROGRESSION_HELP}",
     )
     p.add_argument(
         "-o",

@@ -49,3 +49,59 @@ def test_version_prints_the_installed_version(
 
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     assert version() == odedsl.__version__
+
+
+@pytest.mark.parametrize(
+    ("text", "depths"),
+    [
+        ("4,8,...,64", [4, 8, 16, 32, 64]),  # geometric, increasing
+        ("8,4,...,1", [8, 4, 2, 1]),  # geometric, decreasing: 2 is a term
+        ("64,32,...,4", [64, 32, 16, 8, 4]),
+        ("3,5,...,9", [3, 5, 7, 9]),  # arithmetic, increasing
+        ("10,7,...,1", [10, 7, 4, 1]),  # arithmetic, decreasing
+        ("2,4,6,...,10", [2, 4, 6, 8, 10]),  # a third term makes 2,4 arithmetic
+        ("4,8,...,8", [4, 8]),
+    ],
+)
+def test_a_depth_progression_runs_both_ways(text: str, depths: list[int]) -> None:
+    from odedsl.cli.gradcheck_cmd import parse_int_list
+
+    assert parse_int_list(text, "--depths") == depths
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        (
+            "2,4,...,10",
+            "10 is not a term of 2,4,... (×2, geometric); the nearest terms are 8 and 16",
+            "end at 8 or 16, e.g. 2,4,...,16",
+        ),
+        ("3,5,...,10", "the nearest terms are 9 and 11", "end at 9 or 11"),
+        ("10,7,...,2", "the nearest terms are 1 and 4", "end at 1 or 4"),
+        (
+            "12,6,...,1",
+            "1 is not a term of 12,6,... (÷2, geometric); the nearest term is 3",
+            "end at 3",
+        ),
+        (
+            "4,8,...,2",
+            "increases (×2, geometric), so it cannot end at 2",
+            "end it above 8, e.g. 4,8,...,16",
+        ),
+        (
+            "8,4,...,16",
+            "decreases (÷2, geometric), so it cannot end at 16",
+            "end it below 4, e.g. 8,4,...,2",
+        ),
+        ("1,2,5,...,9", "neither a geometric nor an arithmetic progression", "e.g. 4,8,...,256"),
+    ],
+)
+def test_a_depth_progression_refuses_an_end_off_it(
+    text: str, message: str, hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end value used to be appended whatever it was (2,4,...,10 ran 2, 4, 8, 10) and a
+    decreasing geometric one skipped terms (8,4,...,1 ran 8, 4, 1)."""
+    err = _exit_2(capsys, "gradcheck", RESNET, "--depth-list", text)
+    assert f"error: --depth-list {text!r}: " in err and f"{message} [E130]" in err
+    assert f"hint: {hint}" in err

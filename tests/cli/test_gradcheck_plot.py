@@ -115,7 +115,7 @@ def test_the_sweep_bar_yields_every_point_in_order(capsys: pytest.CaptureFixture
         (["gradcheck", "SPEC", "--set", "depth=x"], "depth"),
         (["gradcheck", "SPEC", "--backward", "sideways"], "unknown backward mode"),
         (["gradcheck", "SPEC", "--depth-list", "2,3,...,1000000000000"], "more than 64 depths"),
-        (["plot", "SPEC", "--depths", "1,2,...,1000000000"], "depth 131072 exceeds the limit"),
+        (["plot", "SPEC", "--depths", "1,2,...,1073741824"], "depth 131072 exceeds the limit"),
         (["gradcheck", "SPEC", "--seed", str(2**64)], "--seed: 18446744073709551616 is not"),
         (["plot", "SPEC", "--batch", "0"], "--batch: 0 is not between 1 and"),
     ],
@@ -136,12 +136,12 @@ def test_bad_input_exits_2(
 
 def test_depth_lists() -> None:
     assert parse_int_list("4,8,...,64", "--depths") == [4, 8, 16, 32, 64]
-    assert parse_int_list("2,4,...,10", "--depths") == [2, 4, 8, 10]
     assert parse_int_list("3,5,...,9", "--depths") == [3, 5, 7, 9]
     assert parse_int_list("16", "--depths") == [16]
     assert len(parse_int_list("1,2,3,...,64", "--depths")) == 64
     assert parse_int_list("1,2,...,65536", "--depths")[-1] == 65536  # geometric: 17 values
-    for bad in ("", "...", "4,...,8", "4,8,...", "-1,2", "a", "1,2,3,...,65", ",".join("7" * 65)):
+    bad_lists = ("", "...", "4,...,8", "4,8,...", "-1,2", "a", "1,2,3,...,65", "2,4,...,10")
+    for bad in (*bad_lists, ",".join("7" * 65)):
         with pytest.raises(DslError):
             parse_int_list(bad, "--depths")
 
