@@ -254,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
     from odedsl.cli.train_cmd import set_threads
     from odedsl.training.gradcheck import gradient_errors
 
-    set_threads(args.threads)
+    set_threads(args.threads, "gradcheck")
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depth_list, "--depth-list") if args.depth_list else [None]
     check_batch(args.batch)

@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from odedsl.spec.load import load_spec
     from odedsl.training.plot import depth_sweep, fit_slope, machine, plot_sweep
 
-    set_threads(args.threads)
+    set_threads(args.threads, "plot")
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depths, "--depths")
     check_batch(args.batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
@@ -86,9 +87,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def set_threads(threads: int | None) -> None:
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one: a
+    container or ``taskset`` allows fewer than ``os.cpu_count()`` reports)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None, command: str) -> None:
     """One CPU thread unless asked: these networks' small convolutions gain little from
-    more, and lose badly on a busy machine (OpenMP threads spin while they wait)."""
+    more, and lose badly on a busy machine (OpenMP threads spin while they wait). More
+    threads than CPUs is allowed (a shared machine may grow) but warned about on stderr,
+    since it is slower, not faster; 0 or fewer is refused."""
     import torch
 
     if threads is not None and threads < 1:
@@ -97,13 +108,21 @@ def set_threads(threads: int | None) -> None:
         raise bad_option(
             f"--threads {threads}: must be at least 1", "e.g. --threads 1 (the default)"
         )
+    cpus = usable_cpus()
+    if threads is not None and threads > cpus:
+        print(
+            f"odedsl {command}: warning: --threads {threads} is more than the {cpus} CPU"
+            f"{'s' if cpus != 1 else ''} this process may use; the extra threads wait for "
+            f"each other, which is slower, not faster (try --threads {cpus} or fewer)",
+            file=sys.stderr,
+        )
     torch.set_num_threads(threads or 1)
 
 
 def run(args: argparse.Namespace) -> int:
     from odedsl.training.api import AUTO, train
 
-    set_threads(args.threads)
+    set_threads(args.threads, "train")
     overrides = parse_set(args.overrides)
     console = Console(stderr=True)
     if not console.is_terminal:  # logs and pipes: room for the whole bar on one line

@@ -105,3 +105,26 @@ def test_a_depth_progression_refuses_an_end_off_it(
     err = _exit_2(capsys, "gradcheck", RESNET, "--depth-list", text)
     assert f"error: --depth-list {text!r}: " in err and f"{message} [E130]" in err
     assert f"hint: {hint}" in err
+
+
+def test_more_threads_than_cpus_is_warned_about_and_none_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    import odedsl.cli.train_cmd as train_cmd
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(train_cmd, "usable_cpus", lambda: 2)
+    try:
+        train_cmd.set_threads(2, "plot")
+        assert capsys.readouterr().err == ""
+        train_cmd.set_threads(3, "plot")
+        assert torch.get_num_threads() == 3  # a warning, not a refusal
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert err.startswith("odedsl plot: warning: --threads 3 is more than the 2 CPUs")
+    assert "(try --threads 2 or fewer)" in err and err.count("\n") == 1
+    err = _exit_2(capsys, "gradcheck", RESNET, "--threads", "0")
+    assert "odedsl gradcheck: error: argument --threads: 0 is not between 1 and" in err
