@@ -82,6 +82,30 @@ def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
     return load_spec(Path(args.spec), network=args.network, **parse_set(args.overrides))
 
 
+def check_figure_folder(option: str, target: str, example: str) -> None:
+    """The folder of a figure ``plot -o`` or ``show --draw`` will write: made if missing, as
+    ``build -o`` and ``train --out`` make theirs, so it must be creatable. A path under a file
+    or in a folder this user cannot write is refused (E130, exit 2) before anything runs,
+    rather than failing after a sweep of gradient checks."""
+    from odedsl.cli.argtypes import out_folder
+
+    try:
+        out_folder(str(Path(target).parent))
+    except argparse.ArgumentTypeError as err:
+        why = str(err).partition("; ")[0]  # the advice after it is the hint's
+        raise DslError(
+            [
+                Diagnostic(
+                    "E130",
+                    f"{option} {target!r}: cannot write there: {why}",
+                    None,
+                    f"name a file in a folder you can write in (missing folders are created), "
+                    f"e.g. {option} {example}",
+                )
+            ]
+        ) from None
+
+
 def report(err: DslError, *, as_json: bool) -> int:
     """Print a DslError (to stderr, or as JSON on stdout) and return the exit code 2."""
     if as_json:

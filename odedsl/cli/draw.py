@@ -16,7 +16,8 @@ _KIND_COLOURS = {
 
 
 def draw_network(net: NetworkSpec, path: str | Path) -> Path:
-    """Write a PNG (or any format matplotlib knows by the suffix) of the architecture."""
+    """Write a PNG (or any format matplotlib knows by the suffix) of the architecture; its
+    folder is made if missing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,6 +83,7 @@ def draw_network(net: NetworkSpec, path: str | Path) -> Path:
         fontsize=9,
     )
     out_path = Path(path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # as plot -o and build -o do
     fig.tight_layout()
     fig.savefig(out_path, dpi=150)
     plt.close(fig)

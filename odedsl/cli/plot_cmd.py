@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 from odedsl.cli.argtypes import MAX_SEED, int_in
-from odedsl.cli.common import EXIT_OK, FIGURE_SUFFIXES, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_OK,
+    FIGURE_SUFFIXES,
+    add_spec_arguments,
+    check_figure_folder,
+    parse_set,
+    print_json,
+)
 from odedsl.cli.gradcheck_cmd import PROGRESSION_HELP
 from odedsl.diagnostics import Diagnostic, DslError
 
@@ -51,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         metavar="FILE",
-        help="figure file, .png/.pdf/.svg (default <network>-gradient-error.png)",
+        help="figure file, .png/.pdf/.svg (default <network>-gradient-error.png; missing "
+        "folders are made)",
     )
     p.add_argument("--integrators", metavar="A,B", help="e.g. euler,heun: one line set each")
     p.add_argument(
@@ -133,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
                 )
             ]
         )
+    check_figure_folder("-o", str(out), f"{name}-gradient-error.png")
     rows = depth_sweep(
         args.spec,
         depths,

@@ -13,6 +13,7 @@ from odedsl.cli.common import (
     EXIT_OK,
     FIGURE_SUFFIXES,
     add_spec_arguments,
+    check_figure_folder,
     load_from_args,
     print_json,
 )
@@ -32,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_spec_arguments(p)
     p.add_argument("--json", action="store_true", help="print the network summary as JSON")
     p.add_argument("--layers", action="store_true", help="also list every layer of each part")
-    p.add_argument("--draw", metavar="FILE", help="also draw the architecture to FILE (.png, .svg)")
+    p.add_argument(
+        "--draw",
+        metavar="FILE",
+        help="also draw the architecture to FILE (.png, .pdf, .svg; missing folders are made)",
+    )
     p.set_defaults(run=run)
 
 
@@ -71,6 +76,7 @@ def _check_draw_target(target: str) -> None:
                 )
             ]
         )
+    check_figure_folder("--draw", target, "arch.png")
 
 
 def _draw(net: NetworkSpec, target: str) -> None:
@@ -85,7 +91,9 @@ def _draw(net: NetworkSpec, target: str) -> None:
         ) from None
     except (OSError, ValueError) as err:
         if isinstance(err, OSError):
-            hint = "draw into a folder that exists and that you may write to, e.g. --draw arch.png"
+            hint = (
+                "draw into a folder you may write to (missing ones are made), e.g. --draw arch.png"
+            )
         else:  # matplotlib refused the figure: a .png has a pixel limit a vector file has not
             hint = "try a vector format, e.g. --draw arch.svg (a .png has a size limit)"
         raise DslError(

@@ -96,10 +96,9 @@ def test_plot_output_of_another_kind(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.skipif(NO_MATPLOTLIB, reason="the `plot` extra")
-def test_show_draw_into_a_missing_folder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    target = str(tmp_path / "missing" / "arch.png")
+def test_show_draw_under_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes").write_text("")
+    target = str(tmp_path / "notes" / "arch.png")
     err = _exit_2(capsys, "show", RESNET, "--draw", target)
-    assert f"cannot write {target!r}" in err and "[E110]" in err
-    assert _hint(err).startswith("draw into a folder that exists")
+    assert f"--draw {target!r}: cannot write there: " in err and "[E130]" in err
+    assert _hint(err).startswith("name a file in a folder you can write in")

@@ -3,6 +3,7 @@ with a hint (exit 2), never a traceback, and options behave as the rest of the C
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,40 @@ def test_more_threads_than_cpus_is_warned_about_and_none_refused(
     assert "(try --threads 2 or fewer)" in err and err.count("\n") == 1
     err = _exit_2(capsys, "gradcheck", RESNET, "--threads", "0")
     assert "odedsl gradcheck: error: argument --threads: 0 is not between 1 and" in err
+
+
+NO_MATPLOTLIB = importlib.util.find_spec("matplotlib") is None
+
+
+@pytest.mark.skipif(NO_MATPLOTLIB, reason="the `plot` extra")
+def test_show_draw_makes_missing_folders_as_plot_and_build_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plot -o`, `build -o` and `train --out` make missing folders; `--draw` refused them."""
+    target = tmp_path / "figures" / "2026" / "arch.svg"
+    assert main(["show", RESNET, "--json", "--draw", str(target)]) == 0
+    assert target.read_bytes().startswith(b"<?xml")
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["plot", "show"])
+def test_a_figure_under_a_file_is_refused_before_anything_runs(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`plot -o file/x.png` failed with FileExistsError (exit 1) after the whole sweep."""
+    import odedsl.training.plot as plot
+
+    def no_sweep(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the sweep ran")
+
+    monkeypatch.setattr(plot, "depth_sweep", no_sweep)
+    (tmp_path / "notes").write_text("")
+    target = str(tmp_path / "notes" / "sub" / "x.png")
+    option = {"plot": "-o", "show": "--draw"}[command]
+    err = _exit_2(capsys, command, RESNET, option, target)
+    assert f"error: {option} {target!r}: cannot write there: " in err
+    assert "is a file, so no folder can be made under it [E130]" in err
+    assert "hint: name a file in a folder you can write in (missing folders are created)" in err
