@@ -80,7 +80,7 @@ def parser(doc: str, experiment: str) -> argparse.ArgumentParser:
         type=json_record("experiment", {experiment}, f"give a JSON that {experiment}.py wrote"),
         default=None,
         metavar="JSON",
-        help="redraw the PNG of a saved run",
+        help="redraw the PNG of a saved run, next to the JSON or in --out",
     )
     return p
 
@@ -89,12 +89,20 @@ def replot(
     p: argparse.ArgumentParser, args: argparse.Namespace, plot: Callable[[dict, Path], None]
 ) -> dict | None:
     """``--replot results/x.json``: redraw ``results/x.png`` from the JSON, run nothing (the
-    JSON was loaded and checked to be this experiment's by ``parser``)."""
+    JSON was loaded and checked to be this experiment's by ``parser``); with ``--out DIR``,
+    ``DIR/x.png`` instead, as a run writes there (a JSON in a folder one cannot write, or
+    shipped results one means to keep, can then be redrawn elsewhere)."""
     if args.replot is None:
         return None
     path, record = args.replot
-    png = path.with_suffix(".png")
-    redraw(p, "--replot", path, lambda: plot(record, png))
+    if args.out is None:
+        png = path.with_suffix(".png")
+        elsewhere = "pass --out DIR, a folder you can write in"
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)  # out_folder checked that it can be made
+        png = args.out / f"{path.stem}.png"
+        elsewhere = "pass another --out"
+    redraw(p, "--replot", path, lambda: plot(record, png), elsewhere=elsewhere)
     print(f"wrote {png}")
     return record
 

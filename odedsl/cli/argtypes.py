@@ -249,19 +249,25 @@ def json_record(key: str, kinds: Collection[str], hint: str) -> Callable[[str], 
 T = TypeVar("T")
 
 
-def redraw(parser: argparse.ArgumentParser, option: str, path: Path, draw: Callable[[], T]) -> T:
+def redraw(
+    parser: argparse.ArgumentParser,
+    option: str,
+    path: Path,
+    draw: Callable[[], T],
+    *,
+    elsewhere: str = "the figure goes next to the JSON, so copy the JSON to a folder you can "
+    "write in",
+) -> T:
     """``draw()`` the figure of a record :func:`json_record` accepted. A key the plot needs that
     the record lacks, or a value of the wrong kind or an empty list (a record edited by hand, or
     written by an older script), and a figure that cannot be written, are usage errors naming
-    ``option`` and the file, not tracebacks."""
+    ``option`` and the file, not tracebacks; ``elsewhere`` says how to write the figure
+    somewhere else (the scripts differ: an ``--out`` option, or none)."""
     try:
         return draw()
     except OSError as err:
         where = err.filename or f"the figure of {path}"
-        parser.error(
-            f"argument {option}: cannot write {where}: {err.strerror or err}; the figure goes "
-            "next to the JSON, so copy the JSON to a folder you can write in"
-        )
+        parser.error(f"argument {option}: cannot write {where}: {err.strerror or err}; {elsewhere}")
     except (LookupError, TypeError, AttributeError, ValueError, ArithmeticError) as err:
         parser.error(
             f"argument {option}: no figure can be drawn from {path} ({type(err).__name__}: "

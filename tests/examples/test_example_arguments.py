@@ -281,7 +281,7 @@ def test_every_recorded_run_passes_the_replot_check(
 ) -> None:
     """Each recorded JSON is accepted as its own script's record (nothing drawn here)."""
     drawn: list[Path] = []
-    monkeypatch.setattr(C, "redraw", lambda p, option, path, draw: drawn.append(path))
+    monkeypatch.setattr(C, "redraw", lambda p, option, path, draw, **_: drawn.append(path))
     record = _script(script).main(["--replot", str(RESULTS / name)])
     assert drawn == [RESULTS / name] and record["experiment"] == script
 
@@ -293,6 +293,19 @@ def test_replotting_a_recorded_run_still_draws_it(tmp_path: Path) -> None:
     record = _script("tied_to_untied").main(["--replot", str(copy)])
     assert record["experiment"] == "tied_to_untied"
     assert copy.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_replot_writes_into_out_when_given(tmp_path: Path) -> None:
+    """``--replot`` drew next to the JSON whatever ``--out`` said (a shipped result's PNG was
+    overwritten where a copy elsewhere was asked for)."""
+    pytest.importorskip("matplotlib")
+    source = tmp_path / "results" / "tied_to_untied.json"
+    source.parent.mkdir()
+    shutil.copyfile(RESULTS / "tied_to_untied.json", source)
+    out = tmp_path / "figures" / "new"
+    _script("tied_to_untied").main(["--replot", str(source), "--out", str(out)])
+    assert (out / "tied_to_untied.png").stat().st_size > 10_000
+    assert not source.with_suffix(".png").exists()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
