@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from odedsl.diagnostics import DslError
 
@@ -40,9 +41,33 @@ def version() -> str:
         return __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of every command (imports the command modules, hence torch for some)."""
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are also a JSON object on stdout when the command
+    line asked for ``--json`` (as every other error of a ``--json`` run is): a tool reading
+    stdout would otherwise get nothing to parse from ``--threads 0 --json``."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            from odedsl.cli.common import report
+            from odedsl.diagnostics import Diagnostic
+
+            hint = f"{self.prog} --help lists the options"
+            report(DslError([Diagnostic("E130", message, None, hint)]), as_json=True)
+        super().error(message)  # the usage and message on stderr, exit 2
+
+
+def asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` is an option of the command line (not an operand after ``--``)."""
+    options = list(argv)
+    return "--json" in (options[: options.index("--")] if "--" in options else options)
+
+
+def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    """The parser of every command (imports the command modules, hence torch for some);
+    ``json_errors``: usage errors are also printed as JSON (:class:`Parser`)."""
+    parser = Parser(
         prog="odedsl",
         description="Deep residual networks as ODE discretisations, compiled to PyTorch.",
         epilog=EPILOG,
@@ -53,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMANDS:
         importlib.import_module(f"odedsl.cli.{name}_cmd").register(sub)
+    for command in (parser, *sub.choices.values()):
+        command.json_errors = json_errors  # type: ignore[attr-defined]
     return parser
 
 
@@ -62,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from odedsl.cli.common import report
         from odedsl.cli.environment import check_environment
 
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(json_errors=asks_for_json(argv)).parse_args(argv)
     except KeyboardInterrupt:
         return _interrupted()
     as_json = bool(getattr(args, "json", False))
@@ -96,4 +124,4 @@ def entry() -> None:
 if __name__ == "__main__":  # pragma: no cover
     entry()
 
-__all__ = ["EXIT_BAD_INPUT", "build_parser", "entry", "main", "version"]
+__all__ = ["EXIT_BAD_INPUT", "Parser", "build_parser", "entry", "main", "version"]

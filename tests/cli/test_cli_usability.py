@@ -166,3 +166,32 @@ def test_a_figure_under_a_file_is_refused_before_anything_runs(
     assert f"error: {option} {target!r}: cannot write there: " in err
     assert "is a file, so no folder can be made under it [E130]" in err
     assert "hint: name a file in a folder you can write in (missing folders are created)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gradcheck", RESNET, "--threads", "0"], "argument --threads: 0 is not between 1 and"),
+        (["check", RESNET, "--bogus"], "unrecognized arguments: --bogus"),
+        (["check"], "the following arguments are required: spec"),
+    ],
+)
+def test_a_usage_error_of_a_json_run_is_json_too(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Other errors of a --json run are a JSON object on stdout; argparse's printed none."""
+    import json
+
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--json"])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["ok"] is False
+    (error,) = data["errors"]
+    assert message in error["message"] and error["code"] == "E130"
+    assert error["hint"].endswith("--help lists the options")
+    assert message in captured.err and "Traceback" not in captured.err  # and for people
+    with pytest.raises(SystemExit):
+        main(args)
+    assert capsys.readouterr().out == ""  # no --json: stdout stays empty

@@ -31,7 +31,7 @@ def test_exit_bad_input_and_build_parser_stay_importable_from_main() -> None:
     assert build_parser().prog == "odedsl"
 
 
-def _interrupt(argv: object = None) -> int:
+def _interrupt(*args: object, **kwargs: object) -> int:
     raise KeyboardInterrupt
 
 
