@@ -115,5 +115,48 @@ def report(err: DslError, *, as_json: bool) -> int:
     return EXIT_BAD_INPUT
 
 
+def memory_exhausted(err: BaseException) -> str | None:
+    """The allocator's own words when ``err`` is an out-of-memory error (torch's
+    ``OutOfMemoryError``, CUDA's or MPS's ``out of memory``, the CPU allocator's ``can't
+    allocate``, Python's ``MemoryError``), else None. Only its first sentences: CUDA's message
+    goes on for a paragraph of allocator statistics."""
+    import torch
+
+    oom_types = tuple(
+        t
+        for t in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError)
+        if isinstance(t, type)
+    )
+    text = str(err).strip()
+    if not (
+        isinstance(err, (MemoryError, *oom_types))
+        or (
+            isinstance(err, RuntimeError)
+            and ("out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate" in text)
+        )
+    ):
+        return None
+    sentences = 2  # CUDA: "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has ..."
+    if "DefaultCPUAllocator" in text:  # after "[enforce fail at alloc_cpu.cpp:127] err == 0."
+        text, sentences = text[text.index("DefaultCPUAllocator") :], 1
+    first = text.splitlines()[0] if text else type(err).__name__
+    return ". ".join(first.split(". ")[:sentences]).rstrip(".")
+
+
+def fail(command: str, message: str, hint: str | None = None, *, as_json: bool) -> int:
+    """A failure that is not bad input (a numerical fault, memory, the disk): ``odedsl
+    COMMAND: error: ...`` on stderr with its hint, and with ``--json`` also the JSON object
+    of every failed run on stdout; exit code 1."""
+    if as_json:
+        error: dict[str, Any] = {"severity": "error", "message": message}
+        if hint:
+            error["hint"] = hint
+        print_json({"ok": False, "errors": [error]})
+    print(f"odedsl {command}: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+    return EXIT_ERROR
+
+
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2))

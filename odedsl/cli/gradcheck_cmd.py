@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -11,7 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from odedsl.cli.argtypes import MAX_SEED, int_in
-from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_OK,
+    add_spec_arguments,
+    fail,
+    memory_exhausted,
+    parse_set,
+    print_json,
+)
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
 
@@ -237,12 +243,21 @@ def _fmt(v: float | None) -> str:
 
 
 def guarded(name: str, fn: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run ``fn``; a numerical or system failure is one line on stderr and exit 1."""
+    """Run ``fn``; a numerical or system failure is one line on stderr (and the JSON of a
+    failed run with ``--json``) and exit 1; running out of memory says what to shrink."""
     try:
         return fn(args)
-    except (RuntimeError, ValueError, OSError) as err:  # NumericalFault, out of memory...
-        print(f"odedsl {name}: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return EXIT_ERROR
+    except (RuntimeError, ValueError, OSError, MemoryError) as err:  # NumericalFault, memory...
+        detail = memory_exhausted(err)
+        if detail is not None:
+            sweep = "--depths" if name == "plot" else "--depth-list"
+            hint = (
+                f"use a smaller --batch or depth (--set depth=N, {sweep}); the check keeps a "
+                "store-mode copy of the network as its reference, so --backward saves no "
+                "memory here"
+            )
+            return fail(name, f"out of memory ({detail})", hint, as_json=args.json)
+        return fail(name, f"{type(err).__name__}: {err}", as_json=args.json)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,14 @@ import sys
 from rich.console import Console
 
 from odedsl.cli.argtypes import int_in, real
-from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set, print_json
+from odedsl.cli.common import (
+    EXIT_OK,
+    add_spec_arguments,
+    fail,
+    memory_exhausted,
+    parse_set,
+    print_json,
+)
 from odedsl.training.config import DEFAULT_LR, INT_BOUNDS, OPTIMIZERS, TrainConfig
 
 _D = TrainConfig()
@@ -87,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+#: What to change when training runs out of memory: what is kept per step.
+TRAIN_MEMORY_HINT = (
+    "use a smaller --batch-size, --backward invert or checkpoint(k) (stages then keep fewer "
+    "activations for the backward pass), or a smaller depth (--set depth=N)"
+)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the system has one: a
     container or ``taskset`` allows fewer than ``os.cpu_count()`` reports)."""
@@ -149,14 +163,14 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             console=console,
         )
-    except (FloatingPointError, RuntimeError, OSError) as err:  # NaN, out of memory, disk...
+    except (FloatingPointError, RuntimeError, OSError, MemoryError) as err:  # NaN, memory, disk
+        detail = memory_exhausted(err)
+        if detail is not None:
+            return fail("train", f"out of memory ({detail})", TRAIN_MEMORY_HINT, as_json=args.json)
         message = (
             str(err) if isinstance(err, FloatingPointError) else f"{type(err).__name__}: {err}"
         )
-        if args.json:
-            print_json({"ok": False, "errors": [{"severity": "error", "message": message}]})
-        print(f"odedsl train: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return fail("train", message, as_json=args.json)
     if args.json:
         print_json(result.to_json())
     else:

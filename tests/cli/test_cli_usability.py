@@ -195,3 +195,70 @@ def test_a_usage_error_of_a_json_run_is_json_too(
     with pytest.raises(SystemExit):
         main(args)
     assert capsys.readouterr().out == ""  # no --json: stdout stays empty
+
+
+CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+    "you tried to allocate 10000000000000 bytes. Error code 12 (Cannot allocate memory)"
+)
+CUDA_OOM = (
+    "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 139.8 GiB "
+    "of which 1.2 GiB is free. Of the allocated memory 130 GiB is allocated by PyTorch"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "shown", "hint"),
+    [
+        (
+            "train",
+            "odedsl.training.api.train",
+            "DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 10000000000000 bytes",
+            "use a smaller --batch-size, --backward invert or checkpoint(k)",
+        ),
+        (
+            "gradcheck",
+            "odedsl.training.gradcheck.gradient_errors",
+            "CUDA out of memory. Tried to allocate 20.00 GiB",
+            "use a smaller --batch or depth (--set depth=N, --depth-list)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_running_out_of_memory_is_one_line_with_what_to_shrink(
+    command: str,
+    target: str,
+    shown: str,
+    hint: str,
+    as_json: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The raw RuntimeError (a paragraph of allocator statistics from CUDA) was printed."""
+    import json
+
+    import torch
+
+    error = RuntimeError(CPU_OOM) if command == "train" else torch.OutOfMemoryError(CUDA_OOM)
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(target, exhausted)
+    before = torch.get_num_threads()
+    try:
+        code = main([command, RESNET, *(["--json"] if as_json else [])])
+    finally:
+        torch.set_num_threads(before)
+    assert code == 1
+    captured = capsys.readouterr()
+    line, hint_line = captured.err.splitlines()
+    assert line == f"odedsl {command}: error: out of memory ({shown})"
+    assert hint_line.startswith(f"  hint: {hint}")
+    if as_json:
+        (reported,) = json.loads(captured.out)["errors"]
+        assert reported["message"] == f"out of memory ({shown})"
+        assert reported["hint"].startswith(hint)
+    else:
+        assert captured.out == ""
