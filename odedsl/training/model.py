@@ -3,7 +3,8 @@
 A network that declares ``channels``/``size``/``classes`` gets them from the data unless the
 user sets them; ``stride`` (when declared) shrinks with the image, ``max(1, stride·size //
 default_size)``, so a stem written for 32×32 keeps 8×8 digits at 8×8 instead of 3×3.
-Anything else that disagrees is a located error naming both shapes, before any tensor exists.
+Anything else that disagrees is a located error naming both shapes, before any tensor exists;
+a network whose input is not an image cannot take these data sets at all, and is told so.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ def fit_spec(
         spec = load_spec(source, network=network, **{**from_data, **overrides})
     net = spec.network
     want = bundle.shape
+    if net.input_kind != "image":
+        shape = ", ".join(map(str, net.input_shape))
+        raise DslError(
+            [
+                Diagnostic(
+                    "E220",
+                    f"network '{net.name}'{_located(spec)} takes input {net.input_kind}[{shape}], "
+                    f"but the data sets of odedsl train ('{bundle.name}' here) are images, which "
+                    "need input image[C, H, W]",
+                    None,
+                    "train it on your own data: from Python (odedsl.compile(spec) is an "
+                    "nn.Module), or with the script `odedsl build` writes "
+                    f"(train_{net.name}.py: replace its synthetic() data with yours)",
+                )
+            ]
+        )
     if tuple(net.input_shape) != want:
         raise DslError(
             [

@@ -262,3 +262,20 @@ def test_running_out_of_memory_is_one_line_with_what_to_shrink(
         assert reported["hint"].startswith(hint)
     else:
         assert captured.out == ""
+
+
+@pytest.mark.parametrize("data", ["synthetic", "digits"])
+def test_train_of_a_vector_network_says_its_data_sets_are_images(
+    data: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hint used to say to declare channels and size, which a vector input cannot use."""
+    spec = str(SPECS / "linear_resnet.ode")
+    err = _exit_2(capsys, "train", spec, "--data", data, "--quiet", "--out", str(tmp_path / "r"))
+    assert "network 'linear_resnet' (" in err
+    assert (
+        f"takes input vector[2], but the data sets of odedsl train ('{data}' here) are images, "
+        "which need input image[C, H, W] [E220]"
+    ) in err
+    assert "hint: train it on your own data: from Python (odedsl.compile(spec)" in err
+    assert "train_linear_resnet.py: replace its synthetic() data with yours" in err
+    assert not (tmp_path / "r").exists()
