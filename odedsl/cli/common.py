@@ -143,10 +143,11 @@ def memory_exhausted(err: BaseException) -> str | None:
     return ". ".join(first.split(". ")[:sentences]).rstrip(".")
 
 
-def fail(command: str, message: str, hint: str | None = None, *, as_json: bool) -> int:
+def report_failure(command: str, message: str, hint: str | None, *, as_json: bool) -> int:
     """A failure that is not bad input (a numerical fault, memory, the disk): ``odedsl
     COMMAND: error: ...`` on stderr with its hint, and with ``--json`` also the JSON object
-    of every failed run on stdout; exit code 1."""
+    of every failed run on stdout; exit code 1. ``hint`` is None only where the message
+    carries its own advice (a NumericalFault's hint line, a diverging loss's tips)."""
     if as_json:
         error: dict[str, Any] = {"severity": "error", "message": message}
         if hint:

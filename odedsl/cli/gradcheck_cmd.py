@@ -13,10 +13,10 @@ from odedsl.cli.argtypes import MAX_SEED, int_in
 from odedsl.cli.common import (
     EXIT_OK,
     add_spec_arguments,
-    fail,
     memory_exhausted,
     parse_set,
     print_json,
+    report_failure,
 )
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
@@ -256,8 +256,8 @@ def guarded(name: str, fn: Callable[[argparse.Namespace], int], args: argparse.N
                 "store-mode copy of the network as its reference, so --backward saves no "
                 "memory here"
             )
-            return fail(name, f"out of memory ({detail})", hint, as_json=args.json)
-        return fail(name, f"{type(err).__name__}: {err}", as_json=args.json)
+            return report_failure(name, f"out of memory ({detail})", hint, as_json=args.json)
+        return report_failure(name, f"{type(err).__name__}: {err}", None, as_json=args.json)
 
 
 def run(args: argparse.Namespace) -> int:

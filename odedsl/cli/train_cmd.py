@@ -12,10 +12,10 @@ from odedsl.cli.argtypes import int_in, real
 from odedsl.cli.common import (
     EXIT_OK,
     add_spec_arguments,
-    fail,
     memory_exhausted,
     parse_set,
     print_json,
+    report_failure,
 )
 from odedsl.training.config import DEFAULT_LR, INT_BOUNDS, OPTIMIZERS, TrainConfig
 
@@ -166,11 +166,13 @@ def run(args: argparse.Namespace) -> int:
     except (FloatingPointError, RuntimeError, OSError, MemoryError) as err:  # NaN, memory, disk
         detail = memory_exhausted(err)
         if detail is not None:
-            return fail("train", f"out of memory ({detail})", TRAIN_MEMORY_HINT, as_json=args.json)
+            return report_failure(
+                "train", f"out of memory ({detail})", TRAIN_MEMORY_HINT, as_json=args.json
+            )
         message = (
             str(err) if isinstance(err, FloatingPointError) else f"{type(err).__name__}: {err}"
         )
-        return fail("train", message, as_json=args.json)
+        return report_failure("train", message, None, as_json=args.json)
     if args.json:
         print_json(result.to_json())
     else:

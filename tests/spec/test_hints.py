@@ -554,7 +554,8 @@ OUTSIDE = ("cli", "training", "checkpoints.py", "compiler", "limits.py", "export
 #: None, default code). ``Diagnostic(code, message, span, hint)``; ``CheckpointError(message,
 #: hint, *, code="E220")``; ``bad_option(message, hint, code="E205")``; ``bad_data(message,
 #: hint)`` (E110); ``_error(code, message, hint)`` of ``odedsl/training/checkpoint.py``;
-#: ``refuse(code, message, *, hint)`` of ``odedsl/export/safety.py``.
+#: ``refuse(code, message, *, hint)`` of ``odedsl/export/safety.py``; ``report_failure(command,
+#: message, hint, *, as_json)`` of ``odedsl/cli/common.py`` (a failed run, no code: "run").
 OUTSIDE_CALLS: dict[str, tuple[int, int | None, str | None]] = {
     "Diagnostic": (3, 0, None),
     "error": (3, 0, None),
@@ -563,11 +564,17 @@ OUTSIDE_CALLS: dict[str, tuple[int, int | None, str | None]] = {
     "bad_data": (1, None, "E110"),
     "_error": (2, 0, None),
     "refuse": (2, 0, None),
+    "report_failure": (2, None, "run"),
 }
 
 #: (file under odedsl/, code): diagnostics outside the front end left without a hint, each
-#: with the reason none can be given. Empty: every one has a hint.
-ALLOWED_OUTSIDE: dict[tuple[str, str], str] = {}
+#: with the reason none can be given.
+ALLOWED_OUTSIDE: dict[tuple[str, str], str] = {
+    ("cli/train_cmd.py", "run"): "a failure of any kind while training: the message is "
+    "the exception's own, which carries its advice (a diverging loss's tips)",
+    ("cli/gradcheck_cmd.py", "run"): "a failure of any kind in a check: the message is "
+    "the exception's own, which carries its advice (a NumericalFault's hint line)",
+}
 
 
 def _outside_files() -> list[Path]:
