@@ -26,7 +26,8 @@ def test_writes_two_generated_files_and_rewrites_them(tmp_path: Path) -> None:
     files = sorted(p.name for p in (tmp_path / "new" / "dir").iterdir())
     assert files == ["revnet.py", "train_revnet.py"]  # no temporary files left behind
     assert all(is_untouched(p) for p in (tmp_path / "new" / "dir").iterdir())
-    assert build(tmp_path / "new" / "dir", "--set", "depth=3") == 0  # untouched: replaced
+    deeper = ["build", SPEC, "-o", str(tmp_path / "new" / "dir"), "--set", "depth=3"]
+    assert main([*deeper, "--set", "width=4", "--set", "size=8"]) == 0  # untouched: replaced
     assert "DEPTH = 3" in (tmp_path / "new" / "dir" / "revnet.py").read_text()
 
 
