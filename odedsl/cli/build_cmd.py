@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, parse_set
+from odedsl.cli.common import EXIT_ERROR, EXIT_OK, add_spec_arguments, load_from_args
 
 EPILOG = """examples:
   odedsl build specs/heunnet.ode -o out/                  # out/heunnet.py, out/train_heunnet.py
@@ -14,6 +14,7 @@ EPILOG = """examples:
   odedsl build specs/hamiltonian.ode -o out/ --standalone # needs only torch to import
   python out/train_heunnet.py --epochs 1 --samples 256    # train on synthetic data
   python -c "import sys; sys.path.insert(0, 'out'); import heunnet; print(heunnet.build())"
+  odedsl build - -o out/ < specs/linear_resnet.ode        # -: the spec from stdin
 
 Files odedsl did not generate, or generated files edited since, are never overwritten
 without --force. Exit codes: 0 written, 2 bad spec, option or output path, 1 I/O error.
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_spec_arguments(p)
+    add_spec_arguments(p, stdin=True)
     p.add_argument(
         "-o", "--out", default=".", metavar="DIR", help="output folder (default: current)"
     )
@@ -47,16 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from odedsl.export import build
 
-    overrides = parse_set(args.overrides)
+    spec = load_from_args(args)  # a path, even a name with a newline (not spec text), or -
     try:
-        paths = build(
-            Path(args.spec),  # always a path, even a name with a newline (not spec text)
-            Path(args.out),
-            standalone=args.standalone,
-            force=args.force,
-            network=args.network,
-            **overrides,
-        )
+        paths = build(spec, Path(args.out), standalone=args.standalone, force=args.force)
     except OSError as err:
         print(f"error: cannot write to {args.out}: {err.strerror or err}", file=sys.stderr)
         return EXIT_ERROR

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  odedsl check specs/resnet.ode --set depth=256 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_spec_arguments(p)
+    add_spec_arguments(p, stdin=True)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=run)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.limits import Limits
 from odedsl.spec.evaluate import Value
-from odedsl.spec.load import load_spec
+from odedsl.spec.load import load_spec, load_spec_text
 from odedsl.spec.validate import ValidatedSpec
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
@@ -66,8 +67,29 @@ def parse_value(raw: str) -> Value:
     return raw
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="path to a .ode file")
+#: The spec argument that reads the spec from standard input: ``check``, ``show`` and
+#: ``build`` read it; the others keep the spec's path (train's checkpoints and resumes, the
+#: sweeps' figure titles) and read a file.
+STDIN = "-"
+
+
+def _file_spec(text: str) -> str:
+    """The spec argument of a command that reads only files: ``-`` is refused at parse time
+    (it used to be looked up as a file named ``-``: 'no such file')."""
+    if text == STDIN:
+        raise argparse.ArgumentTypeError(
+            "'-' (the spec from standard input) is read by check, show and build only; "
+            "save the spec to a file and name it, e.g. spec.ode"
+        )
+    return text
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, *, stdin: bool = False) -> None:
+    """The spec and its ``--set``/``--network``; ``stdin``: the command reads ``-``."""
+    if stdin:
+        parser.add_argument("spec", help="path to a .ode file, or - to read the spec from stdin")
+    else:
+        parser.add_argument("spec", type=_file_spec, help="path to a .ode file")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -79,7 +101,44 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
-    return load_spec(Path(args.spec), network=args.network, **parse_set(args.overrides))
+    """The validated spec of the command line: the file named, or standard input for ``-``
+    (diagnostics then name ``<stdin>``; its imports resolve against the working directory)."""
+    overrides = parse_set(args.overrides)
+    if args.spec == STDIN:
+        return load_spec_text(read_stdin(), "<stdin>", network=args.network, params=overrides)
+    return load_spec(Path(args.spec), network=args.network, **overrides)
+
+
+def read_stdin() -> str:
+    """Standard input as UTF-8 text, at most ``ODEDSL_MAX_SPEC_BYTES`` of it (a file's limit;
+    read no further, so an endless pipe is refused rather than held in memory)."""
+    limit = Limits.from_env().max_spec_bytes
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise DslError(
+            [
+                Diagnostic(
+                    "E101",
+                    f"<stdin> is over the limit of {limit:,} bytes",
+                    None,
+                    "split the spec into files joined with `import`, or raise "
+                    "ODEDSL_MAX_SPEC_BYTES",
+                )
+            ]
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DslError(
+            [
+                Diagnostic(
+                    "E110",
+                    f"<stdin> is not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x})",
+                    None,
+                    "pipe the spec in as UTF-8",
+                )
+            ]
+        ) from None
 
 
 def check_figure_folder(option: str, target: str, example: str) -> None:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  odedsl show specs/resnet.ode --set depth=8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_spec_arguments(p)
+    add_spec_arguments(p, stdin=True)
     p.add_argument("--json", action="store_true", help="print the network summary as JSON")
     p.add_argument("--layers", action="store_true", help="also list every layer of each part")
     p.add_argument(

@@ -46,5 +46,21 @@ def load_spec(
         text = read_spec_file(path, limits)
         modules = load_with_imports(text, str(source), path, path.resolve().parent, limits)
     else:
-        modules = load_with_imports(source, "<spec>", None, Path.cwd(), limits)
+        return load_spec_text(source, "<spec>", network=network, limits=limits, params=params)
     return validate(modules, network=network, overrides=params, limits=limits)
+
+
+def load_spec_text(
+    text: str,
+    name: str,
+    *,
+    network: str | None = None,
+    limits: Limits | None = None,
+    params: dict[str, Value] | None = None,
+) -> ValidatedSpec:
+    """:func:`load_spec` of a spec's text whatever it looks like (even one line without a
+    brace, which ``load_spec`` would take for a path), its diagnostics naming the file
+    ``name`` (``<stdin>``); imports resolve against the working directory."""
+    limits = limits or Limits.from_env()
+    modules = load_with_imports(text, name, None, Path.cwd(), limits)
+    return validate(modules, network=network, overrides=params or {}, limits=limits)

@@ -279,3 +279,56 @@ def test_train_of_a_vector_network_says_its_data_sets_are_images(
     assert "hint: train it on your own data: from Python (odedsl.compile(spec)" in err
     assert "train_linear_resnet.py: replace its synthetic() data with yours" in err
     assert not (tmp_path / "r").exists()
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+
+
+def test_check_show_and_build_read_the_spec_from_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-` was looked up as a file: "cannot read '-': no such file"."""
+    text = (SPECS / "linear_resnet.ode").read_text()
+    _stdin(monkeypatch, text)
+    assert main(["check", "-", "--set", "depth=4"]) == 0
+    assert "ok: network 'linear_resnet', input [2]" in capsys.readouterr().out
+    _stdin(monkeypatch, text)
+    assert main(["show", "-", "--json"]) == 0
+    assert '"name": "linear_resnet"' in capsys.readouterr().out
+    _stdin(monkeypatch, text)
+    assert main(["build", "-", "-o", str(tmp_path), "--set", "depth=3"]) == 0
+    assert (tmp_path / "linear_resnet.py").is_file()
+    assert (tmp_path / "train_linear_resnet.py").is_file()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", ["check", "show", "build"])
+def test_diagnostics_of_a_spec_from_stdin_name_stdin(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _stdin(
+        monkeypatch, "network n() { input vector[4]\n stage s = ode(2) { residual { nope } } }\n"
+    )
+    extra = ["-o", str(tmp_path)] if command == "build" else []
+    err = _exit_2(capsys, command, "-", *extra)
+    assert err.startswith("<stdin>:2:32: error: unknown layer or block 'nope' [E201]")
+    _stdin(monkeypatch, "foo")  # one line without braces: still spec text, not a path
+    assert _exit_2(capsys, command, "-", *extra).startswith("<stdin>:1:1: error: ")
+
+
+@pytest.mark.parametrize("command", ["train", "gradcheck", "plot"])
+def test_commands_that_read_files_refuse_stdin_saying_which_read_it(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _exit_2(capsys, command, "-")
+    assert (
+        f"odedsl {command}: error: argument spec: '-' (the spec from standard input) is read "
+        "by check, show and build only; save the spec to a file and name it, e.g. spec.ode"
+    ) in err
