@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -219,6 +220,29 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
     if d.span is None:
         return ("", 0, 0)
     return (d.span.file, d.span.line, d.span.column)
+
+
+#: How messages write a network parameter the caller gave: ``"python"``, the keyword argument
+#: of the Python API (``odedsl.compile(path, depth=8)``), unless the command line sets
+#: ``"cli"`` (``--set depth=8``; :func:`odedsl.cli.main.main`) for its run. One front end
+#: serves both, and each reader should see the spelling they type.
+OVERRIDE_STYLE: ContextVar[Literal["python", "cli"]] = ContextVar(
+    "odedsl_override_style", default="python"
+)
+
+
+def override(name: str, value: object = ..., *, as_given: bool = False) -> str:
+    """``name=value`` as the caller writes it: ``depth=8``, ``bn=True`` in Python, ``--set
+    depth=8``, ``--set bn=true`` on the command line (:data:`OVERRIDE_STYLE`). ``...``: a
+    placeholder; ``as_given``: the value's repr on both faces, to quote what was passed."""
+    cli = OVERRIDE_STYLE.get() == "cli"
+    if value is ...:
+        text = "..."
+    elif as_given or not cli:
+        text = repr(value)
+    else:
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{'--set ' if cli else ''}{name}={text}"
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

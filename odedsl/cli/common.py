@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,23 +73,32 @@ def parse_value(raw: str) -> Value:
 STDIN = "-"
 
 
-def _file_spec(text: str) -> str:
-    """The spec argument of a command that reads only files: ``-`` is refused at parse time
-    (it used to be looked up as a file named ``-``: 'no such file')."""
-    if text == STDIN:
-        raise argparse.ArgumentTypeError(
-            "'-' (the spec from standard input) is read by check, show and build only; "
-            "save the spec to a file and name it, e.g. spec.ode"
-        )
-    return text
+def _spec_argument(*, stdin: bool) -> Callable[[str], str]:
+    """The argparse ``type`` of the spec argument: an empty one is refused (``Path("")`` is
+    the current folder: "cannot read '.': a directory"), and so is ``-`` where the command
+    reads only files (it was looked up as a file named ``-``: 'no such file')."""
+
+    def spec(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("expected the path of a .ode file, got ''")
+        if text == STDIN and not stdin:
+            raise argparse.ArgumentTypeError(
+                "'-' (the spec from standard input) is read by check, show and build only; "
+                "save the spec to a file and name it, e.g. spec.ode"
+            )
+        return text
+
+    spec.__name__ = "spec"
+    return spec
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser, *, stdin: bool = False) -> None:
     """The spec and its ``--set``/``--network``; ``stdin``: the command reads ``-``."""
-    if stdin:
-        parser.add_argument("spec", help="path to a .ode file, or - to read the spec from stdin")
-    else:
-        parser.add_argument("spec", type=_file_spec, help="path to a .ode file")
+    parser.add_argument(
+        "spec",
+        type=_spec_argument(stdin=stdin),
+        help="path to a .ode file" + (", or - to read the spec from stdin" if stdin else ""),
+    )
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from odedsl.diagnostics import DslError
+from odedsl.diagnostics import OVERRIDE_STYLE, DslError
 
 #: Equal to :data:`odedsl.cli.common.EXIT_BAD_INPUT`, defined here so importing it stays light.
 EXIT_BAD_INPUT = 2
@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     as_json = bool(getattr(args, "json", False))
+    style = OVERRIDE_STYLE.set("cli")  # messages write parameters as --set NAME=VALUE
     try:
         for warning in check_environment():
             print(warning.render(), file=sys.stderr)
@@ -104,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
     except BrokenPipeError:
         return 0
+    finally:
+        OVERRIDE_STYLE.reset(style)
 
 
 def _interrupted() -> int:

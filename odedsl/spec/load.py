@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
 from odedsl.spec.evaluate import Value
 from odedsl.spec.validate import ValidatedSpec, validate
@@ -40,6 +41,17 @@ def load_spec(
         )
     if network is not None and not isinstance(network, str):
         raise TypeError(f"network must be the name of a network (str), got {network!r}")
+    if isinstance(source, str) and not source:  # Path("") is ".": "cannot read '.'"
+        raise DslError(
+            [
+                Diagnostic(
+                    "E110",
+                    "the spec is an empty string",
+                    None,
+                    "pass the path of a .ode file (e.g. 'specs/resnet.ode') or a spec's text",
+                )
+            ]
+        )
     limits = limits or Limits.from_env()
     if isinstance(source, os.PathLike) or looks_like_path(source):
         path = Path(source)

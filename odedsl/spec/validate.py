@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from odedsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean
+from odedsl.diagnostics import Diagnostic, Diagnostics, Span, did_you_mean, override
 from odedsl.integrators import Integrator, analyse, standard_library
 from odedsl.limits import Limits
 from odedsl.spec.evaluate import TYPES, EvalError, Value, coerce, evaluate
@@ -21,10 +21,10 @@ from odedsl.syntax.imports import LoadedModule
 
 INPUT_KINDS = {"image": 3, "vector": 1}
 #: How to write a value of each parameter type, for hints: (what, an example).
-_EXAMPLES = {
-    "int": ("a whole number", "8"),
-    "float": ("a number", "0.5"),
-    "bool": ("true or false", "true"),
+_EXAMPLES: dict[str, tuple[str, Value]] = {
+    "int": ("a whole number", 8),
+    "float": ("a number", 0.5),
+    "bool": ("true or false", True),
     "str": ("a text", "name"),
 }
 
@@ -183,9 +183,10 @@ def _parameters(
                         what, example = _EXAMPLES[p.type]
                         diags.error(
                             "E130",
-                            f"--set {p.name}={value!r}: parameter '{p.name}' is {p.type}",
+                            f"{override(p.name, value, as_given=True)}: parameter "
+                            f"'{p.name}' is {p.type}",
                             p.span,
-                            f"pass {what}, e.g. --set {p.name}={example}",
+                            f"pass {what}, e.g. {override(p.name, example)}",
                         )
                         ok = False
                         continue
@@ -198,7 +199,7 @@ def _parameters(
                     "E203",
                     f"parameter '{p.name}' has no default and was not set",
                     p.span,
-                    f"give it a default, or pass --set {p.name}=...",
+                    f"give it a default, or pass {override(p.name)}",
                 )
                 ok = False
                 continue

@@ -332,3 +332,58 @@ def test_commands_that_read_files_refuse_stdin_saying_which_read_it(
         f"odedsl {command}: error: argument spec: '-' (the spec from standard input) is read "
         "by check, show and build only; save the spec to a file and name it, e.g. spec.ode"
     ) in err
+
+
+FLAGGED = (
+    'network n(bn: bool = false, tag: str = "a") {\n'
+    "    input vector[2]\n"
+    "    stage s = ode(2) { residual { linear(2) } }\n"
+    "}\n"
+)
+
+
+def test_the_python_api_names_parameters_as_keyword_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`odedsl.compile(path, depth='8')` was told about `--set depth='8'`, an option it has not;
+    the command line keeps its own spelling, and the API's is back once a command is done."""
+    import odedsl
+    from odedsl.diagnostics import DslError
+
+    with pytest.raises(DslError) as api:
+        odedsl.compile(RESNET, depth="8")
+    (d,) = api.value.diagnostics
+    assert (d.message, d.hint) == (
+        "depth='8': parameter 'depth' is int",
+        "pass a whole number, e.g. depth=8",
+    )
+    spec = tmp_path / "flagged.ode"
+    spec.write_text(FLAGGED)
+    with pytest.raises(DslError) as api:
+        odedsl.compile(str(spec), bn=3, tag=4)
+    hints = [d.hint for d in api.value.diagnostics]
+    assert hints == ["pass true or false, e.g. bn=True", "pass a text, e.g. tag='name'"]
+    assert "--set" not in str(api.value)
+
+    err = _exit_2(capsys, "check", str(spec), "--set", "bn=3", "--set", "tag=4")
+    assert "error: --set bn=3: parameter 'bn' is bool [E130]" in err
+    assert "hint: pass true or false, e.g. --set bn=true" in err
+    assert "hint: pass a text, e.g. --set tag=name" in err
+    with pytest.raises(DslError, match=r"e\.g\. depth=8"):  # the command reset the API's spelling
+        odedsl.compile(RESNET, depth="8")
+
+
+def test_an_empty_spec_is_named_so_not_the_current_folder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`odedsl.compile("")` said "cannot read '.': a directory" (Path("") is ".")."""
+    import odedsl
+    from odedsl.diagnostics import DslError
+
+    with pytest.raises(DslError) as api:
+        odedsl.compile("")
+    (d,) = api.value.diagnostics
+    assert d.message == "the spec is an empty string" and "'.'" not in str(api.value)
+    assert d.hint == "pass the path of a .ode file (e.g. 'specs/resnet.ode') or a spec's text"
+    err = _exit_2(capsys, "check", "")
+    assert "odedsl check: error: argument spec: expected the path of a .ode file, got ''" in err

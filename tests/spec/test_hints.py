@@ -176,7 +176,7 @@ TEXT_CASES = [
         "E203",
         ["`integrator needk(k=...)`"],
     ),
-    ("param-missing", edit("depth: int = 4 => depth: int"), "E203", ["--set depth="]),
+    ("param-missing", edit("depth: int = 4 => depth: int"), "E203", ["or pass depth=..."]),
     # -- E204 types
     ("int", edit("depth: int = 4 => depth: int = 2.5"), "E204", ["round it", "floor(x)"]),
     ("int-str", edit('depth: int = 4 => depth: int = "4"'), "E204", ["whole number, e.g. 8"]),
@@ -419,7 +419,7 @@ def test_e130_overrides() -> None:
     d = first_error(BASE, dpth=3)
     assert d.code == "E130" and "did you mean 'depth'?" in (d.hint or ""), d.render()
     d = first_error(BASE, depth="deep")
-    assert d.code == "E130" and "--set depth=8" in (d.hint or ""), d.render()
+    assert d.code == "E130" and "e.g. depth=8" in (d.hint or ""), d.render()  # the API's spelling
     d = first_error(BASE.replace("width: int = 8", "flag: bool = true"), flag=3)
     assert "true or false" in (d.hint or ""), d.render()
 
