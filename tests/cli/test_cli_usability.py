@@ -387,3 +387,19 @@ def test_an_empty_spec_is_named_so_not_the_current_folder(
     assert d.hint == "pass the path of a .ode file (e.g. 'specs/resnet.ode') or a spec's text"
     err = _exit_2(capsys, "check", "")
     assert "odedsl check: error: argument spec: expected the path of a .ode file, got ''" in err
+
+
+def test_stdin_is_read_within_the_spec_limit_as_utf8(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import sys
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"network \xff")))
+    err = _exit_2(capsys, "check", "-")
+    assert "error: <stdin> is not UTF-8 text (byte 8: 0xff) [E110]" in err
+    monkeypatch.setenv("ODEDSL_MAX_SPEC_BYTES", "16")
+    _stdin(monkeypatch, (SPECS / "linear_resnet.ode").read_text())
+    err = _exit_2(capsys, "check", "-")
+    assert "error: <stdin> is over the limit of 16 bytes [E101]" in err
+    assert "raise ODEDSL_MAX_SPEC_BYTES" in err
