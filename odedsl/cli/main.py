@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from odedsl.diagnostics import OVERRIDE_STYLE, DslError
 
@@ -96,9 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     style = OVERRIDE_STYLE.set("cli")  # messages write parameters as --set NAME=VALUE
     try:
-        for warning in check_environment():
-            print(warning.render(), file=sys.stderr)
-        return int(args.run(args))
+        with warnings.catch_warnings():  # puts the printer back after the run
+            warnings.showwarning = _warning_printer(f"odedsl {args.command}")
+            for warning in check_environment():
+                print(warning.render(), file=sys.stderr)
+            return int(args.run(args))
     except DslError as err:
         return report(err, as_json=as_json)
     except KeyboardInterrupt:
@@ -107,6 +110,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         OVERRIDE_STYLE.reset(style)
+
+
+def _warning_printer(prog: str) -> Callable[..., None]:
+    """odedsl's own warnings (approximate gradients, anchors, drift) as ``odedsl train:
+    warning: ...`` lines, as the command's errors are, not Python's ``file:line: Category:``
+    with a source line of the library; other libraries' warnings print as Python prints them."""
+    python = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *where: Any, **kw: Any) -> None:
+        if category.__module__.split(".")[0] == "odedsl":
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            python(message, category, *where, **kw)
+
+    return show
 
 
 def _interrupted() -> int:

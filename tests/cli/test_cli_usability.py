@@ -403,3 +403,32 @@ def test_stdin_is_read_within_the_spec_limit_as_utf8(
     err = _exit_2(capsys, "check", "-")
     assert "error: <stdin> is over the limit of 16 bytes [E101]" in err
     assert "raise ODEDSL_MAX_SPEC_BYTES" in err
+
+
+def test_odedsl_warnings_print_as_the_commands_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run's odedsl warnings (approximate gradients, anchors) printed as Python prints them,
+    ``<library path>:402: ApproximateGradientWarning:`` and a line of library source; other
+    libraries' warnings still print as Python prints them."""
+    import warnings
+
+    from odedsl.cli import check_cmd
+    from odedsl.cli.main import main
+    from odedsl.runtime import ApproximateGradientWarning
+
+    def run(args: object) -> int:
+        approximate = ApproximateGradientWarning("stage 'body': approximate", stage="body")
+        warnings.warn(approximate, stacklevel=1)
+        warnings.warn("from another library", RuntimeWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(check_cmd, "run", run)
+    before = warnings.showwarning
+    with pytest.warns(RuntimeWarning, match="another library") as caught:
+        assert main(["check", "specs/resnet.ode"]) == 0
+    err = capsys.readouterr().err
+    assert "odedsl check: warning: stage 'body': approximate\n" in err
+    assert "ApproximateGradientWarning" not in err
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert warnings.showwarning is before
