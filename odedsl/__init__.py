@@ -9,8 +9,8 @@ The pipeline, one package per stage, each usable alone::
       ──runtime: per-stage backward mode (store | checkpoint | invert)
       ──export (jinja2)──▶ readable model.py + train.py
 
-Public API: :func:`parse`, :func:`load_spec`, :func:`compile`, :class:`DslError`,
-:class:`Limits`.
+Public API: :func:`parse`, :func:`load_spec`, :func:`compile`, :func:`save_checkpoint`,
+:func:`load_checkpoint`, :func:`convert_state_dict`, :class:`DslError`, :class:`Limits`.
 Names are imported on first use, so ``import odedsl`` stays light (no torch until needed).
 """
 
@@ -20,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
+    from odedsl.checkpoints import convert_state_dict, load_checkpoint, save_checkpoint
     from odedsl.compiler import compile
     from odedsl.diagnostics import Diagnostic, DslError
     from odedsl.limits import Limits
@@ -33,11 +34,25 @@ _EXPORTS = {
     "Limits": "odedsl.limits",
     "ValidatedSpec": "odedsl.spec.validate",
     "compile": "odedsl.compiler",
+    "convert_state_dict": "odedsl.checkpoints",
+    "load_checkpoint": "odedsl.checkpoints",
+    "save_checkpoint": "odedsl.checkpoints",
     "load_spec": "odedsl.spec.load",
     "parse": "odedsl.syntax.parse",
 }
 
-__all__ = ["Diagnostic", "DslError", "Limits", "ValidatedSpec", "compile", "load_spec", "parse"]
+__all__ = [
+    "Diagnostic",
+    "DslError",
+    "Limits",
+    "ValidatedSpec",
+    "compile",
+    "convert_state_dict",
+    "load_checkpoint",
+    "load_spec",
+    "parse",
+    "save_checkpoint",
+]
 __version__ = "0.1.0"
 
 

@@ -585,3 +585,13 @@ def test_a_refused_payload_is_named_without_torchs_advice_to_load_it_unsafely(
     text = str(err.value)
     assert "carries pickled objects that weights_only loading refuses" in text
     assert "system" in text.split("refuses", 1)[1] and "False" not in text
+
+
+def test_the_checkpoint_functions_are_odedsl_s_own_names() -> None:
+    """Messages say odedsl.save_checkpoint; it only existed as odedsl.checkpoints's."""
+    import odedsl
+    import odedsl.checkpoints as ckpt
+
+    for name in ("save_checkpoint", "load_checkpoint", "convert_state_dict"):
+        assert getattr(odedsl, name) is getattr(ckpt, name) and name in odedsl.__all__
+    assert all(getattr(odedsl, name) is not None for name in odedsl.__all__)
