@@ -33,6 +33,7 @@ from odedsl.training.checkpoint import (
 )
 from odedsl.training.config import (
     RESUME_KEYS,
+    STRETCHABLE,
     TrainConfig,
     TrainResult,
     bad_option,
@@ -118,8 +119,17 @@ def train(
         ckpt = load_checkpoint(out_dir / CHECKPOINT)
         saved = ckpt["config"]
         for key, value in explicit.items():
-            if key in RESUME_KEYS and key in saved and saved[key] != value:
+            if key in RESUME_KEYS and key not in STRETCHABLE and saved.get(key, value) != value:
                 _refuse_change("--" + key.replace("_", "-"), value, saved[key], out_dir)
+        done, wanted = ckpt.get("epoch"), explicit.get("epochs", saved["epochs"])
+        if wanted != saved["epochs"] and isinstance(done, int) and wanted < done:
+            raise bad_option(
+                f"--epochs {wanted} is fewer than the {done} epochs the checkpoint "
+                f"in '{out_dir}' completed",
+                f"resume with --epochs {done} or more (the cosine schedule is stretched to the "
+                "new end from the step reached)",
+                "E130",
+            )
         saved_overrides = ckpt.get("overrides", {})
         for name, value in overrides.items():
             if saved_overrides.get(name, _UNSET) != value:

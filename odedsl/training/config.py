@@ -22,7 +22,8 @@ from odedsl.diagnostics import Diagnostic, DslError
 
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-2}
-#: Options a resumed run must share with the run it continues (the rest may change).
+#: Options a resumed run takes from its checkpoint and must keep, but for :data:`STRETCHABLE`
+#: (options not listed may change).
 RESUME_KEYS = (
     "data",
     "epochs",
@@ -36,6 +37,8 @@ RESUME_KEYS = (
     "seed",
 )
 
+#: Options a resume may change: more epochs stretch the cosine from the step reached.
+STRETCHABLE = ("epochs",)
 
 #: The integer options and their bounds, both inclusive: ``TrainConfig`` checks them and the
 #: options of ``odedsl train`` (``odedsl.cli.train_cmd``) read the same table.

@@ -186,10 +186,12 @@ class Trainer:
         still refuses (an optimizer state of another shape) is a one-line error."""
         check_state_dict(ckpt["model"], self.model.state_dict(), source)
         check_progress(ckpt, self.cfg.epochs, self.steps, source)
+        schedule = self.scheduler.state_dict()  # what the run that wrote ckpt had:
+        schedule["T_max"] = max(1, ckpt["config"]["epochs"] * self.steps)  # --epochs may differ
         check_optimizer_state(
             ckpt,
             self.optimizer.state_dict(),
-            self.scheduler.state_dict(),
+            schedule,
             [p for group in self.optimizer.param_groups for p in group["params"]],
             source,
         )
@@ -211,7 +213,10 @@ class Trainer:
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        steps = self.scheduler.T_max
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scheduler.T_max != steps:
+            self._stretch_schedule(steps)
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
@@ -221,6 +226,17 @@ class Trainer:
         self.step_losses = [float(v) for v in ckpt["step_losses"].tolist()]
         self.elapsed = float(ckpt["elapsed"])
         set_rng_state(ckpt["rng"], self.device)
+
+    def _stretch_schedule(self, steps: int) -> None:
+        """A resume with another ``--epochs``: the cosine from the step reached to the new
+        end, in closed form (the chainable update would go on from the old curve's lr)."""
+        sched = self.scheduler
+        sched.T_max = steps
+        now = min(sched.last_epoch, steps)
+        cosine = (1 + math.cos(math.pi * now / steps)) / 2
+        for group, base in zip(self.optimizer.param_groups, sched.base_lrs, strict=True):
+            group["lr"] = sched.eta_min + (base - sched.eta_min) * cosine
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ------------------------------------------------------------------ training
     def measure_memory(self) -> None:

@@ -274,3 +274,26 @@ def test_the_fingerprint_names_the_schema_it_describes() -> None:
     assert a.split(":")[0] == b.split(":")[0] and a != b
     assert network_fingerprint(_Net(name="a", depth=2, origin={"line": 3})) == a
     assert network_fingerprint(_NetWithAField(name="a", depth=2)).split(":")[0] != a.split(":")[0]
+
+
+def test_a_resume_with_more_epochs_stretches_the_cosine_from_the_step_reached(
+    tmp_path: Path,
+) -> None:
+    """``--epochs`` was refused on resume (the generated script allowed it): 1 epoch then 3
+    goes on from step s of the 3-epoch cosine, lr = base·(1 + cos(π s / T))/2 at each epoch
+    end, and fewer epochs than were done is a usage error, not a 'damaged' checkpoint."""
+    import math
+
+    spec = tmp_path / "two.ode"
+    spec.write_text(TWO)
+    first = train(spec, network="first", data="synthetic", epochs=1, out=tmp_path, progress=False)
+    steps = len(first.step_losses)
+    res = train(spec, network="first", epochs=3, out=tmp_path, resume=True, progress=False)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    lr0 = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["scheduler"]["base_lrs"][0]
+    for h in res.history[1:]:
+        want = lr0 * (1 + math.cos(math.pi * h["epoch"] * steps / (3 * steps))) / 2
+        assert h["lr"] == pytest.approx(want, abs=1e-12)
+    assert res.history[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # the 1-epoch run's end
+    with pytest.raises(DslError, match="--epochs 2 is fewer than the 3 epochs"):
+        train(spec, network="first", epochs=2, out=tmp_path, resume=True, progress=False)
