@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
     from odedsl.cli.progress import sweep_bar
     from odedsl.cli.train_cmd import set_threads
     from odedsl.spec.load import load_spec
-    from odedsl.training.plot import depth_sweep, fit_slope, machine, plot_sweep
+    from odedsl.training.plot import depth_sweep, machine, plot_sweep, slope_text
 
     set_threads(args.threads, "plot")
     overrides = parse_set(args.overrides)
@@ -102,6 +102,18 @@ def _run(args: argparse.Namespace) -> int:
     integrators: list[str | None] = [None]
     if args.integrators:
         integrators = [s.strip() for s in args.integrators.split(",") if s.strip()]
+        twice = sorted({n for n in integrators if integrators.count(n) > 1})
+        if twice:
+            raise DslError(
+                [
+                    Diagnostic(
+                        "E130",
+                        f"--integrators {args.integrators!r}: {', '.join(twice)} given twice",
+                        None,
+                        "name each integrator once: each is one line of the figure",
+                    )
+                ]
+            )
         if not integrators:
             raise DslError(
                 [
@@ -166,9 +178,8 @@ def _run(args: argparse.Namespace) -> int:
             if r.stage != "all":
                 lines.setdefault((r.integrator, r.stage), []).append(r)
         for (integ, stage), pts in lines.items():
-            slope = fit_slope([p.depth for p in pts], [p.grad_error for p in pts])
+            slope = slope_text([p.depth for p in pts], [p.grad_error for p in pts], pts[0].inverse)
             errs = ", ".join(f"{p.depth}: {p.grad_error:.2e}" for p in pts)
-            shown = "n/a" if slope is None else f"{slope:+.2f}"
-            print(f"{integ} · {stage}: slope {shown}; {errs}", flush=True)
+            print(f"{integ} · {stage}: {slope}; {errs}", flush=True)
     print(f"wrote {out}", file=sys.stderr)
     return EXIT_OK

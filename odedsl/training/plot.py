@@ -52,12 +52,18 @@ def depth_sweep(
     return rows
 
 
-def fit_slope(depths: Sequence[float], errors: Sequence[float]) -> float | None:
-    """Least-squares slope of log(error) against log(depth), over positive finite points."""
+#: A float64 relative gradient error below this is rounding, not the scheme's error: no
+#: slope is fitted through it (exact inverses give 1e-16..1e-14, scattered, in any order).
+ROUNDING = 1e-13
+
+
+def fit_slope(depths: Sequence[float], errors: Sequence[float], floor: float = 0.0) -> float | None:
+    """Least-squares slope of log(error) against log(depth), over finite points above
+    ``floor`` (:data:`ROUNDING` for float64 gradient errors)."""
     pts = [
         (math.log(d), math.log(e))
         for d, e in zip(depths, errors, strict=True)
-        if d > 0 and e > 0 and math.isfinite(e)
+        if d > 0 and e > max(floor, 0.0) and math.isfinite(e)
     ]
     if len(pts) < 2:
         return None
@@ -67,6 +73,18 @@ def fit_slope(depths: Sequence[float], errors: Sequence[float]) -> float | None:
     if sxx == 0:
         return None
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+def slope_text(depths: Sequence[float], errors: Sequence[float], inverse: str) -> str:
+    """What a sweep's legend and table say of a line: the fitted slope of an approximate
+    inverse, over the points above rounding; an exact inverse has no discretisation error
+    to fit (a slope through its rounding was noise, of either sign)."""
+    if inverse in ("exact", "exact-unstable"):
+        return "exact: rounding only"
+    slope = fit_slope(depths, errors, ROUNDING)
+    if slope is None and all(0 <= e <= ROUNDING for e in errors):
+        return "at rounding level: no slope"
+    return "slope n/a" if slope is None else f"slope {slope:+.2f}"
 
 
 def machine() -> str:
@@ -104,10 +122,9 @@ def plot_sweep(
         pts = sorted(pts, key=lambda r: r.depth)
         depths = [r.depth for r in pts]
         errors = [r.grad_error for r in pts]
-        slope = fit_slope(depths, errors)
         kind = pts[0].inverse
         label = f"{integrator} · {stage} ({kind})" if len(lines) > 1 else f"{integrator} ({kind})"
-        label += f", slope {slope:+.2f}" if slope is not None else ", slope n/a"
+        label += ", " + slope_text(depths, errors, kind)
         shown = [max(e, floor) if math.isfinite(e) else float("nan") for e in errors]
         ax.loglog(depths, shown, marker=markers[i % len(markers)], label=label, linewidth=1.6)
     plotted = [r.grad_error for pts in lines.values() for r in pts if math.isfinite(r.grad_error)]

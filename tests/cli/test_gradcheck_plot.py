@@ -76,6 +76,8 @@ def test_plot_writes_a_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert len(bar) == 1 and " 6/6 done " in bar[0], captured.err  # 2 integrators × 3 depths
     assert main([*args, "--depths", "2,4", "-o", str(out), "--quiet"]) == 0
     assert "gradient checks" not in capsys.readouterr().err
+    assert main([*args, "--depths", "2,4", "-o", str(out), "--integrators", "heun,heun"]) == 2
+    assert "--integrators 'heun,heun': heun given twice" in capsys.readouterr().err
 
 
 def test_gradcheck_shows_progress_over_a_depth_list(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from odedsl.training.gradcheck import (
     reconstruction_error,
     stages_of,
 )
-from odedsl.training.plot import depth_sweep, fit_slope
+from odedsl.training.plot import depth_sweep, fit_slope, slope_text
 
 TINY = {"depth": 3, "width": 4, "size": 8}
 
@@ -101,6 +102,18 @@ def test_sweep_rows_and_slopes(specs: Path) -> None:
     assert all(r.backward == "invert" for r in rows if r.stage == "body")
     assert fit_slope([1, 2, 4], [1.0, 0.5, 0.25]) == pytest.approx(-1.0)
     assert fit_slope([1, 2], [0.0, 0.0]) is None
+
+
+def test_no_slope_is_fitted_through_rounding() -> None:
+    """An exact inverse's float64 errors (2.5e-16, 7.8e-16, 9.3e-16 for midpoint) got a
+    slope, +0.63, as if they were the scheme's; so did an approximate line's rounding tail."""
+    depths, rounding = [2, 4, 8], [2.5e-16, 7.8e-16, 9.3e-16]
+    assert slope_text(depths, rounding, "exact") == "exact: rounding only"
+    assert slope_text(depths, [1e-2, 1e-3, 1e-4], "exact-unstable") == "exact: rounding only"
+    assert slope_text(depths, rounding, "approximate") == "at rounding level: no slope"
+    tail = [1e-8, 1e-11, 3e-16]  # the last point is rounding: the slope of the first two
+    assert slope_text(depths, tail, "approximate") == f"slope {math.log(1e-3) / math.log(2):+.2f}"
+    assert slope_text([2, 4], [1e-3, float("nan")], "approximate") == "slope n/a"
 
 
 DROPOUT = """
