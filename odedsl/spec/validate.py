@@ -122,7 +122,7 @@ def _choose_network(
             diags.error(
                 "E200",
                 f"no network named '{wanted}'",
-                main.span,
+                main.networks[0].span if main.networks else main.span,  # the file's networks
                 did_you_mean(wanted, networks)
                 or (
                     f"the networks are {', '.join(sorted(networks))}"

@@ -72,7 +72,7 @@ def test_check_errors_are_located_json(tmp_path: Path, capsys: pytest.CaptureFix
         (["check", RESNET, "--set", "dpth=3"], "did you mean 'depth'"),
         (["check", RESNET, "--set", "depth=many"], "parameter 'depth' is int"),
         (["show", RESNET, "--set", "depth=0"], "depth must be at least 1"),
-        (["check", RESNET, "--network", "nope"], "no network named 'nope'"),
+        (["check", RESNET, "--network", "nope"], "resnet.ode:7:1: error: no network named 'nope'"),
     ],
 )
 def test_bad_input_exits_2(
