@@ -90,11 +90,11 @@ def test_many_diagnostics_render_in_linear_time_and_capped() -> None:
     message held every excerpt."""
     n = 20_000
     text = NET.replace("RESIDUAL", "linear(4" + ", 1" * n + ")")
-    start = time.process_time()
+    start = time.thread_time()
     err = raised(load_spec, text, limits=Limits(max_tokens=100_000))  # 40,000 tokens
     assert len(err.diagnostics) == n
     message = str(err)
-    assert time.process_time() - start < 5.0
+    assert time.thread_time() - start < 5.0
     assert message.count("[E202]") == MAX_RENDERED
     assert f"{n - MAX_RENDERED} more not shown" in message and f"{n} errors" in message
 
@@ -120,9 +120,9 @@ def test_exponential_expansion_stops_whatever_the_leaves(leaf: str) -> None:
     """Only *valid* layers were counted: a block body that is an error (or empty), called
     2³⁰ times, never reached the limit and hung."""
     text = NET.replace("RESIDUAL", "b0") + _doubling(30, leaf)
-    start = time.process_time()
+    start = time.thread_time()
     ds = diagnostics(text)
-    assert time.process_time() - start < 1.0
+    assert time.thread_time() - start < 1.0
     limit = [d for d in ds if d.code == "E250"]
     assert [(d.span.line, d.span.column) for d in limit] == [(4, 18)]
     assert "more than 10,000 layers after expanding blocks" in limit[0].message
@@ -132,9 +132,9 @@ def test_total_expansion_of_a_network_is_bounded() -> None:
     """50 stages each just under the per-sequence bound took 12 s to check (400k layers)."""
     stages = "".join(f" stage s{i} = ode(2) {{ residual {{ b0 }} }}\n" for i in range(50))
     text = f"network n() {{\n input vector[4]\n{stages}}}\n" + _doubling(11, "relu")
-    start = time.process_time()
+    start = time.thread_time()
     ds = diagnostics(text)
-    assert time.process_time() - start < 1.5
+    assert time.thread_time() - start < 1.5
     # each stage: 2¹¹ layers + 2¹² - 1 calls = 6,143 statements; the 17th passes 100,000
     assert [(d.code, d.span.line, d.span.column) for d in ds] == [("E250", 19, 32)]
     assert "more than 100,000 layers in all" in ds[0].message

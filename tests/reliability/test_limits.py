@@ -60,12 +60,14 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def refused(
     fn: Callable[..., Any], *args: Any, heap_mb: float = 4, **kwargs: Any
 ) -> tuple[Diagnostic, ...]:
-    """Run ``fn``; it must raise DslError in < 1 s CPU and < ``heap_mb`` of Python heap."""
-    start = time.process_time()
+    """Run ``fn``; it must raise DslError in < 1 s CPU of this thread (torch's OpenMP workers,
+    spinning after an earlier test's op, counted in process time: 1.29 s once) and < ``heap_mb``
+    of Python heap."""
+    start = time.thread_time()
     try:
         fn(*args, **kwargs)
     except DslError as err:
-        elapsed = time.process_time() - start
+        elapsed = time.thread_time() - start
         found = tuple(d for d in err.diagnostics if d.severity == "error")
     else:
         raise AssertionError("no DslError")
@@ -250,10 +252,10 @@ def test_too_many_imported_files(tmp_path: Path) -> None:
     imports = "".join(f'import "lib/m{i}.ode"\n' for i in range(300))
     files["main.ode"] = imports + VECTOR.replace("RESIDUAL", "m299")
     _write(tmp_path, files)
-    start = time.process_time()
+    start = time.thread_time()
     with pytest.raises(DslError) as err:
         load_spec(tmp_path / "main.ode")
-    assert time.process_time() - start < 2.0
+    assert time.thread_time() - start < 2.0
     found = where(tuple(err.value.diagnostics))
     assert found[0] == ("E113", 256, 1) and {code for code, _, _ in found} == {"E113"}
     assert "more than 256 files imported" in err.value.diagnostics[0].message
@@ -351,9 +353,9 @@ def test_a_spec_just_under_the_budget_checks_in_about_a_second() -> None:
     text = VECTOR.replace("RESIDUAL", "linear(4)").replace(
         "    }\n}", "    }\n    head { linear(3)" + " relu" * 9_950 + " }\n}"
     )
-    start = time.process_time()
+    start = time.thread_time()
     assert load_spec(text).network
-    assert time.process_time() - start < 3.0
+    assert time.thread_time() - start < 3.0
 
 
 # ------------------------------------------------------------------ numbers and powers
