@@ -8,6 +8,7 @@ live; elsewhere (logs, CI, pipes) rich prints each epoch's finished bar as one l
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import Tensor, nn
 
-from odedsl.runtime import OdeStage, activation_bytes
+from odedsl.runtime import ApproximateGradientWarning, OdeStage, activation_bytes
 
 if TYPE_CHECKING:
     from odedsl.training.loop import TrainResult
@@ -50,7 +51,11 @@ def activation_by_mode(model: nn.Module, x: Tensor, modes: Iterable[str]) -> dic
     """
     probe = copy.deepcopy(model).train()
     out: dict[str, int] = {}
-    with torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []):
+    with (
+        torch.random.fork_rng(devices=[x.device.index or 0] if x.is_cuda else []),
+        warnings.catch_warnings(),  # a measurement, not a training run: its modes say nothing
+    ):
+        warnings.simplefilter("ignore", ApproximateGradientWarning)
         out["run"] = activation_bytes(probe, x)
         for mode in modes:
             if not stages_of(probe) or mode == mode_label(model):

@@ -158,3 +158,18 @@ def test_a_non_finite_gradient_stops_before_the_step_and_names_the_parameters() 
         k for k in before if k.endswith(("weight", "bias")) and not torch.equal(before[k], after[k])
     ]
     assert not changed, changed
+
+
+@pytest.mark.filterwarnings("error::odedsl.runtime.ApproximateGradientWarning")
+def test_measuring_each_modes_memory_warns_of_no_approximate_gradient() -> None:
+    """``odedsl train specs/resnet.ode`` (backward store) warned of invert's approximate
+    gradients: the summary's memory probe runs one forward in every mode."""
+    from odedsl.training.report import activation_by_mode
+
+    spec = (
+        "network n(depth: int = 3) { input vector[4] stage body = ode(depth) {"
+        " integrator euler backward store residual { linear(4) tanh } } head { linear(2) } }"
+    )
+    model = odedsl.compile(spec)
+    memory = activation_by_mode(model, torch.randn(2, 4), ["store", "invert"])
+    assert memory["invert"] < memory["run"]
