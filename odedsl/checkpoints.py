@@ -153,18 +153,23 @@ def stage_layouts(source: nn.Module | Any, **params: Any) -> dict[str, StageLayo
 
 
 # ---------------------------------------------------------------------------- files
-def weights_file(model: nn.Module) -> dict[str, Any]:
-    """What :func:`save_checkpoint` writes (``odedsl train``'s ``model.pt`` too): the state
-    dict with the stages' layouts and the network's weights fingerprint, plain values and
-    tensors only, so that :func:`load_checkpoint` can tell the network it was written for."""
+def weights_meta(model: nn.Module) -> dict[str, Any]:
+    """What a weights file says of the network it was written for (its stages' layouts and
+    weights fingerprint, plain values only); a training checkpoint carries it as ``weights``."""
     return {
         "format": FORMAT,
         "version": VERSION,
         "network": getattr(model, "network_name", None),
         "fingerprint": getattr(model, "weights_fingerprint", None),
         "stages": {p: s.to_plain() for p, s in stage_layouts(model).items()},
-        "state_dict": model.state_dict(),
     }
+
+
+def weights_file(model: nn.Module) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes (``odedsl train``'s ``model.pt`` too): the state
+    dict with :func:`weights_meta`, plain values and tensors only, so that
+    :func:`load_checkpoint` can tell the network it was written for."""
+    return {**weights_meta(model), "state_dict": model.state_dict()}
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
@@ -280,24 +285,29 @@ def _read(source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any)
         path = Path(source)
         where = f"'{path}'"
         data = load_plain(path, where, map_location)
-    layouts, fingerprint, network = None, None, None
+    meta: Any = None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
+        meta, data = data, data.get("state_dict")  # a weights file
+    elif isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
+        meta, data = data.get("weights"), data["model"]  # an odedsl training checkpoint
+    layouts, fingerprint, network = None, None, None
+    if meta is not None:
         try:
-            layouts = {str(p): StageLayout.from_plain(s) for p, s in data["stages"].items()}
-            fingerprint, network = data.get("fingerprint"), data.get("network")
+            layouts = {str(p): StageLayout.from_plain(s) for p, s in meta["stages"].items()}
+            fingerprint, network = meta.get("fingerprint"), meta.get("network")
             for key, value in (("fingerprint", fingerprint), ("network", network)):
                 if value is not None and not isinstance(value, str):
                     raise TypeError(f"{key} is a {type(value).__name__}, not a string")
-            data = data["state_dict"]
+            if data is None:
+                raise KeyError("state_dict")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(
                 f"{where} is an odedsl weights file whose stage layouts are damaged "
                 f"({type(exc).__name__}: {exc})"[:400],
-                "odedsl.save_checkpoint writes these files; load one it wrote, unedited",
+                "odedsl.save_checkpoint and odedsl train write these files; load one they "
+                "wrote, unedited",
                 code="E110",
             ) from None
-    elif isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
-        data = data["model"]  # an odedsl training checkpoint
     if not _is_state_dict(data):
         raise CheckpointError(
             f"{where} is not a state dict (names → tensors)",

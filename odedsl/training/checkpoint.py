@@ -153,6 +153,7 @@ class _Checkpoint(_Plain):
     overrides: NotRequired[dict[str, Any]]
     network: NotRequired[str]
     fingerprint: NotRequired[str]
+    weights: NotRequired[dict[str, Any]]  # odedsl.checkpoints.weights_meta (checked there)
 
 
 _CHECKPOINT = TypeAdapter(_Checkpoint)

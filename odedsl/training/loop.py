@@ -26,6 +26,7 @@ from rich.console import Console
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from odedsl.checkpoints import weights_meta
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.training.checkpoint import (
     CHECKPOINT,
@@ -156,6 +157,7 @@ class Trainer:
         self.memory: dict[str, int] = {}
         self.on_epoch_end: list[Any] = []
         self.meta: dict[str, Any] = {}  # written into checkpoints (overrides, network name)
+        self.weights_meta = weights_meta(self.model)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
@@ -174,6 +176,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "rng": rng_state(self.device),
             "config": self.cfg.resumable(),
+            "weights": self.weights_meta,  # what odedsl.load_checkpoint checks
             **self.meta,
         }
 

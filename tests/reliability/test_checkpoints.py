@@ -595,3 +595,25 @@ def test_the_checkpoint_functions_are_odedsl_s_own_names() -> None:
     for name in ("save_checkpoint", "load_checkpoint", "convert_state_dict"):
         assert getattr(odedsl, name) is getattr(ckpt, name) and name in odedsl.__all__
     assert all(getattr(odedsl, name) is not None for name in odedsl.__all__)
+
+
+def test_a_training_checkpoint_says_which_network_it_trained(tmp_path: Path) -> None:
+    """``odedsl train``'s checkpoint.pt held a bare state dict under "model": loaded with
+    load_checkpoint it warned of an unchecked network, and loaded into another of the same
+    shapes. It now carries the weights file's layouts and fingerprint."""
+    from odedsl.training import train
+
+    digits = spec("untied").replace("image[2, 6, 6]", "image[1, 8, 8]").replace("(3)", "(10)")
+    source = tmp_path / "tanh.ode"
+    source.write_text(digits)
+    train(source, data="synthetic", epochs=1, out=tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_checkpoint(odedsl.compile(digits), ckpt)
+    with pytest.raises(CheckpointError, match="written for another network"):
+        load_checkpoint(
+            odedsl.compile(digits.replace("batchnorm2d tanh", "batchnorm2d relu")), ckpt
+        )
+    with pytest.raises(CheckpointError, match="stage"):  # a layout the file names, refused
+        load_checkpoint(odedsl.compile(digits.replace("weights untied", "weights tied")), ckpt)
