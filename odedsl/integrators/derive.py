@@ -148,6 +148,22 @@ def _affine(rhs: ir.Expr, old: ir.Var) -> tuple[float | None, str]:
     return a, ""
 
 
+def _increment(rhs: ir.Expr, old: ir.Var) -> ir.Expr:
+    """``e`` of ``rhs = a*old + e``: ``rhs`` at ``old = 0`` as written (the forward's own
+    arithmetic), or the normal form's rest where ``old`` divides (``v * v / v`` is ``v``, but
+    is 0/0 at ``v = 0``)."""
+    divides = any(
+        (isinstance(n, ir.Div) and ir.reads(n.b, old))
+        or (isinstance(n, ir.Pow) and ir.reads(n.a, old))
+        for n in ir.walk(rhs)
+    )
+    if not divides:
+        return ir.fold(ir.substitute(rhs, {old: ir.ZERO}))
+    split = poly.linear_part(poly.expand(rhs), old)
+    assert split is not None  # _affine found the split
+    return ir.fold(poly.to_expr(split[1]))
+
+
 def _variable_factor(factor: poly.Poly, old: ir.Var) -> str:
     """Why a factor that is not a constant blocks the exact inverse, naming the factor: the
     inverse divides by one number fixed when it is derived, for every layer and depth."""
@@ -188,8 +204,9 @@ def classify_step(stmts: tuple[SsaStmt, ...], state: tuple[str, ...]) -> Derived
         if a is None:
             blocked.append((s, why))
         else:
-            inc = ir.fold(ir.substitute(rhs, {s.old: ir.ZERO}))
-            updates.append(Update(state.index(s.target), a, inc, s.old, s.new, s.source))
+            updates.append(
+                Update(state.index(s.target), a, _increment(rhs, s.old), s.old, s.new, s.source)
+            )
         current[s.target] = s.new
     if not blocked:
         return _exact(stmts, tuple(updates))

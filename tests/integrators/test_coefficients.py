@@ -104,3 +104,24 @@ def test_a_parameter_that_zeroes_a_residual_input_is_a_located_error(
     assert d.code == "E240" and "does not depend on the state" in d.message
     assert d.span is not None and d.span.line == 3
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_state_that_divides_itself_in_its_own_update_inverts_exactly() -> None:
+    """``v = v * v / v + h * f(x, t)``: the factor of v is 1 (exact inverse), but the
+    increment was the update at v = 0 as written, 0/0: a false E240 (audit, 2026-12-03)."""
+    text = (
+        "integrator my(x, v = x) { v = v * v / v + h * f(x, t)  x = x + h * v }\n"
+        "network n() { input vector[4] stage s = ode(4) {"
+        " integrator my backward MODE residual { linear(4) tanh } } }\n"
+    )
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, dtype=torch.float64) + 2  # v = x stays away from 0
+    grads = []
+    for mode in ("store", "invert"):
+        torch.manual_seed(0)
+        model = odedsl.compile(text.replace("MODE", mode), dtype=torch.float64)
+        assert model.s.kind == "exact"
+        model(x).square().sum().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
