@@ -175,3 +175,28 @@ def test_the_weights_fingerprint_leaves_out_what_the_same_weights_run_under() ->
         spec("heun", "interpolated(3)").replace("tanh", "relu"),
     ):
         assert odedsl.compile(other).weights_fingerprint != base
+
+
+CONV = "conv2d(width, kernel=3, padding=1"
+
+
+@pytest.mark.parametrize(
+    ("layer", "other"),
+    [
+        (f"{CONV})", f"{CONV}, constraint=antisymmetric)"),
+        (f"{CONV})", "conv2d(width, kernel=3, padding=2, dilation=2)"),
+        (f"{CONV}) leaky_relu(0.01)", f"{CONV}) leaky_relu(0.5)"),
+    ],
+)
+def test_the_weights_fingerprint_tells_apart_layers_that_read_the_same_weights_otherwise(
+    layer: str, other: str
+) -> None:
+    """Review 2026-12-03: the fingerprint keeps each layer's kind, name and shapes but none of
+    its arguments, so weights saved from a network load silently (load_checkpoint) into one
+    whose residual computes another function of the same tensors: an antisymmetric
+    constraint (K - Kᵀ, the midpoint network's), a dilation, an activation's slope."""
+    residual = "residual { conv2d(width, kernel=3, padding=1) tanh }"
+    a = odedsl.compile(spec().replace(residual, f"residual {{ {layer} tanh }}"))
+    b = odedsl.compile(spec().replace(residual, f"residual {{ {other} tanh }}"))
+    assert [p.shape for p in a.parameters()] == [p.shape for p in b.parameters()]
+    assert a.weights_fingerprint != b.weights_fingerprint
