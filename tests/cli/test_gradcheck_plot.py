@@ -158,3 +158,20 @@ def test_seed_bound_is_trains(command: str) -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     actions = {a.dest: a for a in sub.choices[command]._actions}  # type: ignore[attr-defined]
     assert actions["seed"].type.bounds == INT_BOUNDS["seed"]  # type: ignore[union-attr]
+
+
+def test_gradcheck_does_not_warn_that_the_gradients_it_measures_are_approximate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Review 2026-12-03: since ApproximateGradientWarning, `odedsl gradcheck` of an Euler or
+    Heun stage in invert prints a raw Python warning on stderr, located in
+    odedsl/runtime/stage.py, telling the user to 'measure it with `odedsl gradcheck SPEC`'
+    (`odedsl train --backward invert` prints it too, in the middle of its output)."""
+    import warnings
+
+    from odedsl.runtime import ApproximateGradientWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _json(capsys, str(SPECS / "heunnet.ode"), *TINY, "--quiet")
+    assert not [w for w in caught if issubclass(w.category, ApproximateGradientWarning)]
