@@ -198,11 +198,13 @@ def _sharded(module: nn.Module) -> bool:
 
 def _recomputed_by_pre_hooks(module: nn.Module) -> set[str]:
     """Attributes a forward pre-hook rebuilds from registered parameters on every call
-    (``nn.utils.weight_norm``'s and ``spectral_norm``'s ``weight``, hooks that carry the
-    attribute's ``name``): a re-run residual recomputes them, so invert's gradients reach the
-    parameters behind them, unlike FSDP1's flat-parameter views."""
+    (``nn.utils.weight_norm``'s and ``spectral_norm``'s ``weight``, whose hooks carry the
+    attribute's ``name``; ``nn.utils.prune``'s, whose hooks carry ``_tensor_name``): a re-run
+    residual recomputes them, so invert's gradients reach the parameters behind them, unlike
+    FSDP1's flat-parameter views."""
     return {
         name
         for hook in module._forward_pre_hooks.values()
-        if isinstance(name := getattr(hook, "name", None), str)
+        for attr in ("name", "_tensor_name")
+        if isinstance(name := getattr(hook, attr, None), str)
     }
