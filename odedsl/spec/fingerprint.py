@@ -39,24 +39,37 @@ def network_fingerprint(network: Any) -> str:
 
 
 #: The description :func:`weights_fingerprint` digests; another description, another version.
-WEIGHTS_VERSION = "w1"
+WEIGHTS_VERSION = "w2"  # w2: layer arguments count (w1 had kinds and shapes only)
+#: Layer arguments that do not change what trained weights compute: how they start
+#: (``init``), how BatchNorm's statistics move (``momentum``), dropout's rate (``p``).
+_TRAINING_ONLY = frozenset({"init", "momentum", "p"})
 
 
 def weights_fingerprint(network: Any) -> str:
-    """What a network's weights mean, as ``w1:<digest>``: for a weights file to say which
+    """What a network's weights mean, as ``w2:<digest>``: for a weights file to say which
     network it was written for (a plain state dict of another spec with the same shapes, an
     Euler ResNet's in a momentum net or tanh residuals' in relu ones, loaded silently).
 
-    Its input and output shapes, and per part, in order: the layers' kinds, module names and
-    shapes; a stage's integrator, its parameters and forward equations, and weights rule. Left
-    out: what weights run unchanged under, so a file still loads there: depths (and the step,
+    Its input and output shapes, and per part, in order: the layers' kinds, module names,
+    shapes and arguments; a stage's integrator, its parameters and forward equations, and
+    weights rule. Left out: what weights run unchanged under, so a file still loads there:
+    depths (and the step,
     slot and parameter counts that follow; the stage layouts check depth where it matters),
-    backward modes, positions, layer options that shapes do not show (initialisation,
-    BatchNorm momentum) and the network's name."""
+    backward modes, positions, layer options that leave trained weights' function alone
+    (:data:`_TRAINING_ONLY`) and the network's name."""
     data = network.model_dump(mode="json")
 
     def layers(sequence: dict[str, Any]) -> list[Any]:
-        return [[x["kind"], x["name"], x["in_shape"], x["out_shape"]] for x in sequence["layers"]]
+        return [
+            [
+                x["kind"],
+                x["name"],
+                x["in_shape"],
+                x["out_shape"],
+                {k: v for k, v in x["args"].items() if k not in _TRAINING_ONLY},
+            ]
+            for x in sequence["layers"]
+        ]
 
     parts: list[Any] = []
     for part in data["parts"]:

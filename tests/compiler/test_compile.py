@@ -167,9 +167,12 @@ def test_the_weights_fingerprint_leaves_out_what_the_same_weights_run_under() ->
     """Depth and backward mode change neither what the weights mean nor the fingerprint a
     weights file carries; an integrator or a layer kind of the same shapes does."""
     base = odedsl.compile(spec("heun", "interpolated(3)")).weights_fingerprint
-    assert base.startswith("w1:")
+    assert base.startswith("w2:")
     same = odedsl.compile(spec("heun", "interpolated(3)", "invert"), depth=9)
     assert same.weights_fingerprint == base
+    trained_otherwise = spec("heun", "interpolated(3)").replace("tanh", "dropout(0.3) tanh")
+    dropout = odedsl.compile(trained_otherwise).weights_fingerprint
+    assert odedsl.compile(trained_otherwise.replace("0.3", "0.1")).weights_fingerprint == dropout
     for other in (
         spec("euler", "interpolated(3)"),
         spec("heun", "interpolated(3)").replace("tanh", "relu"),
