@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -410,14 +412,14 @@ def _eager_run(stage: OdeStage, state: State, compiling: bool) -> State:
             _refuse_sharded(stage, tables.sharded[0])
         if tables.unregistered and isinstance(stage.backward_mode, Invert):
             _refuse_unregistered(stage, tables.unregistered[0])
-        if stage.kind == "approximate" and isinstance(stage.backward_mode, Invert):
-            _say_approximate(stage)
         if torch.jit.is_tracing():  # an autograd Function with Python state: no TorchScript
             _warn_traced(stage, _TRACE_WHY, _TRACE_HINT)
             needs_grad = False
         elif torch._C._are_functorch_transforms_active():
             _warn_traced(stage, _FUNC_WHY, _FUNC_HINT)  # no functorch rule for either mode
             needs_grad = False
+        elif stage.kind == "approximate" and isinstance(stage.backward_mode, Invert):
+            _say_approximate(stage)  # (traced, the layers differentiate exactly, as in store)
     if needs_grad:
         state = stage.backward_mode.run(stage, state, ctx, tracker)
     else:
@@ -489,8 +491,22 @@ def _say_approximate(stage: OdeStage) -> None:
             "momentum); this warning is an odedsl.runtime.ApproximateGradientWarning",
             stage=stage.name,
         ),
-        stacklevel=4,
+        stacklevel=_outside_the_libraries(),
     )
+
+
+def _outside_the_libraries() -> int:
+    """The ``stacklevel`` of the first caller outside odedsl, torch and fx's generated
+    forwards, for :func:`_say_approximate`'s caller (the line of the user's forward, not a
+    line of the library; the depth differs between a stage called alone and in a network)."""
+    roots = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+    frame, level = sys._getframe(2), 2  # level 1: _say_approximate itself
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(roots)
+        or frame.f_code.co_filename.startswith("<eval_with_key>")
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _warn_traced(stage: OdeStage, why: str, hint: str) -> None:

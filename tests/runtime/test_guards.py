@@ -288,6 +288,7 @@ def test_approximate_invert_says_so_once_per_stage(integrator: str) -> None:
     with pytest.warns(ApproximateGradientWarning, match="gradcheck") as caught:
         stage(x).sum().backward()
     assert [w.message.stage for w in caught.list] == [stage.name]
+    assert caught.list[0].filename == __file__  # the caller's line, not the library's
     with warnings.catch_warnings():
         warnings.simplefilter("error", ApproximateGradientWarning)
         stage(x).sum().backward()  # once per stage
@@ -302,3 +303,15 @@ def test_exact_invert_and_other_modes_say_nothing(integrator: str) -> None:
         warnings.simplefilter("error", ApproximateGradientWarning)
         make_stage(integrator, 4, backward="invert")(x).sum().backward()
         make_stage("euler", 4, backward="checkpoint(2)")(x).sum().backward()
+
+
+def test_a_traced_approximate_stage_differentiates_exactly_and_says_only_that() -> None:
+    """Under torch.jit.trace the layers run as plain operations (exact gradients, the
+    TracedStageWarning says so); the approximate warning contradicted it (review, 2026-12-03)."""
+    from odedsl.runtime import TracedStageWarning
+
+    stage = make_stage("euler", 4, backward="invert")
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(TracedStageWarning) as caught:
+        torch.jit.trace(stage, (x,), check_trace=False)
+    assert not [w for w in caught if issubclass(w.category, ApproximateGradientWarning)]
