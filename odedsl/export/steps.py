@@ -39,6 +39,7 @@ class StepClass:
     state_label: Code
     residuals: Code
     offsets: Code
+    residual_offsets: Code
     init_lines: list[Code]
     output_line: Code
     functions: list[Function]
@@ -108,12 +109,24 @@ def step_class(
         state_names=literal_names(program.state_names, "state variable"),
         residuals=literal_names(program.residuals, "residual name", RESIDUAL_FUNCTION),
         offsets=literal(tuple(float(c) for c in program.offsets)),
+        residual_offsets=_residual_offsets(program),
         init_lines=_init_lines(program.init_state, integrator.declared),
         output_line=_output_line(program.output),
         functions=functions,
         step=steps[0],
         first=steps[1] if len(steps) > 1 else None,
     )
+
+
+def _residual_offsets(program: IntegratorProgram) -> Code:
+    """``{"f": (0.0, 1.0), ...}``: each residual's forward offsets (or ``None``)."""
+    if program.residual_offsets is None:
+        return literal(None)
+    items = [
+        f"{quoted(name, 'residual name', rename=RESIDUAL_FUNCTION)}: {literal(tuple(cs))}"
+        for name, cs in program.residual_offsets.items()
+    ]
+    return Code("{" + ", ".join(items) + "}")
 
 
 def literal_names(names: Sequence[str], what: str, rename: str | None = None) -> Code:

@@ -217,6 +217,7 @@ class Integrator:
                 emit.Output(self.split_channels, 1 if self.two_step else 0),
                 emit.make_step(step, g.step),
                 emit.make_step(first, g.first) if first and g.first else None,
+                _offsets_per_residual(step, first),
             )
         return self._cache[key]  # type: ignore[return-value]
 
@@ -331,3 +332,14 @@ def analyse(decl: ast.IntegratorDecl, diags: Diagnostics) -> Integrator | None:
         low.span,
         low,
     )
+
+
+def _offsets_per_residual(*steps: Derived | None) -> dict[str, tuple[float, ...]]:
+    """Each residual's forward time offsets, in the order the runtime's keys sort them."""
+    found: dict[str, set[float]] = {}
+    for step in steps:
+        for stmt in step.stmts if step is not None else ():
+            for node in ir.walk(stmt.expr):
+                if isinstance(node, ir.Call):
+                    found.setdefault(node.name, set()).add(float(node.offset))
+    return {name: tuple(sorted(offsets)) for name, offsets in sorted(found.items())}

@@ -22,7 +22,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,6 +89,9 @@ class IntegratorProgram:
     output: Callable[[State], Tensor]
     step: Step
     first: Step | None = None  # two-step schemes: the explicitly stated first layer
+    #: each residual's forward offsets (None: every residual's are ``offsets``), for the
+    #: call an approximate inverse replays (:func:`~odedsl.runtime.calls.replayed_offset`)
+    residual_offsets: Mapping[str, tuple[float, ...]] | None = None
 
     @property
     def kind(self) -> InverseKind:
