@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -71,6 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list, one row per stage")
     p.add_argument("--quiet", action="store_true", help="no progress bar over --depth-list")
     p.set_defaults(run=run)
+
+
+def warn_two_depths(overrides: dict[str, object], sweep: str, command: str) -> None:
+    """``--set depth=8`` beside a depth sweep: the sweep sets every run's depth, and the
+    ``--set`` was dropped without a word."""
+    if "depth" in overrides:
+        print(
+            f"odedsl {command}: warning: --set depth={overrides['depth']} is replaced by each "
+            f"depth of {sweep}",
+            file=sys.stderr,
+        )
 
 
 #: How ``a,b,...,c`` is read, for the help of ``--depths`` and ``--depth-list``.
@@ -272,6 +284,8 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads, "gradcheck")
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depth_list, "--depth-list") if args.depth_list else [None]
+    if args.depth_list:
+        warn_two_depths(overrides, "--depth-list", "gradcheck")
     check_batch(args.batch)
     rows = []
     points = [(args.integrator, depth) for depth in depths]

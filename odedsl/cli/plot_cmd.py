@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from odedsl.cli.gradcheck_cmd import check_batch, parse_int_list
+    from odedsl.cli.gradcheck_cmd import check_batch, parse_int_list, warn_two_depths
     from odedsl.cli.progress import sweep_bar
     from odedsl.cli.train_cmd import set_threads
     from odedsl.spec.load import load_spec
@@ -98,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     set_threads(args.threads, "plot")
     overrides = parse_set(args.overrides)
     depths = parse_int_list(args.depths, "--depths")
+    warn_two_depths(overrides, "--depths", "plot")
     check_batch(args.batch)
     integrators: list[str | None] = [None]
     if args.integrators:

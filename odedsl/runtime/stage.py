@@ -171,7 +171,7 @@ class OdeStage(nn.Module):
         if self.schedule.mode == "shared" and k is not None and k > depth:
             raise ValueError(
                 f"stage {self.name!r}: shared({k}) has more groups than the stage's {depth} "
-                f"layers; use a depth of at least {k}, or fewer groups"
+                f"layer{'s' if depth != 1 else ''}; use a depth of at least {k}, or fewer groups"
             )
 
     @property

@@ -302,7 +302,8 @@ def _weights(
     if clause.name == "shared" and k is not None and depth is not None and k > depth:
         diags.error(
             "E205",
-            f"shared({k}) has more groups than the stage's {depth} layers",
+            f"shared({k}) has more groups than the stage's {depth} "
+            f"layer{'s' if depth != 1 else ''}",
             where,
             "use `untied`, or fewer groups",
         )

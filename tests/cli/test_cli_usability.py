@@ -432,3 +432,38 @@ def test_odedsl_warnings_print_as_the_commands_lines(
     assert "ApproximateGradientWarning" not in err
     assert [w.category for w in caught] == [RuntimeWarning]
     assert warnings.showwarning is before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gradcheck", "specs/resnet.ode", "--set", "depth=8", "--depth-list", "2,4"],
+        ["plot", "specs/resnet.ode", "--set", "depth=8", "--depths", "2,4"],
+        ["plot", "specs/resnet.ode", "--set", "depth=8"],  # plot always sweeps
+    ],
+)
+def test_a_depth_set_beside_a_depth_sweep_is_said_to_be_replaced(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep set every run's depth and dropped ``--set depth`` without a word."""
+    import odedsl.training.gradcheck as gradcheck
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the warning comes before any check runs
+
+    monkeypatch.setattr(gradcheck, "gradient_errors", stop)
+    monkeypatch.setattr("odedsl.training.plot.depth_sweep", stop)
+    assert main(args) == 130
+    assert "warning: --set depth=8 is replaced by each depth of --dep" in capsys.readouterr().err
+
+
+def test_one_layer_is_one_layer() -> None:
+    import odedsl
+    from odedsl.diagnostics import DslError
+
+    spec = (
+        "network n(depth: int = 1) { input vector[2] stage s = ode(depth) {"
+        " integrator euler weights shared(2) residual { linear(2) } } }"
+    )
+    with pytest.raises(DslError, match=r"the stage's 1 layer( \[|$)"):
+        odedsl.compile(spec)

@@ -67,7 +67,7 @@ def test_reduced_digits_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert len(log["epochs"]) == 2 and log["config"]["epochs"] == 2
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
     weights = torch.load(out / "model.pt", weights_only=True)  # with layouts and fingerprint
-    assert weights["format"] == "odedsl-weights" and weights["fingerprint"].startswith("w1:")
+    assert weights["format"] == "odedsl-weights" and weights["fingerprint"].startswith("w2:")
     assert weights["stages"]["body"]["depth"] == 2 and weights["state_dict"]
 
 
