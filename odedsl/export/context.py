@@ -37,7 +37,7 @@ from odedsl.export.steps import StepClass, step_class
 from odedsl.export.vendor import Imports, Vendored
 from odedsl.runtime import OdeStage
 from odedsl.runtime import layers as runtime_layers
-from odedsl.spec.fingerprint import network_fingerprint
+from odedsl.spec.fingerprint import network_fingerprint, weights_fingerprint
 from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
@@ -62,7 +62,7 @@ SHADOWED = frozenset(sys.stdlib_module_names) | PACKAGES
 #: Names the model template itself defines or uses at module level.
 FIXED = ("PARAMS", "build", "zero_init", "math", "torch", "nn", "Tensor", "State", "ResidualCall")
 #: Attributes of the generated network class besides its parts.
-CLASS_ATTRIBUTES = ("input_shape", "output_shape", "network_name")
+CLASS_ATTRIBUTES = ("input_shape", "output_shape", "network_name", "weights_fingerprint")
 _WIDTH = 100
 
 
@@ -131,6 +131,7 @@ class ModelContext:
     standalone: bool
     loss: Code  # the training script's: "cross_entropy" for class scores, else "mse"
     fingerprint: Code  # the network's digest (odedsl.spec.fingerprint), which resumes check
+    weights_fingerprint: Code  # what its weights mean, which odedsl.load_checkpoint checks
     imports: Code = field(default_factory=Code)
     runtime: Code = field(default_factory=Code)
     runtime_note: list[Code] = field(default_factory=list)
@@ -212,6 +213,15 @@ def _fingerprint(net: NetworkSpec) -> Code:
     return Code(f'"{found}"')
 
 
+def _weights_fingerprint(net: NetworkSpec) -> Code:
+    """The weights fingerprint as a literal (``w2:`` and hex digits, nothing from the spec),
+    so a checkpoint of the generated module says which network it was written for."""
+    found = weights_fingerprint(net)
+    if not re.fullmatch(r"w[0-9]+:[0-9a-f]{16}", found):
+        raise AssertionError(f"{BUG}: a weights fingerprint of another form: {found!r}")
+    return Code(f'"{found}"')
+
+
 def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContext:
     """The model template's data; ``vendored``: the runtime to embed (``--standalone``)."""
     net = spec.network
@@ -281,6 +291,7 @@ def model_context(spec: ValidatedSpec, vendored: Vendored | None) -> ModelContex
         standalone=vendored is not None,
         loss=Code('"cross_entropy"' if len(net.output_shape) == 1 else '"mse"'),
         fingerprint=_fingerprint(net),
+        weights_fingerprint=_weights_fingerprint(net),
         used=used,
     )
     ctx.uses_zero_init = "zero_init" in used

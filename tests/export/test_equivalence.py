@@ -169,3 +169,22 @@ def test_every_layer_kind_has_an_exporter_and_is_in_the_kitchen_sink() -> None:
     seqs = [p.body for p in net.parts if not isinstance(p, StageSpec)]
     seqs += [s for p in net.stages for s in p.residuals.values()]
     assert {layer.kind for s in seqs for layer in s.layers} == set(BUILDERS)
+
+
+def test_generated_module_carries_the_weights_fingerprint(tmp_path: Path) -> None:
+    """A checkpoint of an exported module named no network (the class had no fingerprint), so
+    load_checkpoint could not refuse another network's weights of the same shapes."""
+    from odedsl.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+    spec = tmp_path / "net.ode"
+    text = (
+        "network net(depth: int = 3) { input vector[3] stage body = ode(depth) {"
+        " integrator heun weights tied residual { linear(3) tanh } } }\n"
+    )
+    spec.write_text(text)
+    gen = import_file(write(spec, tmp_path)["net.py"]).build()
+    assert gen.weights_fingerprint == odedsl.compile(spec).weights_fingerprint
+    save_checkpoint(gen, tmp_path / "w.pt")
+    load_checkpoint(odedsl.compile(spec, depth=5), tmp_path / "w.pt")  # tied: any depth
+    with pytest.raises(CheckpointError, match="another network"):
+        load_checkpoint(odedsl.compile(text.replace("tanh", "relu")), tmp_path / "w.pt")
