@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def test_many_diagnostics_render_in_linear_time_and_capped() -> None:
     message held every excerpt."""
     n = 20_000
     text = NET.replace("RESIDUAL", "linear(4" + ", 1" * n + ")")
+    gc.collect()  # no collection of earlier tests' garbage inside the timing
     start = time.thread_time()
     err = raised(load_spec, text, limits=Limits(max_tokens=100_000))  # 40,000 tokens
     assert len(err.diagnostics) == n
@@ -120,6 +122,7 @@ def test_exponential_expansion_stops_whatever_the_leaves(leaf: str) -> None:
     """Only *valid* layers were counted: a block body that is an error (or empty), called
     2³⁰ times, never reached the limit and hung."""
     text = NET.replace("RESIDUAL", "b0") + _doubling(30, leaf)
+    gc.collect()  # no collection of earlier tests' garbage inside the timing
     start = time.thread_time()
     ds = diagnostics(text)
     assert time.thread_time() - start < 1.0
@@ -132,6 +135,7 @@ def test_total_expansion_of_a_network_is_bounded() -> None:
     """50 stages each just under the per-sequence bound took 12 s to check (400k layers)."""
     stages = "".join(f" stage s{i} = ode(2) {{ residual {{ b0 }} }}\n" for i in range(50))
     text = f"network n() {{\n input vector[4]\n{stages}}}\n" + _doubling(11, "relu")
+    gc.collect()  # no collection of earlier tests' garbage inside the timing
     start = time.thread_time()
     ds = diagnostics(text)
     assert time.thread_time() - start < 1.5
