@@ -121,33 +121,15 @@ def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
 def read_stdin() -> str:
     """Standard input as UTF-8 text, at most ``ODEDSL_MAX_SPEC_BYTES`` of it (a file's limit;
     read no further, so an endless pipe is refused rather than held in memory)."""
-    limit = Limits.from_env().max_spec_bytes
-    data = sys.stdin.buffer.read(limit + 1)
-    if len(data) > limit:
-        raise DslError(
-            [
-                Diagnostic(
-                    "E101",
-                    f"<stdin> is over the limit of {limit:,} bytes",
-                    None,
-                    "split the spec into files joined with `import`, or raise "
-                    "ODEDSL_MAX_SPEC_BYTES",
-                )
-            ]
+    from odedsl.syntax.imports import decode_spec, over_the_limit
+
+    limits = Limits.from_env()
+    data = sys.stdin.buffer.read(limits.max_spec_bytes + 1)
+    if len(data) > limits.max_spec_bytes:
+        raise over_the_limit(
+            f"<stdin> has more than {limits.max_spec_bytes:,} bytes", "<stdin>", limits
         )
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DslError(
-            [
-                Diagnostic(
-                    "E110",
-                    f"<stdin> is not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x})",
-                    None,
-                    "pipe the spec in as UTF-8",
-                )
-            ]
-        ) from None
+    return decode_spec(data, "<stdin>", "pipe the spec in as UTF-8")
 
 
 def check_figure_folder(option: str, target: str, example: str) -> None:

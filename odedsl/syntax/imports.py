@@ -40,35 +40,9 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
         raise DslError([Diagnostic("E110", f"cannot read '{path}': {kind}", span, hint)])
     if size > limits.max_spec_bytes:
         # located at the importing statement, or at 1:1 of the file itself (never read)
-        where = span or Span.at_start(SourceFile(str(path), ""))
-        raise DslError(
-            [
-                Diagnostic(
-                    "E101",
-                    f"'{path}' is {size:,} bytes, over the limit of {limits.max_spec_bytes:,}",
-                    where,
-                    "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
-                )
-            ]
-        )
+        raise over_the_limit(f"'{path}' is {size:,} bytes", str(path), limits, span)
     try:
-        data = path.read_bytes()
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # located at the bad byte in the file (shown decoded with replacement characters)
-        text = data.decode("utf-8", "replace")
-        offset = len(data[: exc.start].decode("utf-8"))  # the valid text before the byte
-        where = Span.at_offset(SourceFile(str(path), text), offset)
-        raise DslError(
-            [
-                Diagnostic(
-                    "E110",
-                    f"'{path}' is not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x})",
-                    where,
-                    "save the file as UTF-8",
-                )
-            ]
-        ) from None
+        return decode_spec(path.read_bytes(), str(path), "save the file as UTF-8")
     except OSError as exc:
         hint = (
             "make the file readable, e.g. chmod u+r"
@@ -78,6 +52,40 @@ def read_spec_file(path: Path, limits: Limits, span: Span | None = None) -> str:
         raise DslError(
             [Diagnostic("E110", f"cannot read '{path}': {exc.strerror}", span, hint)]
         ) from None
+
+
+def over_the_limit(what: str, name: str, limits: Limits, span: Span | None = None) -> DslError:
+    """The E101 refusal of spec text over ``ODEDSL_MAX_SPEC_BYTES``: located at ``span`` (an
+    importing statement) or at 1:1 of ``name`` itself, which is never read."""
+    where = span or Span.at_start(SourceFile(name, ""))
+    return DslError(
+        [
+            Diagnostic(
+                "E101",
+                f"{what}, over the limit of {limits.max_spec_bytes:,}",
+                where,
+                "split it into files joined with `import`, or raise ODEDSL_MAX_SPEC_BYTES",
+            )
+        ]
+    )
+
+
+def decode_spec(data: bytes, name: str, hint: str) -> str:
+    """Spec bytes as UTF-8 text; anything else is E110 located at the bad byte (the text shown
+    decoded with replacement characters), so a file and a pipe are refused alike."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", "replace")
+        offset = len(data[: exc.start].decode("utf-8"))  # the valid text before the byte
+        where = Span.at_offset(SourceFile(name, text), offset)
+        message = f"{_quoted(name)} is not UTF-8 text (byte {exc.start}: 0x{data[exc.start]:02x})"
+        raise DslError([Diagnostic("E110", message, where, hint)]) from None
+
+
+def _quoted(name: str) -> str:
+    """A file's name in quotes; a stream's ``<stdin>`` as it is."""
+    return name if name.startswith("<") else f"'{name}'"
 
 
 #: What to do about a path that is no regular file (by what it is).

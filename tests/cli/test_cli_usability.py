@@ -395,13 +395,15 @@ def test_stdin_is_read_within_the_spec_limit_as_utf8(
     import io
     import sys
 
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"network \xff")))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"// \xc3\xa9\nnetwork \xff")))
     err = _exit_2(capsys, "check", "-")
-    assert "error: <stdin> is not UTF-8 text (byte 8: 0xff) [E110]" in err
+    # located as a file's bad byte is: line 2, column 9 (the é before it is one character)
+    assert "<stdin>:2:9: error: <stdin> is not UTF-8 text (byte 14: 0xff) [E110]" in err
+    assert "network \ufffd\n" in err and "        ^" in err
     monkeypatch.setenv("ODEDSL_MAX_SPEC_BYTES", "16")
     _stdin(monkeypatch, (SPECS / "linear_resnet.ode").read_text())
     err = _exit_2(capsys, "check", "-")
-    assert "error: <stdin> is over the limit of 16 bytes [E101]" in err
+    assert "<stdin>:1:1: error: <stdin> has more than 16 bytes, over the limit of 16 [E101]" in err
     assert "raise ODEDSL_MAX_SPEC_BYTES" in err
 
 
