@@ -60,9 +60,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def asks_for_json(argv: Sequence[str]) -> bool:
-    """Whether ``--json`` is an option of the command line (not an operand after ``--``)."""
+    """Whether ``--json`` is an option of the command line (not an operand after ``--``),
+    spelled whole or abbreviated as argparse accepts it (``--js``: no other option starts
+    with ``--j``)."""
     options = list(argv)
-    return "--json" in (options[: options.index("--")] if "--" in options else options)
+    before = options[: options.index("--")] if "--" in options else options
+    return any(len(o) > 2 and "--json".startswith(o) for o in before)
 
 
 def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:

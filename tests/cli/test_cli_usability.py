@@ -197,6 +197,20 @@ def test_a_usage_error_of_a_json_run_is_json_too(
     assert capsys.readouterr().out == ""  # no --json: stdout stays empty
 
 
+def test_json_abbreviated_as_argparse_accepts_it_makes_usage_errors_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    for spelling in ("--js", "--jso"):
+        with pytest.raises(SystemExit):
+            main(["check", RESNET, "--bogus", spelling])
+        assert json.loads(capsys.readouterr().out)["errors"][0]["code"] == "E130"
+    with pytest.raises(SystemExit):  # an operand after -- is no option
+        main(["check", RESNET, "--bogus", "--", "--js"])
+    assert capsys.readouterr().out == ""
+
+
 CPU_OOM = (
     "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
     "you tried to allocate 10000000000000 bytes. Error code 12 (Cannot allocate memory)"
