@@ -113,7 +113,7 @@ def load_with_imports(
 
     def visit(module: ast.Module, here: Path, chain: list[Path]) -> None:
         for imp in module.imports:
-            target = _resolve(imp, here, root, diags)
+            target = _resolve(imp, here, root, diags, from_text=module is main and path is None)
             if target is None:
                 continue
             if target in chain:
@@ -168,7 +168,13 @@ def _display(path: Path, root: Path) -> str:
         return path.name
 
 
-def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) -> Path | None:
+def _resolve(
+    imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics, *, from_text: bool = False
+) -> Path | None:
+    """The file ``imp`` names, or None with its refusal in ``diags``. ``from_text``: the
+    importing spec is text, not a file (stdin, a string), whose imports start from the
+    current folder: the hints say so rather than name a file's folder it does not have."""
+    relative_to = "the current folder (the spec is text, not a file)" if from_text else None
     raw = imp.path
     pure = PurePosixPath(raw)
     if not raw or "\\" in raw or "\x00" in raw or ":" in raw:
@@ -176,7 +182,7 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
             "E111",
             f"import path {raw!r} is not a relative path",
             imp.span,
-            'write a path relative to this file, with "/" between folders',
+            f'write a path relative to {relative_to or "this file"}, with "/" between folders',
         )
         return None
     if pure.is_absolute() or raw.startswith("~"):
@@ -184,7 +190,9 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
             "E111",
             f"absolute import path {raw!r}",
             imp.span,
-            "imports are relative to the importing file, inside the spec's folder",
+            f"imports are relative to {relative_to}"
+            if relative_to
+            else "imports are relative to the importing file, inside the spec's folder",
         )
         return None
     if pure.suffix != ".ode":
@@ -218,12 +226,13 @@ def _resolve(imp: ast.ImportDecl, here: Path, root: Path, diags: Diagnostics) ->
         )
         return None
     if not is_file:
-        diags.error("E110", f"imported file {raw!r} not found", imp.span, _missing_hint(target))
+        hint = _missing_hint(target, relative_to or "the importing file's folder")
+        diags.error("E110", f"imported file {raw!r} not found", imp.span, hint)
         return None
     return target
 
 
-def _missing_hint(target: Path) -> str:
+def _missing_hint(target: Path, relative_to: str) -> str:
     """A sibling .ode file close to the missing one's name, or where the path was looked up."""
     try:
         found = itertools.islice(target.parent.glob("*.ode"), 1000)
@@ -233,4 +242,4 @@ def _missing_hint(target: Path) -> str:
     close = difflib.get_close_matches(target.name, siblings, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}' (in the same folder)?"
-    return "the path is relative to the importing file's folder"
+    return f"the path is relative to {relative_to}"

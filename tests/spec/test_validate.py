@@ -316,6 +316,32 @@ def test_imports_confined_and_cycles(tmp_path: Path) -> None:
     assert d.span.file.endswith("b.ode")
 
 
+def test_hints_of_imports_from_spec_text_name_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spec text (stdin, a string) has no folder of its own: its imports start from the
+    current folder, and the hints say that rather than name an importing file's folder; an
+    import from a file still names the file's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "a.ode").write_text('import "xyzzyx.ode"\n')
+    for path, file_hint in [
+        ("qqq.ode", "the path is relative to the importing file's folder"),
+        ("/abs.ode", "imports are relative to the importing file, inside the spec's folder"),
+    ]:
+        with pytest.raises(DslError) as err:
+            load_spec(f'import "{path}"\n' + BASE)
+        hint = err.value.diagnostics[0].hint
+        assert "the current folder (the spec is text, not a file)" in hint, hint
+        (tmp_path / "main.ode").write_text(f'import "{path}"\n' + BASE)
+        with pytest.raises(DslError) as err:
+            load_spec(tmp_path / "main.ode")
+        assert err.value.diagnostics[0].hint == file_hint
+    with pytest.raises(DslError) as err:  # a file imported by text: its own folder
+        load_spec('import "lib/a.ode"\n' + BASE)
+    assert err.value.diagnostics[0].hint == "the path is relative to the importing file's folder"
+
+
 def test_imports_that_cannot_be_opened(tmp_path: Path) -> None:
     """A symlink loop and a file name longer than the system allows: located, no traceback."""
     (tmp_path / "loop.ode").symlink_to("loop.ode")
