@@ -497,10 +497,10 @@ def _conversion_hint(why: str) -> str:
     """What to do when ``expand_state_dict`` refuses (its ValueError's text says which case)."""
     if why.startswith("cannot convert") and "exactly: buffers" in why:
         return (
-            "running statistics are not blended, so no untied (or finer) layout reproduces "
-            "them at those times: keep the source's weights rule, or use residuals without "
-            "BatchNorm; tied weights and integrators that evaluate residuals at t and t + h "
-            "only (euler, heun) convert exactly"
+            "running statistics are not blended, so each layer must read them from the slot "
+            "the source reads them from: keep the source's weights rule, convert from tied, "
+            "or to untied with an integrator that evaluates residuals at t and t + h only "
+            "(euler, heun), or use residuals without BatchNorm"
         )
     if why.startswith("cannot convert") and "exactly:" in why:
         return (

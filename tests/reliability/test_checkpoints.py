@@ -413,6 +413,18 @@ def test_conversions_to_untied_that_rk4_would_read_otherwise_are_refused(
     assert "keep the source's weights rule" in (err.value.diagnostics[0].hint or "")
 
 
+def test_euler_statistics_between_two_blended_layouts_are_refused_with_a_true_hint() -> None:
+    """Euler converts to untied exactly, but not between two blending layouts: the hint said
+    'euler, heun convert exactly' to an Euler network it had just refused."""
+    src = _float64(spec("interpolated(2)", "euler"), 4)
+    dst = odedsl.compile(spec("interpolated(3)", "euler"), depth=4, dtype=torch.float64)
+    with pytest.raises(CheckpointError, match="running statistics") as err:
+        convert_state_dict(src, src.state_dict(), dst)
+    hint = err.value.diagnostics[0].hint or ""
+    assert "to untied with an integrator that evaluates residuals at t and t + h only" in hint
+    assert "convert exactly" not in hint
+
+
 def test_shallower_to_deeper_untied_repeats_each_layer() -> None:
     src = build("untied", depth=4)
     dst = odedsl.compile(spec("untied"), depth=8)
