@@ -66,7 +66,7 @@ TEXT_CASES = [
     ("char", edit("batchnorm2d relu => batchnorm2d $ relu"), "E100", ["names are ASCII"]),
     ("token", edit("linear(10) => linear(10 10)"), "E100", ["expected '%', ')'"]),
     # -- E111 forbidden import (in text: no file needed)
-    ("absolute", 'import "/etc/x.ode"\n' + BASE, "E111", ["relative to the importing file"]),
+    ("absolute", 'import "/etc/x.ode"\n' + BASE, "E111", ["relative to the current folder"]),
     ("no-ext", 'import "lib/blocks"\n' + BASE, "E111", ['import "lib/blocks.ode"']),
     ("not-ode", 'import "lib/blocks.txt"\n' + BASE, "E111", ["end in .ode"]),
     # -- E120 duplicates
