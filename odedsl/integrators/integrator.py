@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from odedsl.diagnostics import Diagnostic, Diagnostics, DslError, Span, did_you_mean
-from odedsl.integrators import emit, ir, poly
+from odedsl.integrators import dry_run, emit, ir, poly
 from odedsl.integrators.derive import (
     Derived,
     Update,
@@ -218,6 +218,7 @@ class Integrator:
                 emit.make_step(step, g.step),
                 emit.make_step(first, g.first) if first and g.first else None,
                 _offsets_per_residual(step, first),
+                dry_run.coefficient_check(self, self._values(params)),
             )
         return self._cache[key]  # type: ignore[return-value]
 

@@ -92,6 +92,15 @@ class IntegratorProgram:
     #: each residual's forward offsets (None: every residual's are ``offsets``), for the
     #: call an approximate inverse replays (:func:`~odedsl.runtime.calls.replayed_offset`)
     residual_offsets: Mapping[str, tuple[float, ...]] | None = None
+    #: ``(h, depth, t0) -> (forward fault, inverse fault)``: where the step's or the inverse's
+    #: coefficients fail at those layer times (``None`` each where they do not; the whole
+    #: check ``None`` where unknown, as in exported code). The algebra's dry run
+    #: (:class:`~odedsl.integrators.dry_run.CoefficientCheck`); the runtime asks it when a
+    #: stage's depth or backward mode changes, so set_depth cannot put a layer on a
+    #: singularity the validator would have refused.
+    coefficient_check: Callable[[float, int, float], tuple[object | None, object | None]] | None = (
+        None
+    )
 
     @property
     def kind(self) -> InverseKind:

@@ -117,7 +117,29 @@ class OdeStage(nn.Module):
                 f"stage {self.name!r}: integrator {self.program.name!r} has no inverse; "
                 "use backward store or checkpoint(k)"
             )
+        self._check_coefficients(self.depth, self.h, mode)
         self._mode = mode
+
+    def _check_coefficients(self, depth: int, h: float, mode: BackwardMode) -> None:
+        """Refuse a depth or backward mode under which some layer's coefficients fail: the
+        forward's in every mode, the inverse's under invert. The validator's dry run, asked
+        again because ``set_depth`` moves the layer times: a depth with a layer on a
+        singularity (``h / (t - 1/2)`` at depth 4) ran, its output silently inf."""
+        check = self.program.coefficient_check
+        if check is None:  # exported code carries no dry run
+            return
+        forward, inverse = check(h, depth, self.t0)
+        if forward is not None:
+            raise ValueError(
+                f"stage {self.name!r}: integrator {self.program.name!r} fails on its "
+                f"coefficients at depth {depth} (h = {h:g}): {forward}; use another depth"
+            )
+        if inverse is not None and isinstance(mode, Invert):
+            raise ValueError(
+                f"stage {self.name!r}: the inverse of integrator {self.program.name!r} fails "
+                f"on its coefficients at depth {depth} (h = {h:g}): {inverse}; use backward "
+                "store or checkpoint(k), which never run the inverse"
+            )
 
     @property
     def step_compiler(self) -> StepCompiler | None:
@@ -159,9 +181,9 @@ class OdeStage(nn.Module):
                 "depth cannot change in place; use odedsl.runtime.expand_state_dict to build a "
                 "deeper network"
             )
-        self.depth = depth
-        if not self._step_given:
-            self.h = 1.0 / depth
+        h = self.h if self._step_given else 1.0 / depth
+        self._check_coefficients(depth, h, self._mode)
+        self.depth, self.h = depth, h
         self._blends.clear()
 
     def _check_groups(self, depth: int) -> None:

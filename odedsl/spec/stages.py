@@ -7,9 +7,9 @@ from collections.abc import Mapping
 
 from odedsl.diagnostics import Diagnostics, Span, did_you_mean
 from odedsl.integrators import Integrator
+from odedsl.integrators.dry_run import coefficient_check
 from odedsl.limits import Limits
 from odedsl.runtime.weights import WeightSchedule
-from odedsl.spec.dry_run import check_coefficients
 from odedsl.spec.evaluate import EvalError, Value, coerce, evaluate
 from odedsl.spec.model import SequenceSpec, StageSpec
 from odedsl.spec.sequences import ExpansionBudget, expand_sequence, origin
@@ -58,18 +58,29 @@ def validate_stage(
     integrator_span = clauses["integrator"].span if "integrator" in clauses else decl.span
     try:
         cls = integrator.classify(int_params, depth=depth)
-        check_coefficients(integrator, int_params, step, depth)
+        forward_fault, inverse_fault = coefficient_check(integrator, int_params)(step, depth)
     except (ArithmeticError, ValueError, RecursionError) as exc:
+        forward_fault, inverse_fault = exc, None
+    backward_clause = clauses.get("backward")
+    if forward_fault is not None:
         diags.error(
             "E240",
             f"stage '{decl.name}': integrator '{integrator.name}' fails on its coefficients "
-            f"with h = {step:g} ({exc})",
+            f"with h = {step:g} ({forward_fault})",
             integrator_span,
             "check divisions, powers and residual inputs in the integrator, and its "
             "parameter values",
         )
         return None
-    backward_clause = clauses.get("backward")
+    if inverse_fault is not None and backward == "invert":
+        diags.error(
+            "E240",
+            f"stage '{decl.name}': the inverse of integrator '{integrator.name}' fails on its "
+            f"coefficients with h = {step:g} ({inverse_fault})",
+            backward_clause.span if backward_clause else integrator_span,
+            "use backward store or checkpoint(k), which never run the inverse",
+        )
+        return None
     if backward == "invert" and cls.kind == "none":
         diags.error(
             "E231",

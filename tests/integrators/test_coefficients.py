@@ -125,3 +125,47 @@ def test_a_state_that_divides_itself_in_its_own_update_inverts_exactly() -> None
         grads.append([p.grad for p in model.parameters()])
     for got, want in zip(*grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+#: ``x += h f / (1 - t)``: finite at every layer time t < 1, but the reverse Euler step of the
+#: last layer reads the coefficient at t + h = 1.
+TO_ONE = (
+    "integrator to_one(x) { x += h * f(x, t) / (1 - t) }\n"
+    "network n(depth: int = 4) { input vector[4] stage s = ode(depth) {"
+    " integrator to_one weights tied backward MODE residual { linear(4) tanh } } }\n"
+)
+
+
+def test_an_inverse_only_singularity_refuses_invert_but_not_store_or_checkpoint() -> None:
+    """The dry run refused `store` for a singularity only the inverse meets, and named the
+    layer time (0.75) where the coefficient is finite, not the t + h = 1 it steps back from."""
+    for mode in ("store", "checkpoint(2)"):
+        model = odedsl.compile(TO_ONE.replace("MODE", mode))
+        y = model(torch.randn(3, 4))
+        y.square().sum().backward()
+        assert torch.isfinite(y).all()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with pytest.raises(odedsl.DslError) as err:
+        odedsl.load_spec(TO_ONE.replace("MODE", "invert"))
+    (d,) = err.value.diagnostics
+    assert d.code == "E240" and "the inverse of integrator 'to_one'" in d.message
+    assert "inverse of the layer at t = 0.75, which steps back from t + h = 1" in d.message
+    assert d.span is not None and d.span.column == TO_ONE.split("\n")[1].index("backward") + 1
+    assert d.hint == "use backward store or checkpoint(k), which never run the inverse"
+
+
+def test_the_runtime_refuses_a_depth_or_mode_the_validator_would_have_refused() -> None:
+    """set_depth moved the layer times onto a singularity (h / (t - 1/2) at depth 4) without
+    a word: the output was inf. Switching a store stage to invert met the inverse's."""
+    half = TO_ONE.replace("/ (1 - t)", "/ (t - 0.5)").replace("MODE", "store")
+    stage = odedsl.compile(half, depth=3).s
+    with pytest.raises(ValueError, match=r"fails on its coefficients at depth 4 .* at t = 0\.5"):
+        stage.set_depth(4)
+    assert (stage.depth, stage.h) == (3, 1 / 3)  # unchanged
+    stage.set_depth(5)  # t = 0.4, 0.6: no layer on the singularity
+    stage = odedsl.compile(TO_ONE.replace("MODE", "store")).s
+    with pytest.raises(ValueError, match="the inverse of integrator 'to_one' fails"):
+        stage.backward_mode = "invert"
+    assert str(stage.backward_mode) == "store"
+    stage.backward_mode = "checkpoint(2)"
+    stage.set_depth(8)

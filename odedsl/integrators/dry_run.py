@@ -3,9 +3,14 @@
 A coefficient that divides by zero or overflows for this h, these parameters and some layer's
 time would otherwise crash (or turn the state to inf) in the middle of training. The dry run
 evaluates each step's graphs (forward and inverse) at exactly the layer times the stage runs
-them at, ``t_n = n·h`` (``t0`` is 0 for a compiled stage): a start block at ``t_0`` only, the
-step at every other layer's time (every layer's when there is no start block), and no other
-time, since a singularity between two layers is no fault (``h / (t - 1/3)`` at depth 4).
+them at, ``t_n = t0 + n·h`` (``t0`` is 0 for a compiled stage): a start block at ``t_0`` only,
+the step at every other layer's time (every layer's when there is no start block), and no
+other time, since a singularity between two layers is no fault (``h / (t - 1/3)`` at depth 4).
+Forward and inverse are judged apart: an inverse that steps back from a singularity
+(``h / (1 - t)`` read at ``t + h = 1`` by the last layer's reverse Euler step) only matters to
+``invert``; ``store`` and ``checkpoint`` never run it. The validator runs it on every stage,
+and the runtime (:class:`CoefficientCheck`, a program's ``coefficient_check``) again when
+``set_depth`` or the backward mode changes what a stage will run.
 
 All times go through the graph in one pass, so every depth is covered: scalar nodes (those
 that read only ``h``, ``t`` and constants) are computed with Python floats per time, exactly
@@ -20,13 +25,16 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, fx
 
-from odedsl.integrators import Integrator
 from odedsl.integrators.emit import StepGraphs, residual
+
+if TYPE_CHECKING:
+    from odedsl.integrators.integrator import Integrator, IntegratorGraphs
 
 #: Distinct generic values of the state variables (none 0 or 1, no two equal).
 _GENERIC = 0.6180339887
@@ -124,7 +132,7 @@ def _first_failure(
     graphs: Sequence[fx.GraphModule], slots: int, h: float, times: Tensor
 ) -> tuple[int, str] | None:
     """The earliest of ``times`` at which a graph raises or returns a value that is not
-    finite, with the message; the graphs in order within one time (forward, then inverse)."""
+    finite, with the message; the graphs in order within one time."""
     if not any(_reads_t(g) for g in graphs):
         times = times[:1]  # the same values at every time
     state = [
@@ -152,23 +160,57 @@ def _first_failure(
     return row, "a coefficient is not finite"
 
 
-def check_coefficients(
-    integrator: Integrator, params: dict[str, float], h: float, depth: int
-) -> None:
-    """Raise ArithmeticError naming the first layer time whose coefficients fail."""
-    graphs = integrator.graphs(params)
-    blocks: list[tuple[StepGraphs, Tensor]] = []
-    if graphs.first is not None:
-        blocks.append((graphs.first, torch.zeros(1, dtype=torch.float64)))
-    start = 1 if graphs.first is not None else 0
-    # n * h with n exact in float64: the runtime's t0 + n * h, bit for bit (t0 = 0)
-    blocks.append((graphs.step, torch.arange(start, depth, dtype=torch.float64) * h))
-    slots = len(integrator.state)
-    for step, times in blocks:
-        if not times.numel():
-            continue
-        parts = [g for g in (step.forward, step.inverse) if g is not None]
-        found = _first_failure(parts, slots, h, times)
-        if found is not None:
-            row, message = found
-            raise ArithmeticError(f"{message} at t = {float(times[row]):g}")
+@dataclass(frozen=True)
+class CoefficientFault:
+    """The first layer time at which a step's coefficients fail: ``inverse``, the inverse
+    step's (which steps back from ``t + h``); else the forward's."""
+
+    inverse: bool
+    t: float
+    h: float
+    message: str
+
+    def __str__(self) -> str:
+        if self.inverse:
+            where = f"the inverse of the layer at t = {self.t:g}, which steps back from t + h"
+            return f"{self.message} in {where} = {self.t + self.h:g}"
+        return f"{self.message} at t = {self.t:g}"
+
+
+@dataclass(frozen=True)
+class CoefficientCheck:
+    """The dry run of one integrator with its parameter values, for any ``h``, depth and
+    ``t0``: a picklable callable a program carries to the runtime."""
+
+    graphs: IntegratorGraphs
+    slots: int
+
+    def __call__(
+        self, h: float, depth: int, t0: float = 0.0
+    ) -> tuple[CoefficientFault | None, CoefficientFault | None]:
+        """The first failure of the forward steps and of the inverse steps (``None``: none)."""
+        blocks: list[tuple[StepGraphs, Tensor]] = []
+        if self.graphs.first is not None:
+            blocks.append((self.graphs.first, torch.full((1,), t0, dtype=torch.float64)))
+        start = 1 if self.graphs.first is not None else 0
+        # t0 + n * h with n exact in float64: the runtime's float arithmetic, bit for bit
+        times = t0 + torch.arange(start, depth, dtype=torch.float64) * h
+        blocks.append((self.graphs.step, times))
+        faults: list[CoefficientFault | None] = []
+        for inverse in (False, True):
+            fault = None
+            for step, at in blocks:
+                graph = step.inverse if inverse else step.forward
+                if graph is None or not at.numel():
+                    continue
+                found = _first_failure([graph], self.slots, h, at)
+                if found is not None:
+                    row, message = found
+                    fault = CoefficientFault(inverse, float(at[row]), h, message)
+                    break
+            faults.append(fault)
+        return faults[0], faults[1]
+
+
+def coefficient_check(integrator: Integrator, params: dict[str, float]) -> CoefficientCheck:
+    return CoefficientCheck(integrator.graphs(params), len(integrator.state))
