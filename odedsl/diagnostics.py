@@ -222,10 +222,11 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
     return (d.span.file, d.span.line, d.span.column)
 
 
-#: How messages write a network parameter the caller gave: ``"python"``, the keyword argument
-#: of the Python API (``odedsl.compile(path, depth=8)``), unless the command line sets
-#: ``"cli"`` (``--set depth=8``; :func:`odedsl.cli.main.main`) for its run. One front end
-#: serves both, and each reader should see the spelling they type.
+#: How messages write a network parameter or an option the caller gave: ``"python"``, the
+#: keyword argument of the Python API (``odedsl.compile(path, depth=8)``,
+#: ``train(spec, batch_size=0)``), unless the command line sets ``"cli"`` (``--set depth=8``,
+#: ``--batch-size 0``; :func:`odedsl.cli.main.main`) for its run. One front end serves both,
+#: and each reader should see the spelling they type.
 OVERRIDE_STYLE: ContextVar[Literal["python", "cli"]] = ContextVar(
     "odedsl_override_style", default="python"
 )
@@ -243,6 +244,26 @@ def override(name: str, value: object = ..., *, as_given: bool = False) -> str:
     else:
         text = str(value).lower() if isinstance(value, bool) else str(value)
     return f"{'--set ' if cli else ''}{name}={text}"
+
+
+def option(name: str, value: object = ..., *, as_given: bool = False) -> str:
+    """An option of ``odedsl train`` (a keyword argument of ``odedsl.training.train``) as
+    the caller writes it (:data:`OVERRIDE_STYLE`): ``batch_size=0`` in Python, ``--batch-size
+    0`` on the command line. ``True``: a flag, ``amp=True`` / ``--amp``; ``...``: the name
+    alone, ``lr`` / ``--lr``; ``as_given``: the value's repr on both faces, to quote what was
+    passed (``--data 'cifar11'``)."""
+    if OVERRIDE_STYLE.get() != "cli":
+        return name if value is ... else f"{name}={value!r}"
+    flag = "--" + name.replace("_", "-")
+    if value is ... or value is True:
+        return flag
+    return f"{flag} {value!r}" if as_given else f"{flag} {value}"
+
+
+def by_face(cli: str, python: str) -> str:
+    """``cli`` on the command line, ``python`` in Python (:data:`OVERRIDE_STYLE`): a phrase the
+    two faces word differently ("the same --set values" / "the same overrides")."""
+    return cli if OVERRIDE_STYLE.get() == "cli" else python
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

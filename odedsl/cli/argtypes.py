@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from odedsl.cli.environment import check_environment
-from odedsl.diagnostics import DslError
+from odedsl.diagnostics import OVERRIDE_STYLE, DslError
 from odedsl.limits import Limits
 from odedsl.runtime.weights import depth_limit
 from odedsl.training.config import INT_BOUNDS, OptionError, resolve_device
@@ -152,12 +152,15 @@ def torch_device(text: str) -> str:
     a usage error saying what to pass (``cuda`` where torch sees no GPU fails at parse time, not
     with a traceback at the first tensor moved); ``auto``: cuda when available. Returns the
     device's name (``cuda:1``)."""
+    style = OVERRIDE_STYLE.set("cli")  # a command-line option: the hints name --device
     try:
         return str(resolve_device(text))
     except OptionError as err:
         d = err.diagnostics[0]
         why = d.message.partition(": ")[2] or d.message  # the message names the option itself
         raise argparse.ArgumentTypeError(f"{text!r}: {why}; {d.hint}") from None
+    finally:
+        OVERRIDE_STYLE.reset(style)
 
 
 def out_folder(text: str) -> Path:

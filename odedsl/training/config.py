@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face, option
 
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-2}
@@ -81,11 +81,6 @@ def _default(name: str) -> Any:
     return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
-def flag(name: str) -> str:
-    """``batch_size`` → ``--batch-size``: how messages name an option of both faces."""
-    return "--" + name.replace("_", "-")
-
-
 def check_option(name: str, value: Any) -> None:
     """Type and range of one option given by name (``TrainConfig``'s fields); the checks
     that involve two options (weight decay against lr) are ``TrainConfig``'s."""
@@ -95,27 +90,29 @@ def check_option(name: str, value: Any) -> None:
             raise wrong_type(name, f"an integer between {low} and {high}", value, _default(name))
         if not low <= value <= high:
             raise bad_option(
-                f"{flag(name)} {value}: must be {_int_range(name, low, high)}",
-                f"e.g. {flag(name)} {_default(name)} (the default)",
+                f"{option(name, value)}: must be {_int_range(name, low, high)}",
+                f"e.g. {option(name, _default(name))} (the default)",
             )
     elif name in ("lr", "weight_decay", "momentum"):
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise wrong_type(name, "a number (int or float)", value, f"{_number_default(name):g}")
-        label = "momentum" if name == "momentum" else flag(name)  # no --momentum option
+        label = option(name, value)
+        if name == "momentum":  # no --momentum option
+            label = by_face(f"momentum {value}", label)
         if name == "lr" and not (_finite(value) and value > 0):
             raise bad_option(
-                f"{label} {value}: must be a finite number above 0",
-                f"e.g. --lr {DEFAULT_LR['adamw']:g} with AdamW or {DEFAULT_LR['sgd']:g} with SGD "
-                "(the defaults)",
+                f"{label}: must be a finite number above 0",
+                f"e.g. {option('lr', DEFAULT_LR['adamw'])} with AdamW or {DEFAULT_LR['sgd']:g} "
+                "with SGD (the defaults)",
             )
         if name == "weight_decay" and not (_finite(value) and value >= 0):
             raise bad_option(
-                f"{label} {value}: must be a finite number, 0 or more",
-                f"e.g. --weight-decay {_default(name):g} (the default), or 0 for none",
+                f"{label}: must be a finite number, 0 or more",
+                f"e.g. {option(name, _default(name))} (the default), or 0 for none",
             )
         if name == "momentum" and not (_finite(value) and 0 < value < 1):
             raise bad_option(
-                f"{label} {value}: must be a finite number above 0 and below 1",
+                f"{label}: must be a finite number above 0 and below 1",
                 f"e.g. momentum={_default(name):g} (the default); it is SGD's Nesterov momentum, "
                 "AdamW does not use it",
             )
@@ -175,7 +172,7 @@ class TrainConfig:
                 check_option(f.name, value)
         if self.optimizer not in OPTIMIZERS:
             raise bad_option(
-                f"--optimizer {self.optimizer!r}: unknown optimizer",
+                f"{option('optimizer', self.optimizer, as_given=True)}: unknown optimizer",
                 "expected one of: " + ", ".join(OPTIMIZERS),
                 "E130",
             )
@@ -188,10 +185,10 @@ class TrainConfig:
         )
         if self.lr * self.weight_decay >= 1:  # the one check of two options: name both
             raise bad_option(
-                f"--weight-decay {self.weight_decay} with --lr {self.lr}: lr × weight decay = "
-                f"{self.lr * self.weight_decay:g} must be below 1 (each step scales the weights "
-                "by 1 - lr × weight decay)",
-                f"a weight decay below 1/lr = {1 / self.lr:g}, or a smaller --lr",
+                f"{option('weight_decay', self.weight_decay)} with {option('lr', self.lr)}: "
+                f"lr × weight decay = {self.lr * self.weight_decay:g} must be below 1 (each "
+                "step scales the weights by 1 - lr × weight decay)",
+                f"a weight decay below 1/lr = {1 / self.lr:g}, or a smaller {option('lr')}",
             )
 
     def resumable(self) -> dict[str, Any]:
@@ -209,23 +206,26 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise bad_option(
-            f"--device {name!r}: unknown device", "expected cpu, cuda or cuda:N", "E130"
+            f"{option('device', name, as_given=True)}: unknown device",
+            "expected cpu, cuda or cuda:N",
+            "E130",
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise bad_option(
-            f"--device {name}: CUDA is not available to torch {torch.__version__}",
-            "use --device cpu",
+            f"{option('device', name)}: CUDA is not available to torch {torch.__version__}",
+            f"use {option('device', 'cpu')}",
         )
     if device.type not in ("cpu", "cuda"):
         raise bad_option(
-            f"--device {name!r}: only cpu and cuda are supported",
-            "use --device cpu, or cuda (cuda:N) where torch sees a GPU",
+            f"{option('device', name, as_given=True)}: only cpu and cuda are supported",
+            by_face("use --device cpu, or cuda (cuda:N)", "use device='cpu', or 'cuda' ('cuda:N')")
+            + " where torch sees a GPU",
             "E130",
         )
     if device.type == "cuda" and (device.index or 0) >= (count := torch.cuda.device_count()):
         raise bad_option(
-            f"--device {name}: torch sees {count} CUDA device{'s' if count != 1 else ''}",
-            f"use cuda:0 to cuda:{count - 1}" if count > 1 else "use --device cuda",
+            f"{option('device', name)}: torch sees {count} CUDA device{'s' if count != 1 else ''}",
+            f"use cuda:0 to cuda:{count - 1}" if count > 1 else f"use {option('device', 'cuda')}",
         )
     return device
 

@@ -26,13 +26,13 @@ def _hint(err: pytest.ExceptionInfo[DslError]) -> str:
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"epochs": 0}, "e.g. --epochs 6 (the default)"),
-        ({"batch_size": 1}, "e.g. --batch-size 32 (the default)"),
-        ({"seed": 2**32}, "e.g. --seed 0 (the default)"),
+        ({"epochs": 0}, "e.g. epochs=6 (the default)"),
+        ({"batch_size": 1}, "e.g. batch_size=32 (the default)"),
+        ({"seed": 2**32}, "e.g. seed=0 (the default)"),
         ({"batch_size": "32"}, "e.g. batch_size=32"),
-        ({"lr": -1.0}, "e.g. --lr 0.01 with AdamW or 0.1 with SGD"),
+        ({"lr": -1.0}, "e.g. lr=0.01 with AdamW or 0.1 with SGD"),
         ({"lr": "fast"}, "e.g. lr=0.01"),
-        ({"weight_decay": float("nan")}, "e.g. --weight-decay 0.0005 (the default), or 0"),
+        ({"weight_decay": float("nan")}, "e.g. weight_decay=0.0005 (the default), or 0"),
         ({"momentum": 1.0}, "e.g. momentum=0.9 (the default)"),
         ({"optimizer": 3}, "e.g. optimizer='adamw'"),
         ({"amp": "yes"}, "e.g. amp=True"),
@@ -51,7 +51,7 @@ def test_an_option_error_names_a_value_that_works(options: dict, fragment: str) 
 def test_a_device_torch_knows_but_odedsl_does_not_train_on() -> None:
     with pytest.raises(DslError) as err:
         resolve_device("meta")
-    assert "use --device cpu" in _hint(err)
+    assert "use device='cpu'" in _hint(err)
 
 
 def test_resume_without_a_folder_names_out() -> None:
