@@ -20,11 +20,12 @@ import torch
 from rich.console import Console
 
 from odedsl.checkpoints import weights_file
-from odedsl.diagnostics import DslError
+from odedsl.diagnostics import DslError, by_face, option
 from odedsl.spec.evaluate import Value
 from odedsl.spec.fingerprint import network_fingerprint
 from odedsl.training.checkpoint import (
     CHECKPOINT,
+    another_out,
     atomic_save,
     atomic_write_text,
     damaged,
@@ -109,7 +110,7 @@ def train(
     if resume:
         if out is None:
             raise bad_option(
-                "resume needs the folder of the run to continue (--out DIR)",
+                "resume=True needs out, the folder of the run to continue",
                 f"pass out=DIR, the run's folder, or out={AUTO!r} for the newest run of this "
                 "network under runs/",
                 "E130",
@@ -120,21 +121,21 @@ def train(
         saved = ckpt["config"]
         for key, value in explicit.items():
             if key in RESUME_KEYS and key not in STRETCHABLE and saved.get(key, value) != value:
-                _refuse_change("--" + key.replace("_", "-"), value, saved[key], out_dir)
+                _refuse_change(key, value, saved[key], out_dir)
         done, wanted = ckpt.get("epoch"), explicit.get("epochs", saved["epochs"])
         if wanted != saved["epochs"] and isinstance(done, int) and wanted < done:
             raise bad_option(
-                f"--epochs {wanted} is fewer than the {done} epochs the checkpoint "
+                f"{option('epochs', wanted)} is fewer than the {done} epochs the checkpoint "
                 f"in '{out_dir}' completed",
-                f"resume with --epochs {done} or more (the cosine schedule is stretched to the "
-                "new end from the step reached)",
+                f"resume with {option('epochs', done)} or more (the cosine schedule is stretched "
+                "to the new end from the step reached)",
                 "E130",
             )
         saved_overrides = ckpt.get("overrides", {})
         for name, value in overrides.items():
             if saved_overrides.get(name, _UNSET) != value:
                 was = saved_overrides.get(name, _UNSET)
-                _refuse_change(f"--set {name}=", value, was, out_dir)
+                _refuse_change(name, value, was, out_dir, override=True)
         explicit = {**saved, **explicit}
         overrides = {**saved_overrides, **overrides}
     try:
@@ -147,14 +148,14 @@ def train(
     resolve_device(cfg.device)  # refused (no GPU) before any folder is made for the run
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise bad_option(
-            f"--out '{out_dir}' is a file, not a folder",
+            f"{_out(out_dir)} is a file, not a folder",
             "name a folder for the run's model, log and checkpoints",
             "E130",
         )
     if not resume and out_dir is not None and (out_dir / CHECKPOINT).exists():
         raise bad_option(
-            f"--out '{out_dir}' already holds a run (checkpoint.pt)",
-            "pass --resume to continue it, or choose another --out folder",
+            f"{_out(out_dir)} already holds a run (checkpoint.pt)",
+            f"pass {option('resume', True)} to continue it, or choose {another_out()}",
             "E130",
         )
     bundle = load_data(
@@ -173,7 +174,7 @@ def train(
     shown = console or Console(stderr=True)
     notes = list(bundle.notes)
     if cfg.amp and trainer_device(cfg) != "cuda":
-        notes.append("--amp applies to CUDA only; training in float32")
+        notes.append(f"{option('amp', True)} applies to CUDA only; training in float32")
     for note in notes:
         shown.print(f"[yellow]note:[/] {note}")
     if fitted.from_data and progress:
@@ -228,33 +229,43 @@ def _check_writable(out_dir: Path) -> None:
             pass
     except OSError as err:
         raise bad_option(
-            f"--out '{out_dir}' cannot be written: {err.strerror or err}",
+            f"{_out(out_dir)} cannot be written: {err.strerror or err}",
             "name a folder you can write to (it is created if missing)",
             "E130",
         ) from None
     for name in OUTPUTS:
         if (out_dir / name).exists() and not (out_dir / name).is_file():
             raise bad_option(
-                f"--out '{out_dir}' holds a '{name}' that is not a file",
-                f"remove or rename '{out_dir / name}', or choose another --out folder",
+                f"{_out(out_dir)} holds a '{name}' that is not a file",
+                f"remove or rename '{out_dir / name}', or choose {another_out()}",
                 "E130",
             )
 
 
-def _refuse_change(option: str, value: object, was: object, out_dir: Path | None) -> None:
-    """A resumed run continues the same training: an option or ``--set`` value that differs
-    from the checkpoint's is refused, naming both (``--set stride=2`` used to change the
-    network mid-run without a word)."""
-    shown = f"checkpoint's {was}"
+def _out(out_dir: Path | None) -> str:
+    """The run's folder as the caller gave it: ``out='runs/r1'``, ``--out 'runs/r1'``."""
+    return by_face(f"--out '{out_dir}'", f"out={str(out_dir)!r}")
+
+
+def _refuse_change(
+    name: str, value: object, was: object, out_dir: Path | None, *, override: bool = False
+) -> None:
+    """A resumed run continues the same training: an option or ``--set`` value (``override``)
+    that differs from the checkpoint's is refused, naming both (``--set stride=2`` used to
+    change the network mid-run without a word)."""
+    shown = by_face(f"checkpoint's {was}", f"checkpoint's {was!r}")
     if was is _UNSET:
         shown = "checkpoint, which kept the spec's default"
-    elif option == "--backward" and was is None:
+    elif name == "backward" and was is None and not override:
         shown = "checkpoint's each stage's own mode"
-    joint = "" if option.endswith("=") else " "
+    given = by_face(f"{option(name)} {value}", option(name, value))  # CLI: --amp True
+    if override:
+        given = by_face(f"--set {name}={value}", f"overrides={{{name!r}: {value!r}}}")
     raise bad_option(
-        f"{option}{joint}{value} differs from the {shown} in '{out_dir}'",
-        "a resumed run continues the same training: drop the option, or start a new run in "
-        "another --out folder",
+        f"{given} differs from the {shown} in '{out_dir}'",
+        "a resumed run continues the same training: "
+        + by_face("drop the option", "leave it out")
+        + f", or start a new run in {another_out()}",
         "E130",
     )
 
@@ -269,8 +280,8 @@ def _check_same_network(
     if was is not None and was != name:
         raise bad_option(
             f"the checkpoint in '{out_dir}' trained network '{was}', this spec builds '{name}'",
-            "resume with the spec (and --network) of the run that wrote it, or start a new run "
-            "in another --out folder",
+            f"resume with the spec (and {by_face('--network', f'network={was!r}')}) of the run "
+            f"that wrote it, or start a new run in {another_out()}",
             "E130",
         )
     if same_network(ckpt.get("fingerprint"), fingerprint) is False:
@@ -278,7 +289,7 @@ def _check_same_network(
             f"the spec's network '{name}' is not the one the checkpoint in '{out_dir}' trained "
             "(its layers, integrators, depths, weight rules or parameters changed)",
             "resume with the spec file of the run that wrote it, unedited (comments aside), or "
-            "start a new run in another --out folder",
+            f"start a new run in {another_out()}",
             "E130",
         )
 
@@ -313,8 +324,9 @@ def _auto_resume_dir(spec: SpecSource, overrides: dict[str, Value], network: str
     found = latest_run(name)
     if found is None:
         raise bad_option(
-            f"--resume: no run of '{name}' with a checkpoint under runs/",
-            "pass --out DIR, the folder of the run to continue",
+            f"{by_face('--resume', f'resume=True, out={AUTO!r}')}: no run of '{name}' with a "
+            "checkpoint under runs/",
+            f"pass {by_face('--out DIR', 'out=DIR')}, the folder of the run to continue",
             "E110",
         )
     return found

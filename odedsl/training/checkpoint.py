@@ -22,7 +22,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from odedsl.checkpoints import FORMAT as WEIGHTS_FORMAT
 from odedsl.checkpoints import load_plain
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face
 
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"
@@ -181,9 +181,14 @@ def damaged(source: str, where: str, what: str) -> DslError:
     )
 
 
+def another_out() -> str:
+    """Where a new run goes instead of a folder that holds another run."""
+    return by_face("another --out folder", "another folder (out=...)")
+
+
 def _not_ours_hint(data: Any) -> str:
     """What a file that is not a training checkpoint of this format is, and what to do."""
-    fresh = "start a new run in another --out folder"
+    fresh = f"start a new run in {another_out()}"
     found = data.get("format") if isinstance(data, dict) else None
     if found == WEIGHTS_FORMAT:
         return (
@@ -194,9 +199,11 @@ def _not_ours_hint(data: Any) -> str:
         return (
             f"it has checkpoint format {found}: resume it with the odedsl that wrote it, or {fresh}"
         )
-    return (
-        f"odedsl train writes {CHECKPOINT} into its --out folder; resume such a folder, or {fresh}"
+    writes = by_face(
+        f"odedsl train writes {CHECKPOINT} into its --out folder",
+        f"train(out=DIR) writes {CHECKPOINT} into DIR",
     )
+    return f"{writes}; resume such a folder, or {fresh}"
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -204,8 +211,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise _error(
             "E110",
-            f"--resume: no checkpoint at '{path}'",
-            "resume needs the --out folder of an earlier run",
+            f"{by_face('--resume', 'resume=True')}: no checkpoint at '{path}'",
+            by_face(
+                "resume needs the --out folder of an earlier run",
+                "out must be the folder of an earlier run",
+            ),
         )
     data = load_plain(path, f"checkpoint '{path}'")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -229,13 +239,16 @@ def _shape(t: Any) -> str:
 
 def check_state_dict(saved: Mapping[str, Any], model: Mapping[str, Any], source: str) -> None:
     """Refuse a state dict that does not fit ``model``, naming the first mismatching key."""
+    same = "was it written for another spec, depth or weights rule? use the same " + by_face(
+        "--set", "overrides"
+    )
     for key, value in model.items():
         if key not in saved:
             raise _error(
                 "E220",
                 f"{source} does not match the network: key '{key}' (shape {_shape(value)}) is "
                 "missing from the checkpoint",
-                "was it written for another spec, depth or weights rule? use the same --set",
+                same,
             )
         got = saved[key]
         if not isinstance(got, Tensor) or got.shape != value.shape:
@@ -243,7 +256,7 @@ def check_state_dict(saved: Mapping[str, Any], model: Mapping[str, Any], source:
                 "E220",
                 f"{source} does not match the network: key '{key}' has shape {_shape(got)} in "
                 f"the checkpoint, {_shape(value)} in the network",
-                "was it written for another spec, depth or weights rule? use the same --set",
+                same,
             )
     for key, value in saved.items():
         if key not in model:
@@ -251,7 +264,7 @@ def check_state_dict(saved: Mapping[str, Any], model: Mapping[str, Any], source:
                 "E220",
                 f"{source} does not match the network: the checkpoint has key '{key}' "
                 f"(shape {_shape(value)}) that the network lacks",
-                "was it written for another spec, depth or weights rule? use the same --set",
+                same,
             )
 
 

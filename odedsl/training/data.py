@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face, option
 
 NAMES = ("digits", "synthetic")
 SPLIT_SEED = 0  # the train/test split never depends on the training seed
@@ -88,7 +88,7 @@ def load_data(
     if path.is_dir():
         return image_folder(path, size=size)
     raise bad_data(
-        f"--data {text!r}: neither a data set name nor a directory",
+        f"{option('data', text, as_given=True)}: neither a data set name nor a directory",
         "expected one of: " + ", ".join(NAMES) + ", or a folder of class subfolders",
     )
 
@@ -163,9 +163,10 @@ def image_folder(path: Path, *, size: int | None = None) -> DataBundle:
         from torchvision import datasets, transforms
     except ImportError:
         raise bad_data(
-            f"--data {str(path)!r}: reading an image folder needs torchvision, which is not "
-            "installed",
-            "pip install torchvision (the `vision` extra), or use --data digits|synthetic",
+            f"{option('data', str(path), as_given=True)}: reading an image folder needs "
+            "torchvision, which is not installed",
+            "pip install torchvision (the `vision` extra), or use "
+            + by_face("--data digits|synthetic", "data='digits' or 'synthetic'"),
         ) from None
     train_dir = path / "train"
     test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
@@ -181,7 +182,7 @@ def image_folder(path: Path, *, size: int | None = None) -> DataBundle:
             side = size or min(first.size)
     except (OSError, RuntimeError) as exc:
         raise bad_data(
-            f"--data {str(path)!r}: not an image folder ({exc})",
+            f"{option('data', str(path), as_given=True)}: not an image folder ({exc})",
             "expected one subfolder of images per class (or train/ and test/ holding them)",
         ) from None
     steps = [transforms.Resize(side), transforms.CenterCrop(side)]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from odedsl.checkpoints import weights_meta
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face, option
 from odedsl.training.checkpoint import (
     CHECKPOINT,
     FORMAT,
@@ -311,8 +311,8 @@ class Trainer:
         )
         if any(str(s.backward_mode) != "store" for s in stages_of(self.model)):
             text += (
-                "; if --backward store stops here too, the cause is the network at these "
-                "weights, not the recomputation"
+                f"; if {option('backward', 'store')} stops here too, the cause is the network "
+                "at these weights, not the recomputation"
             )
         return text
 
@@ -325,12 +325,12 @@ class Trainer:
             f"the training loss became {value} at epoch {self.epoch + 1}, step "
             f"{self.step_in_epoch + 1} (global step {self.global_step + 1}, lr {lr:.3g})"
         )
-        tips = [f"try a smaller --lr (this run: {cfg.lr:g} with {cfg.optimizer})"]
+        tips = [f"try a smaller {option('lr')} (this run: {cfg.lr:g} with {cfg.optimizer})"]
         shrink = cfg.lr * cfg.weight_decay
         if shrink >= 0.1:
             tips.append(
-                f"a smaller --weight-decay (lr × weight decay = {shrink:.3g}: each step scales "
-                "the weights by 1 - lr × weight decay)"
+                f"a smaller {option('weight_decay')} (lr × weight decay = {shrink:.3g}: each "
+                "step scales the weights by 1 - lr × weight decay)"
             )
         inverted = [s.name for s in stages_of(self.model) if str(s.backward_mode) == "invert"]
         if inverted:
@@ -344,10 +344,13 @@ class Trainer:
             tips.append(
                 f"{which} by inversion, whose gradients come from "
                 "reconstructed states: compare them with store's using `odedsl gradcheck SPEC` "
-                "(with the same --set values), or train with --backward store"
+                f"(with the same --set values), or train with {option('backward', 'store')}"
             )
         if self.amp_dtype == torch.float16:
-            tips.append("--amp computes in float16 here (largest value 65504): try without --amp")
+            tips.append(
+                f"{option('amp', True)} computes in float16 here (largest value 65504): "
+                + by_face("try without --amp", "try amp=False")
+            )
         return text + "; " + "; ".join(tips)
 
     def run_epoch(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face
 from odedsl.spec.evaluate import Value
 from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
@@ -111,7 +111,7 @@ def fit_spec(
                     f"but the data '{bundle.name}' has images {list(want)}",
                     None,
                     "declare network parameters named channels and size (used for the input) "
-                    "or --set them to the data's shape",
+                    f"or {by_face('--set them', 'set them in overrides')} to the data's shape",
                 )
             ]
         )
@@ -124,7 +124,7 @@ def fit_spec(
                     f"but the data '{bundle.name}' has {bundle.classes} classes",
                     None,
                     "declare a network parameter named classes used by the last linear layer, "
-                    f"or --set it to {bundle.classes}",
+                    f"or {by_face('--set it', 'set it in overrides')} to {bundle.classes}",
                 )
             ]
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def test_checkpoint_of_another_depth_is_refused_naming_the_key(specs: Path, tmp_
     train(specs / "resnet.ode", epochs=1, overrides=SMALL, out=tmp_path, progress=False)
     for name, value, was in (("depth", 3, 2), ("width", 4, 8)):  # refused before any loading
         with pytest.raises(
-            DslError, match=f"--set {name}={value} differs from the checkpoint's {was}"
+            DslError,
+            match=re.escape(f"overrides={{'{name}': {value}}} differs from the checkpoint's {was}"),
         ):
             train(
                 specs / "resnet.ode",
@@ -108,7 +110,7 @@ def test_checkpoint_of_another_depth_is_refused_naming_the_key(specs: Path, tmp_
     atomic_save(ckpt, tmp_path / CHECKPOINT)
     with pytest.raises(DslError, match="already holds a run"):
         train(specs / "resnet.ode", epochs=1, overrides=SMALL, out=tmp_path, progress=False)
-    with pytest.raises(DslError, match=r"--lr 0\.5 differs from the checkpoint's 0\.01"):
+    with pytest.raises(DslError, match=r"lr=0\.5 differs from the checkpoint's 0\.01"):
         train(specs / "resnet.ode", lr=0.5, out=tmp_path, resume=True, progress=False)
 
 
