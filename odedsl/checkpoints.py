@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from odedsl.diagnostics import Diagnostic, DslError
+from odedsl.diagnostics import Diagnostic, DslError, by_face
 from odedsl.runtime.stage import OdeStage
 from odedsl.runtime.weights import WeightSchedule, _check_conversion, _inexact, expand_state_dict
 
@@ -377,6 +377,15 @@ def load_checkpoint(
     return model
 
 
+def _parameter_values() -> str:
+    """The network parameters a spec was loaded with, as the caller gives them."""
+    return by_face("--set values", "parameter values")
+
+
+def _spec_written_for() -> str:
+    return f"the spec (and {_parameter_values()}) it was written for"
+
+
 def _check_fingerprint(read: _Read, model: nn.Module) -> None:
     """Refuse weights whose file names another network than ``model`` (both weights
     fingerprints known and of one version): keys and shapes fit an Euler ResNet's weights in
@@ -392,7 +401,7 @@ def _check_fingerprint(read: _Read, model: nn.Module) -> None:
     raise CheckpointError(
         f"the checkpoint was written for another network{names}: its keys and shapes fit "
         "this one's, but its layers, integrators or weights rules differ",
-        "load it into the spec (and --set values) it was written for",
+        f"load it into {_spec_written_for()}",
     )
 
 
@@ -402,15 +411,13 @@ def _check_layouts(saved: Mapping[str, StageLayout], mine: Mapping[str, StageLay
         if got is None:
             raise CheckpointError(
                 f"the checkpoint has no ODE stage '{path}' ({want.describe()})",
-                "it was written for another spec: load it into the spec (and --set values) it "
-                "was written for",
+                f"it was written for another spec: load it into {_spec_written_for()}",
             )
         if not got.holds_weights_for(want):
             hint = (
                 CONVERT_HINT
                 if _convertible(got, want)
-                else "no conversion keeps these weights: load it into the spec (and --set values) "
-                "it was written for"
+                else f"no conversion keeps these weights: load it into {_spec_written_for()}"
             )
             raise CheckpointError(
                 f"stage '{path}': the checkpoint holds weights for {got.describe()}, the "
@@ -472,8 +479,8 @@ def _check_keys(
             f"{list(expected.shape)} in the network"
         )
     hint = (
-        "was it written for another spec, depth or weights rule? load it into the spec (and "
-        "--set values) it was written for"
+        "was it written for another spec, depth or weights rule? load it into "
+        + _spec_written_for()
     )
     for path, layout in stages.items():
         counts = {r: _slots_in(state, f"{path}.{r}.") for r in layout.residuals}
@@ -519,7 +526,7 @@ def _conversion_hint(why: str) -> str:
         return "raise ODEDSL_MAX_DEPTH, or convert to a shallower network"
     return (
         "the state dict does not have the source's weight slots: pass as source the spec "
-        "(and --set values) or model it was written for"
+        f"(and {_parameter_values()}) or model it was written for"
     )
 
 
@@ -553,8 +560,8 @@ def convert_state_dict(
         if have is None:
             raise CheckpointError(
                 f"the source network has no ODE stage '{path}'",
-                "stages are converted by name: pass as source the spec (and --set values) or "
-                "model the weights were written for; its ODE stages are "
+                "stages are converted by name: pass as source the spec (and "
+                f"{_parameter_values()}) or model the weights were written for; its ODE stages are "
                 f"{', '.join(repr(p) for p in src) or 'none'}",
             )
         if (have.integrator, have.residuals, have.offsets) != (

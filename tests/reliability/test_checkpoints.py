@@ -572,7 +572,9 @@ def test_a_state_dict_not_written_for_the_source_says_so() -> None:
     weights = build("untied").state_dict()
     with pytest.raises(CheckpointError, match="expected slot < 1 for tied at depth 4") as err:
         convert_state_dict(build("tied"), weights, odedsl.compile(spec("untied"), depth=8))
-    assert "pass as source the spec (and --set values) or model it was written for" in _hint(err)
+    assert "pass as source the spec (and parameter values) or model it was written for" in _hint(
+        err
+    )
 
 
 class _System:
