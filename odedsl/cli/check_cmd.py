@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for w in spec.warnings:
         print(w.render(), file=sys.stderr)
     stages = ", ".join(
-        f"{s.name} ({s.integrator}, N={s.depth}, {s.backward_mode}, inverse {s.inverse})"
+        f"{s.name} ({s.integrator}, N={s.depth}, {s.backward_mode}, inverse {s.inverse}"
+        f"{', failing at this depth' if s.inverse_fault else ''})"
         for s in net.stages
     )
     print(

@@ -179,6 +179,12 @@ def _stage_detail(stage: StageSpec, console: Console, layers: bool) -> None:
         console.print("  derived inverse:")
         for eq in stage.inverse_equations:
             console.print(f"    {eq}")
+    if stage.inverse_fault:
+        console.print(
+            f"  at this depth the inverse fails ({stage.inverse_fault}): backward invert is "
+            "refused, store and checkpoint never run it",
+            markup=False,
+        )
     for name, seq in stage.residuals.items():
         console.print(
             f"  residual {name}: {_shape(seq.in_shape)} → {_shape(seq.out_shape)}, "

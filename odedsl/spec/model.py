@@ -60,6 +60,9 @@ class StageSpec(Model):
     residuals: dict[str, SequenceSpec]
     inverse: InverseKind
     inverse_reason: str | None = None
+    #: where the inverse's coefficients fail at this depth (invert is then refused, E240; store
+    #: and checkpoint never run the inverse), or None
+    inverse_fault: str | None = None
     shape: tuple[int, ...]  # the stage's input (= output) shape
     state_shape: tuple[int, ...]  # one state variable's shape (channels split for y, z)
     slots: int  # residual copies per residual function (weights in depth)
@@ -109,6 +112,7 @@ class NetworkSpec(Model):
                     "weights": s.weights if s.weights_k is None else f"{s.weights}({s.weights_k})",
                     "backward": s.backward_mode,
                     "inverse": s.inverse,
+                    "inverse_fault": s.inverse_fault,
                     "parameters": s.parameters,
                     "shape": list(s.shape),
                 }

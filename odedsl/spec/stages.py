@@ -122,6 +122,7 @@ def validate_stage(
         residuals=residuals,
         inverse=cls.kind,
         inverse_reason=cls.reason,
+        inverse_fault=None if inverse_fault is None else str(inverse_fault),
         shape=shape,
         state_shape=state_shape,
         slots=slots,

@@ -42,10 +42,12 @@ def test_check_ok_and_json(capsys: pytest.CaptureFixture[str]) -> None:
         "weights",
         "backward",
         "inverse",
+        "inverse_fault",
         "parameters",
         "shape",
     }
     assert stage["depth"] == 8 and stage["inverse"] == "approximate"
+    assert stage["inverse_fault"] is None
     assert stage["step"] == pytest.approx(1 / 8)
 
 

@@ -154,6 +154,28 @@ def test_an_inverse_only_singularity_refuses_invert_but_not_store_or_checkpoint(
     assert d.hint == "use backward store or checkpoint(k), which never run the inverse"
 
 
+def test_check_and_show_say_where_a_store_stages_inverse_fails(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from odedsl.cli.main import main
+
+    spec = tmp_path / "to_one.ode"
+    spec.write_text(TO_ONE.replace("MODE", "store"))
+    assert main(["check", str(spec)]) == 0
+    assert "inverse approximate, failing at this depth)" in capsys.readouterr().out
+    assert main(["check", str(spec), "--json"]) == 0
+    (stage,) = json.loads(capsys.readouterr().out)["network"]["stages"]
+    assert stage["inverse_fault"].endswith("which steps back from t + h = 1")
+    assert main(["show", str(spec)]) == 0
+    assert "at this depth the inverse fails (a coefficient" in capsys.readouterr().out
+    spec.write_text(TO_ONE.replace("MODE", "store").replace("/ (1 - t)", "/ (2 - t)"))
+    assert main(["check", str(spec), "--json"]) == 0
+    (stage,) = json.loads(capsys.readouterr().out)["network"]["stages"]
+    assert stage["inverse_fault"] is None
+
+
 def test_the_runtime_refuses_a_depth_or_mode_the_validator_would_have_refused() -> None:
     """set_depth moved the layer times onto a singularity (h / (t - 1/2) at depth 4) without
     a word: the output was inf. Switching a store stage to invert met the inverse's."""
