@@ -188,7 +188,16 @@ class CoefficientCheck:
     def __call__(
         self, h: float, depth: int, t0: float = 0.0
     ) -> tuple[CoefficientFault | None, CoefficientFault | None]:
-        """The first failure of the forward steps and of the inverse steps (``None``: none)."""
+        """The first failure of the forward steps and of the inverse steps (``None``: none).
+
+        On the CPU whatever the default device: a model built under ``torch.device("meta")``
+        (to be materialised later, as FSDP does) failed here, meta tensors having no values."""
+        with torch.device("cpu"):
+            return self._faults(h, depth, t0)
+
+    def _faults(
+        self, h: float, depth: int, t0: float
+    ) -> tuple[CoefficientFault | None, CoefficientFault | None]:
         blocks: list[tuple[StepGraphs, Tensor]] = []
         if self.graphs.first is not None:
             blocks.append((self.graphs.first, torch.full((1,), t0, dtype=torch.float64)))

@@ -10,6 +10,8 @@ stochastic stage's seed).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -114,3 +116,23 @@ def test_the_first_drift_sketch_under_another_default_device(
     want = _grads("specs/hamiltonian.ode", "invert", None)
     for key, value in want.items():
         assert torch.equal(got[key], value), key
+
+
+#: The shipped networks (blocks.ode is a library of blocks, no network).
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+SHIPPED = sorted(p.name for p in SPECS.glob("*.ode") if p.name != "blocks.ode")
+
+
+@pytest.mark.parametrize("spec", SHIPPED)
+def test_a_model_built_on_the_meta_device_materialises_and_runs(spec: str) -> None:
+    """Building under ``torch.device("meta")`` and materialising later (FSDP's large-model
+    start) failed in the coefficient dry run, whose float64 probe tensors went to the meta
+    device (torch.nonzero has no meta kernel): every shipped spec raised."""
+    torch.manual_seed(0)
+    want = odedsl.compile(SPECS / spec, depth=2)
+    with torch.device("meta"):
+        model = odedsl.compile(SPECS / spec, depth=2)
+    assert all(p.is_meta for p in model.parameters())
+    model.to_empty(device="cpu").load_state_dict(want.state_dict())
+    x = torch.randn(2, *model.input_shape)
+    assert torch.equal(model.eval()(x), want.eval()(x))
