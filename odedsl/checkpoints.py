@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -174,14 +175,38 @@ def weights_file(model: nn.Module) -> dict[str, Any]:
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     """Write ``model``'s weights, its stages' layouts and its weights fingerprint (loadable
-    with ``weights_only``)."""
+    with ``weights_only``), atomically (:func:`atomic_save`: a save interrupted mid-write
+    leaves the file it would replace whole) and making missing folders on the way."""
     if Path(path).is_dir():
         raise CheckpointError(
             f"cannot write a checkpoint to '{path}': it is a folder",
             "name a file, e.g. model.pt",
             code="E110",
         )
-    torch.save(weights_file(model), Path(path))
+    try:
+        atomic_save(weights_file(model), Path(path))
+    except OSError as exc:  # a folder on the way that is a file, no permission, a full disk
+        raise CheckpointError(
+            f"cannot write a checkpoint to '{path}': {exc.strerror or exc}",
+            "choose a path in a folder this user can write",
+            code="E110",
+        ) from None
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file next to ``path``, then ``os.replace`` (atomic on POSIX);
+    the folders on the way are made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _refusal_reason(text: str) -> str:

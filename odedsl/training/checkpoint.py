@@ -21,26 +21,12 @@ from torch import Tensor
 from typing_extensions import NotRequired, TypedDict
 
 from odedsl.checkpoints import FORMAT as WEIGHTS_FORMAT
+from odedsl.checkpoints import atomic_save as atomic_save  # re-exported: the run's files
 from odedsl.checkpoints import load_plain
 from odedsl.diagnostics import Diagnostic, DslError, by_face
 
 FORMAT = 1
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file next to ``path``, then ``os.replace`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(text: str, path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -110,6 +111,31 @@ def test_a_plain_state_dict_file_loads_with_a_warning(tmp_path: Path) -> None:
         load_checkpoint(_relu(), build("untied").state_dict())
         save_checkpoint(build("untied"), tmp_path / "w.pt")
         load_checkpoint(build("untied", seed=3), tmp_path / "w.pt")
+
+
+def test_save_checkpoint_makes_folders_writes_atomically_and_refuses_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """save_checkpoint raised torch's RuntimeError for a missing folder, and an interrupted
+    save (a full disk, a killed job) left a truncated file in place of the last good one."""
+    model = build("untied")
+    target = tmp_path / "new" / "deeper" / "w.pt"
+    save_checkpoint(model, target)  # folders made
+    good = target.read_bytes()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(CheckpointError, match="cannot write a checkpoint to") as err:
+        save_checkpoint(model, tmp_path / "a_file" / "w.pt")
+    assert err.value.diagnostics[0].code == "E110"
+
+    def full_disk(obj: object, fh: Any) -> None:
+        fh.write(b"PK partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device"):
+        save_checkpoint(build("untied", seed=3), target)
+    assert target.read_bytes() == good  # the last good file, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["w.pt"]  # no temp file left
 
 
 def test_other_spec_is_refused_naming_the_first_key() -> None:
