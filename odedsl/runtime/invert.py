@@ -166,6 +166,14 @@ class Invert:
         k = self.anchor_every
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise ValueError(f"anchor_every must be an integer >= 1, got {k!r}")
+        # checked here, not at the first backward: a tolerance of -1 or "x" used to be kept
+        tol = self.anchor_tol
+        if tol is not None and (
+            not isinstance(tol, int | float) or isinstance(tol, bool) or not 0 < tol < math.inf
+        ):
+            raise ValueError(f"anchor_tol must be a finite number above 0 (or None), got {tol!r}")
+        if not isinstance(self.measure_anchors, bool):
+            raise TypeError(f"measure_anchors must be True or False, got {self.measure_anchors!r}")
 
     def plan(self, program: IntegratorProgram, depth: int, dtype: torch.dtype) -> AnchorPlan:
         """Where the forward keeps anchors for a state of ``dtype`` (exact-unstable kinds, or

@@ -556,10 +556,28 @@ def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"compile_steps takes an nn.Module, got {type(module).__name__}")
+    if enabled:
+        _check_compile_options(options)
     for stage in module.modules():
         if isinstance(stage, OdeStage):
             stage.step_compiler = StepCompiler(**options) if enabled else None
     return module
+
+
+def _check_compile_options(options: dict[str, Any]) -> None:
+    """Refuse options ``torch.compile`` refuses, now rather than at the first forward (an
+    unknown ``mode`` or ``backend`` surfaced as torch's error from inside a training step):
+    ``torch.compile`` checks them when it wraps a function, before any tracing."""
+    try:
+        torch.compile(_identity, **options)
+    except TypeError as exc:  # an argument torch.compile does not take
+        raise TypeError(f"compile_steps: {exc}") from None
+    except Exception as exc:  # torch raises RuntimeError, InvalidBackend, AssertionError...
+        raise ValueError(f"compile_steps: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 #: ``set_depth``'s limit, read where ``expand_state_dict`` reads it (one implementation).

@@ -138,6 +138,30 @@ def test_set_depth_keeps_to_the_depth_limit(monkeypatch: pytest.MonkeyPatch) -> 
         compile_steps(3)  # type: ignore[arg-type]
 
 
+def test_compile_steps_and_invert_refuse_bad_options_when_given() -> None:
+    """An unknown mode or backend surfaced as torch's error inside the first training step,
+    and Invert kept anchor_tol=-1 or "x" until its first backward."""
+    from odedsl.runtime import Invert
+
+    stage = make_stage("euler", 4, schedule=WeightSchedule("tied"))
+    for options, error, fragment in [
+        ({"mode": "fastest"}, ValueError, "compile_steps: Unrecognized mode=fastest"),
+        ({"backend": "nope"}, ValueError, "compile_steps: Invalid backend: 'nope'"),
+        ({"bakend": "aot_eager"}, TypeError, "unexpected keyword argument 'bakend'"),
+    ]:
+        with pytest.raises(error, match=fragment):
+            compile_steps(stage, **options)
+        assert stage.step_compiler is None  # nothing set
+    compile_steps(stage, backend="aot_eager")
+    assert stage.step_compiler is not None
+    for tol in (-1, 0, "x", True, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="anchor_tol must be a finite number above 0"):
+            Invert(anchor_tol=tol)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="measure_anchors must be True or False"):
+        Invert(measure_anchors="yes")  # type: ignore[arg-type]
+    assert Invert(anchor_tol=1e-3).anchor_tol == 1e-3
+
+
 @pytest.mark.parametrize("mode", MODES, ids=str)
 def test_dropout_replays_under_compile(mode: object) -> None:
     """Random residuals replay the same stream in forward and recomputation when compiled."""
