@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from odedsl.runtime.stage import OdeStage
 
 
-#: A residual call's place in the forward: layer, update, residual, offset, occurrence, slot.
+#: A residual call's place in the forward: layer, update, residual, offset, occurrence, slot
+#: (the key of the buffers a call read; its random stream is keyed by layer and residual).
 CallKey = tuple[int, ...]
 
 
@@ -171,7 +172,8 @@ class LayerCall:
         if self.ctx.buffers is not None and tables is not None:
             kept = self._replay_buffers(name, blend, modules, (*key, occurrence), tables)
         seed = self.ctx.seed
-        with nullcontext() if seed is None else seeded(x.device, mix_seed(seed, *key, occurrence)):
+        stream = None if seed is None else random_stream(seed, (*key, occurrence))
+        with nullcontext() if stream is None else seeded(x.device, stream):
             if compiler is not None:
                 out = _evaluate_compiled(compiler, name, modules, blend, x, tables)
             else:
@@ -214,6 +216,14 @@ class LayerCall:
         return new
 
 
+def random_stream(seed: int, call: CallKey) -> int:
+    """The seed a residual call runs under: one per layer and residual function, whatever
+    the call's update, offset and occurrence (``call``: layer, update, residual, offset,
+    occurrence), so a layer draws one dropout mask per function (:mod:`.replay` says why)."""
+    layer, _update, residual = call[:3]
+    return mix_seed(seed, layer, residual)
+
+
 def _key_offset(c: float) -> int:
     """An offset as it keys a call (micro-steps: offsets written as 1/3 meet)."""
     return round(c * 1e6)
@@ -221,24 +231,23 @@ def _key_offset(c: float) -> int:
 
 def replayed_offset(offsets: Sequence[float], c: float) -> float:
     """The offset of the forward call that an approximate inverse's call at offset ``c``
-    replays (weights, random stream and kept buffers), given the residual's forward
-    ``offsets`` (the program's, where it does not say each residual's).
+    replays (weights and kept buffers; the random stream is the layer's at any offset),
+    given the residual's forward ``offsets`` (the program's, where it does not say each
+    residual's).
 
     Why: a program that reads no residual ahead (Euler) runs one function per layer, and its
     reverse step reads it at offset 1 (x_n ≈ x_{n+1} − h f(x_{n+1}, θ_n), seed 000 eq. 6),
-    where no forward call was. That call drew a fresh dropout mask, so the reverse step
-    undid another function than the forward ran (Euler's dropout gradients fell more slowly
-    with depth than without dropout); and under interpolated weights it read θ(t_{n+1}),
-    layer n + 1's (untied and shared weights already gave such a layer its own slot at any
+    where no forward call was. Under interpolated weights that call read θ(t_{n+1}), layer
+    n + 1's (untied and shared weights already gave such a layer its own slot at any
     offset), so the reconstruction depended on how fast θ moves: 6.2e-3 off store at
-    N = 32, 3.4e-4 with θ_n. Such calls now replay offset 0, layer n's own call. A program
-    that reads ahead keeps ``c``: its reverse-time call at t + c h replays the forward's call
-    at that time (Heun's reverse reads f at t + h first, as the forward's corrector did,
-    eq. 9); replaying the forward's first call instead made HeunNet's dropout gradients
-    38-224x further off store's (untied, N = 16-128). A residual the forward calls at one
-    offset only is the same function at any reverse call: that call is replayed (in
-    ``x += h (f(x, t) + g(x, t + h))`` the reverse reads f at 1 and g at 0, where neither
-    ran: fresh dropout masks, 1.05e-2 off store at N = 64 against 4.2e-4 replayed).
+    N = 32, 3.4e-4 with θ_n. Such calls replay offset 0, layer n's own call. A program that
+    reads ahead keeps ``c``: its reverse-time call at t + c h replays the forward's call at
+    that time (Heun's reverse reads f at t + h first, as the forward's corrector did with
+    θ_{n+1}, eq. 9). A residual the forward calls at one offset only is the same function
+    at any reverse call: that call is replayed (in ``x += h (f(x, t) + g(x, t + h))`` the
+    reverse reads f at 1 and g at 0, where neither ran). Before random streams were keyed
+    by layer alone, these choices also picked the dropout masks (fresh ones where no
+    forward call was: Euler with dropout 5.2e-3 off store at N = 64 against 4.8e-5).
     """
     if any(_key_offset(o) == _key_offset(c) for o in offsets):
         return c

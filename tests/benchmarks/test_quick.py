@@ -239,3 +239,20 @@ def test_partial_rows_are_written_after_each_depth(
     )
     assert len(seen) == 2 and 0 < seen[0] < seen[1]
     assert not list(tmp_path.glob("*.partial.json")) and list(tmp_path.glob("modes-*.json"))
+
+
+def test_dropout_order_keeps_heuns_order_with_one_mask_per_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import dropout_order
+
+    record = dropout_order.main(
+        ["--integrators", "heun", "--depths", "16", "--seeds", "1", "--out", str(tmp_path)]
+    )
+    (row,) = record["rows"]
+    assert row["per layer"] < 3 * row["none"] < row["per call"]  # the order kept, and lost
+    assert json.loads(next(tmp_path.glob("dropout-order-*.json")).read_text())["rows"] == [row]
+    assert "| heun | 16 |" in capsys.readouterr().out
+    from odedsl.runtime import calls
+
+    assert calls.random_stream.__module__ == "odedsl.runtime.calls"  # the patch is undone

@@ -166,6 +166,22 @@ def test_leapfrog_summed_sentence_is_the_recorded_run():
     assert_agree(list(found.groups()), [errors[d] for d in (10, 100, 1000)], "leapfrog summed")
 
 
+def test_dropout_order_sentence_is_the_recorded_run():
+    record = load("benchmarks/results/dropout-order/dropout-order-cpu2.json")
+    text = prose(README)
+    e = r"(\d+(?:\.\d+)?e-\d+)"
+    found = re.search(
+        rf"N = 64, Heun's invert gradients are {e} off `store`'s with dropout \({e} without\), "
+        rf"RK4's {e} \({e}\); with a mask per call, as before 2026-12-03, they were {e} and {e}",
+        text,
+    )
+    assert found, "README: the dropout sentence moved; update this test"
+    rows = {(r["integrator"], r["depth"]): r for r in record["rows"]}
+    heun, rk4 = rows[("heun", 64)], rows[("rk4", 64)]
+    recorded = [heun["per layer"], heun["none"], rk4["per layer"], rk4["none"]]
+    assert_agree(list(found.groups()), [*recorded, heun["per call"], rk4["per call"]], "dropout")
+
+
 PEERS_JSON = "benchmarks/results/peers-cpu2.json"
 PEER_ROWS = {  # README row → (odedsl method, peer method, peer's second method in parentheses)
     "momentum, γ = 0.9": ("odedsl momentum invert", "momentumnet memory-free", None),
