@@ -414,7 +414,7 @@ def _imports(ctx: ModelContext, vendored: Vendored | None) -> Code:
     imports.add("torch", "nn")
     if vendored is None:
         used = set(ctx.used) - {"zero_init"}
-        used |= {"IntegratorProgram", "Step", "State", "ResidualCall"}
+        used |= {"CoefficientProbe", "IntegratorProgram", "Step", "State", "ResidualCall"}
         for sc in ctx.step_classes:
             text = sc.step + (sc.first or "")
             used |= {n for n in ("AffineUpdate", "SwapUpdate") if n in text}

@@ -21,6 +21,7 @@ from odedsl.export.safety import (
     refuse,
 )
 from odedsl.integrators import Integrator
+from odedsl.integrators.dry_run import reads_t
 from odedsl.integrators.emit import InitState, Output
 from odedsl.runtime.program import EXACT_KINDS, AffineUpdate, IntegratorProgram, Step, SwapUpdate
 
@@ -45,6 +46,7 @@ class StepClass:
     functions: list[Function]
     step: Code
     first: Code | None
+    probe: Code  # the program's coefficient check: CoefficientProbe(...) of its steps
     stages: list[Code] = field(default_factory=list)
 
     @property
@@ -68,12 +70,14 @@ def step_class(
     )
     functions: list[Function] = []
     steps: list[Code] = []
+    time = False  # whether some step or inverse reads t
     for prefix, graph, step, start in (
         ("", graphs.step, program.step, False),
         ("first_", graphs.first, program.first, True),
     ):
         if graph is None or step is None:
             continue
+        time = time or any(reads_t(g) for g in (graph.forward, graph.inverse) if g is not None)
         which = "the first layer" if start else "one layer"
         fwd = render_graph(graph.forward, f"{prefix}forward", split(forward_eqs, start))
         fwd.doc = Code(f"The step of {which}: the state at t → the state at t + h.")
@@ -115,6 +119,11 @@ def step_class(
         functions=functions,
         step=steps[0],
         first=steps[1] if len(steps) > 1 else None,
+        probe=Code(
+            f"CoefficientProbe({literal(len(program.state_names))}, step"
+            + (", first" if len(steps) > 1 else "")
+            + f", reads_t={literal(time)})"
+        ),
     )
 
 
@@ -145,8 +154,8 @@ def _kind(kind: str) -> Code:
 
 
 def _step_expr(step: Step, fwd: Function, inv: Function | None, incs: list[Function]) -> Code:
-    """``Step(forward, inverse, kind[, updates])``, laid out for the template's ``step=`` line
-    (12 spaces deep) as ruff format would lay it out."""
+    """``Step(forward, inverse, kind[, updates])``, laid out for the template's ``step = ``
+    line (8 spaces deep) as ruff format would lay it out."""
     args = [f"cls.{fwd.name}", f"cls.{inv.name}" if inv else "None", _kind(step.kind)]
     if step.updates is None:
         return Code(f"Step({', '.join(args)})")
@@ -164,10 +173,10 @@ def _step_expr(step: Step, fwd: Function, inv: Function | None, incs: list[Funct
                 f"cannot export the update {u!r}",
                 hint=f"{BUG}: a step's exact updates are AffineUpdate or SwapUpdate",
             )
-    pad = " " * 16
+    pad = " " * 12
     lines = ["Step(", *(f"{pad}{a}," for a in args), f"{pad}("]
     lines += [f"{pad}    {u}," for u in ups]
-    lines += [f"{pad}),", " " * 12 + ")"]
+    lines += [f"{pad}),", " " * 8 + ")"]
     return Code("\n".join(lines))
 
 

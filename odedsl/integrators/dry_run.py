@@ -10,7 +10,9 @@ Forward and inverse are judged apart: an inverse that steps back from a singular
 (``h / (1 - t)`` read at ``t + h = 1`` by the last layer's reverse Euler step) only matters to
 ``invert``; ``store`` and ``checkpoint`` never run it. The validator runs it on every stage,
 and the runtime (:class:`CoefficientCheck`, a program's ``coefficient_check``) again when
-``set_depth`` or the backward mode changes what a stage will run.
+``set_depth`` or the backward mode changes what a stage will run. Exported code, which carries
+no graphs, runs its own step code the same way
+(:class:`~odedsl.runtime.program.CoefficientProbe`).
 
 All times go through the graph in one pass, so every depth is covered: scalar nodes (those
 that read only ``h``, ``t`` and constants) are computed with Python floats per time, exactly
@@ -32,13 +34,12 @@ import torch
 from torch import Tensor, fx
 
 from odedsl.integrators.emit import StepGraphs, residual
+from odedsl.runtime.program import PROBE_SPREAD, PROBE_VALUE, CoefficientFault
 
 if TYPE_CHECKING:
     from odedsl.integrators.integrator import Integrator, IntegratorGraphs
 
-#: Distinct generic values of the state variables (none 0 or 1, no two equal).
-_GENERIC = 0.6180339887
-_SPREAD = 0.2360679775
+__all__ = ["CoefficientCheck", "CoefficientFault", "coefficient_check", "reads_t"]
 
 
 class _Rows:
@@ -122,7 +123,7 @@ def _ones(name: str, x: Tensor, c: float) -> Tensor:
     return torch.ones_like(x)
 
 
-def _reads_t(graph: fx.GraphModule) -> bool:
+def reads_t(graph: fx.GraphModule) -> bool:
     """Whether the graph reads its ``t`` argument (``(..., h, t, call)``)."""
     placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
     return bool(placeholders[-2].users)
@@ -133,10 +134,10 @@ def _first_failure(
 ) -> tuple[int, str] | None:
     """The earliest of ``times`` at which a graph raises or returns a value that is not
     finite, with the message; the graphs in order within one time."""
-    if not any(_reads_t(g) for g in graphs):
+    if not any(reads_t(g) for g in graphs):
         times = times[:1]  # the same values at every time
     state = [
-        torch.full((times.numel(), 2), _GENERIC + _SPREAD * k, dtype=torch.float64)
+        torch.full((times.numel(), 2), PROBE_VALUE + PROBE_SPREAD * k, dtype=torch.float64)
         for k in range(slots)
     ]
     per_graph: list[dict[int, str]] = []
@@ -158,23 +159,6 @@ def _first_failure(
         if row in failures:
             return row, failures[row]
     return row, "a coefficient is not finite"
-
-
-@dataclass(frozen=True)
-class CoefficientFault:
-    """The first layer time at which a step's coefficients fail: ``inverse``, the inverse
-    step's (which steps back from ``t + h``); else the forward's."""
-
-    inverse: bool
-    t: float
-    h: float
-    message: str
-
-    def __str__(self) -> str:
-        if self.inverse:
-            where = f"the inverse of the layer at t = {self.t:g}, which steps back from t + h"
-            return f"{self.message} in {where} = {self.t + self.h:g}"
-        return f"{self.message} at t = {self.t:g}"
 
 
 @dataclass(frozen=True)

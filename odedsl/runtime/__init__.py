@@ -19,6 +19,7 @@ from odedsl.runtime.memory import activation_bytes, cuda_activation_bytes
 from odedsl.runtime.modes import BackwardMode, Checkpoint, Store, parse_backward
 from odedsl.runtime.program import (
     AffineUpdate,
+    CoefficientProbe,
     IntegratorProgram,
     InverseKind,
     ResidualCall,
@@ -37,6 +38,7 @@ __all__ = [
     "ApproximateGradientWarning",
     "BackwardMode",
     "Checkpoint",
+    "CoefficientProbe",
     "IntegratorProgram",
     "InverseKind",
     "InversionDriftError",

@@ -124,9 +124,10 @@ class OdeStage(nn.Module):
         """Refuse a depth or backward mode under which some layer's coefficients fail: the
         forward's in every mode, the inverse's under invert. The validator's dry run, asked
         again because ``set_depth`` moves the layer times: a depth with a layer on a
-        singularity (``h / (t - 1/2)`` at depth 4) ran, its output silently inf."""
+        singularity (``h / (t - 1/2)`` at depth 4) ran, its output silently inf. Exported code
+        asks its steps the same (:class:`~odedsl.runtime.program.CoefficientProbe`)."""
         check = self.program.coefficient_check
-        if check is None:  # exported code carries no dry run
+        if check is None:  # a program assembled by hand, without a check
             return
         forward, inverse = check(h, depth, self.t0)
         if forward is not None:

@@ -1,0 +1,84 @@
+"""The runtime API of a generated module (plain and standalone) against ``odedsl.compile``'s:
+what a user calls on a stage or the network after ``build()``, and what is refused, with the
+same kinds of error and the same messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+
+import odedsl
+
+from .helpers import import_file, write
+
+#: Two user integrators whose coefficients read t: ``to_one``'s inverse meets 1 / (1 - t) at
+#: the last layer (t + h = 1), ``half``'s forward 1 / (t - 1/2) at even depths.
+COEF = """\
+integrator to_one(x) { x += h * f(x, t) / (1 - t) }
+integrator half(x) { x += h * f(x, t) / (t - 0.5) }
+network coef(depth: int = 3) {
+    input vector[3]
+    stage a = ode(depth) {
+        integrator to_one
+        weights tied
+        backward store
+        residual { linear(3) tanh }
+    }
+    stage b = ode(depth) {
+        integrator half
+        weights tied
+        backward store
+        residual { linear(3) tanh }
+    }
+}
+"""
+VARIANTS = ("plain", "standalone")
+
+
+@pytest.fixture(scope="module")
+def coef(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
+    """The COEF spec built both ways, once."""
+    tmp = tmp_path_factory.mktemp("faces")
+    spec = tmp / "coef.ode"
+    spec.write_text(COEF)
+    return {
+        v: import_file(write(spec, tmp / v, standalone=v == "standalone")["coef.py"])
+        for v in VARIANTS
+    }
+
+
+def _refusal(action: Callable[[Any], object], model: Any) -> tuple[type, str] | None:
+    """The kind and message of what ``action(model)`` raises (``None``: nothing)."""
+    try:
+        action(model)
+    except Exception as exc:
+        return type(exc), str(exc)
+    return None
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_depth_or_mode_that_meets_a_singularity_is_refused_as_compiled(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """Exported code had no coefficient check: set_depth(4) put a layer of ``half`` on
+    t = 1/2 and switching ``to_one`` to invert ran its inverse into 1 - 1, both a silent inf
+    output where the compiled model refuses them."""
+    compiled, gen = odedsl.compile(COEF), coef[variant].build()
+    for model in (compiled, gen):
+        assert _refusal(lambda m: m.b.set_depth(5), model) is None  # t = 0.4, 0.6: no fault
+    for action in (
+        lambda m: m.b.set_depth(4),
+        lambda m: setattr(m.a, "backward_mode", "invert"),
+    ):
+        want, got = _refusal(action, compiled), _refusal(action, gen)
+        assert want is not None and want[0] is ValueError and "coefficients" in want[1]
+        assert got == want
+    assert (gen.b.depth, str(gen.a.backward_mode)) == (5, "store")  # unchanged
+    with pytest.raises(ValueError, match="the inverse of integrator 'to_one' fails"):
+        coef[variant].build(backward="invert")
+    y = gen(torch.randn(2, 3))
+    assert torch.isfinite(y).all()
