@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from odedsl.diagnostics import Diagnostic, DslError, by_face
-from odedsl.runtime.stage import OdeStage
+from odedsl.runtime.stage import is_ode_stage
 from odedsl.runtime.weights import WeightSchedule, _check_conversion, _inexact, expand_state_dict
 
 FORMAT = "odedsl-weights"
@@ -129,12 +129,13 @@ def stage_layouts(source: nn.Module | Any, **params: Any) -> dict[str, StageLayo
             path: StageLayout(
                 m.program.name,
                 m.depth,
-                m.schedule,
+                # a standalone build's stage holds its own copy of the class
+                WeightSchedule(m.schedule.mode, m.schedule.k),
                 tuple(m.program.residuals),
                 tuple(m.program.offsets),
             )
             for path, m in source.named_modules()
-            if isinstance(m, OdeStage)
+            if is_ode_stage(m)
         }
     from odedsl.spec.load import load_spec
 
@@ -602,7 +603,7 @@ def convert_state_dict(
                 f"stage the source's integrator ({have.describe()})",
             )
         stage = model.get_submodule(path)
-        assert isinstance(stage, OdeStage)
+        assert is_ode_stage(stage)
         buffers = {
             name for r in want.residuals for name, _ in stage.residual_modules(r)[0].named_buffers()
         }

@@ -560,7 +560,7 @@ def compile_steps(module: nn.Module, enabled: bool = True, **options: Any) -> nn
     if enabled:
         _check_compile_options(options)
     for stage in module.modules():
-        if isinstance(stage, OdeStage):
+        if is_ode_stage(stage):
             stage.step_compiler = StepCompiler(**options) if enabled else None
     return module
 
@@ -579,6 +579,19 @@ def _check_compile_options(options: dict[str, Any]) -> None:
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+def is_ode_stage(module: object) -> bool:
+    """Whether ``module`` is an ODE stage: an :class:`OdeStage`, or a stage of a standalone
+    build (``odedsl build --standalone``), whose file carries its own copy of this class, so
+    that ``isinstance`` against this one is false. Functions that look for the stages of a
+    model ask this (``compile_steps`` had passed a standalone module's stages by, and
+    ``odedsl.save_checkpoint`` had written a file without them, silently)."""
+    if isinstance(module, OdeStage):
+        return True
+    return isinstance(module, nn.Module) and any(
+        c.__name__ == OdeStage.__name__ and "set_depth" in vars(c) for c in type(module).__mro__
+    )
 
 
 #: ``set_depth``'s limit, read where ``expand_state_dict`` reads it (one implementation).

@@ -5,6 +5,7 @@ same kinds of error and the same messages."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,7 +17,8 @@ import odedsl
 from .helpers import import_file, write
 
 #: Two user integrators whose coefficients read t: ``to_one``'s inverse meets 1 / (1 - t) at
-#: the last layer (t + h = 1), ``half``'s forward 1 / (t - 1/2) at even depths.
+#: the last layer (t + h = 1), ``half``'s forward 1 / (t - 1/2) at even depths; and a stage of
+#: shared weights, which a conversion fills.
 COEF = """\
 integrator to_one(x) { x += h * f(x, t) / (1 - t) }
 integrator half(x) { x += h * f(x, t) / (t - 0.5) }
@@ -32,6 +34,11 @@ network coef(depth: int = 3) {
         integrator half
         weights tied
         backward store
+        residual { linear(3) tanh }
+    }
+    stage c = ode(depth) {
+        integrator euler
+        weights shared(2)
         residual { linear(3) tanh }
     }
 }
@@ -82,3 +89,35 @@ def test_a_depth_or_mode_that_meets_a_singularity_is_refused_as_compiled(
         coef[variant].build(backward="invert")
     y = gen(torch.randn(2, 3))
     assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_odedsl_functions_find_the_stages_of_either_build(
+    coef: dict[str, ModuleType], variant: str, tmp_path: Path
+) -> None:
+    """A standalone file carries its own OdeStage class, which odedsl's functions did not
+    recognise: compile_steps set nothing, silently; save_checkpoint wrote no stage layouts, so
+    the compiled model refused the file ("no ODE stage 'a'"), and load_checkpoint refused the
+    compiled model's file ("the network's ODE stages are none")."""
+    from odedsl.runtime import compile_steps
+
+    gen = coef[variant].build()
+    stages = [gen.a, gen.b, gen.c]
+    compile_steps(gen, backend="aot_eager")
+    assert all(s.step_compiler.options["backend"] == "aot_eager" for s in stages)
+    compile_steps(gen, enabled=False)
+    assert all(s.step_compiler is None for s in stages)
+
+    compiled = odedsl.compile(COEF)
+    odedsl.save_checkpoint(gen, tmp_path / "gen.pt")
+    odedsl.load_checkpoint(compiled, tmp_path / "gen.pt")
+    odedsl.save_checkpoint(compiled, tmp_path / "compiled.pt")
+    gen.load_state_dict({k: torch.zeros_like(v) for k, v in gen.state_dict().items()})
+    odedsl.load_checkpoint(gen, tmp_path / "compiled.pt")
+    for key, value in compiled.state_dict().items():
+        assert torch.equal(gen.state_dict()[key], value), key
+
+    tied = odedsl.compile(COEF.replace("shared(2)", "tied"))
+    gen.load_state_dict(odedsl.convert_state_dict(tied, tied.state_dict(), gen))
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(gen(x), tied(x))
