@@ -121,3 +121,19 @@ def test_odedsl_functions_find_the_stages_of_either_build(
     gen.load_state_dict(odedsl.convert_state_dict(tied, tied.state_dict(), gen))
     x = torch.randn(2, 3)
     torch.testing.assert_close(gen(x), tied(x))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_build_refuses_a_bad_dtype_or_parameter_as_compile_does(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """build(dtype="float64") was torch's "Invalid device string: 'float64'" from inside
+    Module.to, and an integer dtype torch's own error; a parameter given as a string (an
+    argparse value) was told to rebuild with the value the file already has."""
+    build = coef[variant].build
+    for dtype in ("float64", torch.int32):
+        want = _refusal(lambda d: odedsl.compile(COEF, dtype=d), dtype)
+        assert want is not None and _refusal(lambda d: build(dtype=d), dtype) == want
+    with pytest.raises(TypeError, match=r"^depth='3': parameter 'depth' is int$"):
+        build(depth="3")
+    assert build(depth=3, dtype=torch.float64).a.f[0].linear1.weight.dtype == torch.float64
