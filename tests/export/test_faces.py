@@ -137,3 +137,31 @@ def test_build_refuses_a_bad_dtype_or_parameter_as_compile_does(
     with pytest.raises(TypeError, match=r"^depth='3': parameter 'depth' is int$"):
         build(depth="3")
     assert build(depth=3, dtype=torch.float64).a.f[0].linear1.weight.dtype == torch.float64
+
+
+CALLER = """\
+import torch
+
+
+def call(model):
+    return model(torch.randn(2, 3))
+"""
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_approximate_gradient_warning_points_at_the_callers_line(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """As for the compiled model, the line that called the network: the plain build's warning
+    pointed into its generated forward, and a standalone one past every frame of a script in
+    the folder above the generated file (the runtime took that folder for odedsl's)."""
+    above = Path(coef[variant].__file__).parent.parent  # where a user's script would be
+    caller = above / f"caller_{variant}.py"
+    caller.write_text(CALLER)
+    gen = coef[variant].build()
+    gen.c.backward_mode = "invert"  # euler: approximate
+    with pytest.warns(Warning) as caught:
+        import_file(caller).call(gen)
+    # (a standalone file's warning class is its own copy)
+    (warning,) = [w for w in caught if w.category.__name__ == "ApproximateGradientWarning"]
+    assert (warning.filename, warning.lineno) == (str(caller), 5)
