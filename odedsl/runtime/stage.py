@@ -109,6 +109,10 @@ class OdeStage(nn.Module):
 
     @property
     def backward_mode(self) -> BackwardMode:
+        """How the stage is differentiated: ``store``, ``checkpoint(k)`` or ``invert``. Assign
+        one (``stage.backward_mode = "checkpoint(4)"``) to change it; refused with a
+        ValueError: ``invert`` for an integrator without inverse, and a mode whose steps fail
+        on their coefficients at this depth."""
         return self._mode
 
     @backward_mode.setter
@@ -167,6 +171,8 @@ class OdeStage(nn.Module):
 
         Only for schedules whose parameters do not depend on N (``tied``, ``shared(k)`` with
         k ≤ N, ``interpolated(k)``); compiled residual graphs are kept, so nothing recompiles.
+        Refused with a ValueError: untied weights, k > N, and a depth at which a layer's
+        coefficients fail (a division by ``t - 1/2`` with a layer at t = 1/2).
         """
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"stage {self.name!r}: depth must be a positive integer: {depth!r}")
@@ -261,6 +267,7 @@ class OdeStage(nn.Module):
 
     # ----------------------------------------------------------------- building blocks
     def residual_modules(self, name: str) -> nn.ModuleList:
+        """The weight slots of residual ``name``: one module per slot of the schedule."""
         return self.get_submodule(name)  # type: ignore[return-value]
 
     def blend(self, n: int, c: float) -> Blend:
@@ -270,9 +277,11 @@ class OdeStage(nn.Module):
         return self._blends[key]
 
     def step_at(self, n: int) -> Step:
+        """The step layer ``n`` runs: the program's first step at layer 0, if it has one."""
         return self.program.first if n == 0 and self.program.first else self.program.step
 
     def time_at(self, n: int) -> float:
+        """Layer ``n``'s time ``t0 + n h``."""
         return self.t0 + n * self.h
 
     def param_list(self) -> list[nn.Parameter]:
@@ -366,6 +375,7 @@ class OdeStage(nn.Module):
 
     # ----------------------------------------------------------------- forward
     def new_context(self) -> RunContext:
+        """A forward's run context: its random seed, for a stage whose residuals draw."""
         return RunContext(draw_base_seed() if self.stochastic else None)
 
     def final_state(self, x: Tensor) -> State:
@@ -395,6 +405,8 @@ class OdeStage(nn.Module):
         return _eager_run(self, state, False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The stage output: ``depth`` layers of the integrator from ``x``'s state, kept for
+        the backward as ``backward_mode`` says."""
         return self.program.output(self.final_state(x))
 
     def _checks_forward(self) -> bool:

@@ -165,3 +165,17 @@ def test_the_approximate_gradient_warning_points_at_the_callers_line(
     # (a standalone file's warning class is its own copy)
     (warning,) = [w for w in caught if w.category.__name__ == "ApproximateGradientWarning"]
     assert (warning.filename, warning.lineno) == (str(caller), 5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_help_on_the_generated_classes_says_what_they_do(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """help() showed torch's docstrings for the generated forward and stage __init__ ("Should
+    be overridden by all subclasses"), and section comments of OdeStage as method docs."""
+    import pydoc
+
+    for cls in (coef[variant].Coef, coef[variant].AStage):
+        text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+        assert "Should be overridden" not in text and "Initialize internal Module" not in text
+        assert "# ---" not in text
