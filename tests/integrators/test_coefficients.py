@@ -193,30 +193,35 @@ def test_the_runtime_refuses_a_depth_or_mode_the_validator_would_have_refused() 
     stage.set_depth(8)
 
 
-@pytest.mark.parametrize(
-    "expr",
-    [
+PROBED = [
+    f"integrator my(x, v = 0) {{ v += h * f(x, t) / (t - 0.6) \n x += {expr} }}"
+    for expr in (
         "h * f(x, t) / (1 - t)",
         "h * f(x, t + h) / (t * t - 0.25)",
         "h * f(x, t) * (t - 0.5)^0.5",
         "h * f(x, t) / (h - 0.25)",
         "h * f(x, t) / (1 / (t - 0.5))",
         "h * f(x, t) * sqrt(t - 0.3) * exp(1 / (t - 0.25))",
-    ],
-)
-def test_exported_codes_probe_finds_what_the_dry_run_finds(expr: str) -> None:
+    )
+] + [  # a start block, probed at t0 only
+    "integrator my(x, d = 0) { start { d -= h^2 / 2 * f(x, t) / (t - 0.25) \n x += d }"
+    " d -= h^2 * f(x, t) / (t - 0.5) \n x += d }"
+]
+
+
+@pytest.mark.parametrize("integrator", PROBED)
+def test_exported_codes_probe_finds_what_the_dry_run_finds(integrator: str) -> None:
     """Exported code carries no step graphs, so it checks its coefficients by running its own
     steps (CoefficientProbe): the same faults, named alike, at every depth and start time."""
     from odedsl.runtime import CoefficientProbe
 
     spec = odedsl.load_spec(
-        f"integrator my(x, v = 0) {{ v += h * f(x, t) / (t - 0.6) \n x += {expr} }}\n"
-        + SPEC.replace("my(gamma=g)", "euler").split("integrator my(")[0]
+        integrator + "\n" + SPEC.replace("my(gamma=g)", "euler").split("integrator my(")[0]
     )
     program = spec.integrators["my"].program({})
     probe = CoefficientProbe(2, program.step, program.first)
     assert program.coefficient_check is not None
     for depth in range(1, 13):
-        for t0 in (0.0, 0.1):
+        for t0 in (0.0, 0.1, 0.25):
             want = [str(f) for f in program.coefficient_check(1 / depth, depth, t0)]
             assert [str(f) for f in probe(1 / depth, depth, t0)] == want, (depth, t0)
