@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, fx
 
 from odedsl.integrators.emit import StepGraphs, residual
-from odedsl.runtime.program import PROBE_SPREAD, PROBE_VALUE, CoefficientFault
+from odedsl.runtime.program import _PROBE_SPREAD, _PROBE_VALUE, CoefficientFault
 
 if TYPE_CHECKING:
     from odedsl.integrators.integrator import Integrator, IntegratorGraphs
@@ -137,7 +137,7 @@ def _first_failure(
     if not any(reads_t(g) for g in graphs):
         times = times[:1]  # the same values at every time
     state = [
-        torch.full((times.numel(), 2), PROBE_VALUE + PROBE_SPREAD * k, dtype=torch.float64)
+        torch.full((times.numel(), 2), _PROBE_VALUE + _PROBE_SPREAD * k, dtype=torch.float64)
         for k in range(slots)
     ]
     per_graph: list[dict[int, str]] = []

@@ -131,8 +131,8 @@ class CoefficientFault:
 
 #: The probe state: distinct generic values of the state variables (none 0 or 1, no two
 #: equal), as the algebra's dry run uses.
-PROBE_VALUE = 0.6180339887
-PROBE_SPREAD = 0.2360679775
+_PROBE_VALUE = 0.6180339887
+_PROBE_SPREAD = 0.2360679775
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ class CoefficientProbe:
         layers = range(1 if self.first is not None else 0, depth)
         blocks.append((self.step, layers if self.reads_t else layers[:1]))
         state = tuple(
-            torch.full((2,), PROBE_VALUE + PROBE_SPREAD * k, dtype=torch.float64, device="cpu")
+            torch.full((2,), _PROBE_VALUE + _PROBE_SPREAD * k, dtype=torch.float64, device="cpu")
             for k in range(self.slots)
         )
         faults: list[CoefficientFault | None] = []
