@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .imagefolders import use_fake_torchvision
+
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
@@ -22,3 +24,9 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture
 def specs() -> Path:
     return SPECS
+
+
+@pytest.fixture
+def fake_torchvision(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``import torchvision`` gets the test double of ``imagefolders.FAKE`` in this test."""
+    yield from use_fake_torchvision(monkeypatch)
