@@ -5,7 +5,8 @@
 * ``synthetic``: class-dependent oriented gratings plus noise, learnable but not trivial; the
   fallback when scikit-learn is missing, and a data set of any size/channels for tests.
 * a directory: ``torchvision.datasets.ImageFolder`` (``train/`` and ``test/`` or ``val/``
-  subfolders when present, else a fixed 80/20 split), when torchvision is importable.
+  subfolders when present, else a fixed 80/20 split), when torchvision is importable; scaled
+  to [-1, 1] as read (not held in memory).
 
 Everything in memory is standardised with the training set's per-channel mean and std.
 """
@@ -16,6 +17,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,7 +70,7 @@ def load_data(
     source: str | Path, *, channels: int | None = None, size: int | None = None
 ) -> DataBundle:
     """``digits``, ``synthetic`` or an image directory. ``channels``/``size`` shape the
-    synthetic set and resize a directory's images; ``digits`` is always 1×8×8."""
+    synthetic set and a directory's images (converted, resized); ``digits`` is always 1×8×8."""
     text = str(source)
     if text == "digits":
         try:
@@ -86,7 +88,7 @@ def load_data(
         return synthetic(channels=channels or 1, size=size or 8)
     path = Path(text)
     if path.is_dir():
-        return image_folder(path, size=size)
+        return image_folder(path, size=size, channels=channels)
     raise bad_data(
         f"{option('data', text, as_given=True)}: neither a data set name nor a directory",
         "expected one of: " + ", ".join(NAMES) + ", or a folder of class subfolders",
@@ -157,44 +159,121 @@ def synthetic(
     )
 
 
-def image_folder(path: Path, *, size: int | None = None) -> DataBundle:
-    """``torchvision.datasets.ImageFolder`` over ``path`` (or its ``train``/``test`` parts)."""
+class FolderImages(Dataset[tuple[Tensor, int]]):
+    """The images of a ``torchvision.datasets.ImageFolder`` through ``transform``, labelled
+    by their place in ``classes`` (the training set's: ImageFolder numbers each folder's own
+    classes, so a test folder missing one would shift the rest); an image that cannot be read
+    is bad data naming the file (Pillow's error neither names it nor blames the data)."""
+
+    def __init__(self, folder: Any, transform: Any, classes: list[str], data: str) -> None:
+        self.folder, self.transform, self.data = folder, transform, data
+        self.labels = [classes.index(name) for name in folder.classes]
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        try:
+            image, label = self.folder[i]
+        except OSError as exc:  # PIL's UnidentifiedImageError, a truncated or damaged file
+            from PIL import UnidentifiedImageError
+
+            why = "not an image file" if isinstance(exc, UnidentifiedImageError) else exc
+            raise bad_data(
+                f"{self.data}: cannot read image '{self.folder.samples[i][0]}' ({why})",
+                "remove or replace the file (every image of the folder is read in training)",
+            ) from None
+        return self.transform(image), self.labels[label]
+
+
+def _gray(mode: str) -> bool:
+    from PIL import ImageMode
+
+    return ImageMode.getmode(mode).basemode == "L"
+
+
+def image_folder(path: Path, *, size: int | None = None, channels: int | None = None) -> DataBundle:
+    """``torchvision.datasets.ImageFolder`` over ``path``: its ``train/`` and ``test/`` (or
+    ``val/``) when both are there (the test classes a subset of the training classes), else
+    the folder, or a lone ``train/``, split 80/20 (stratified, fixed). Images are resized
+    (shorter side) and centre-cropped to ``size`` (default: the first image's shorter side),
+    scaled to [-1, 1], with ``channels`` 1 or 3 when asked, else 1 only when the first image
+    of every class is grayscale (ImageFolder reads every image as RGB)."""
+    data = option("data", str(path), as_given=True)
     try:
         from torchvision import datasets, transforms
     except ImportError:
         raise bad_data(
-            f"{option('data', str(path), as_given=True)}: reading an image folder needs "
-            "torchvision, which is not installed",
+            f"{data}: reading an image folder needs torchvision, which is not installed",
             "pip install torchvision (the `vision` extra), or use "
             + by_face("--data digits|synthetic", "data='digits' or 'synthetic'"),
         ) from None
-    train_dir = path / "train"
-    test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
-    split = test_dir is not None and train_dir.is_dir()
-    try:
-        probe = datasets.ImageFolder(str(train_dir if split else path))
-        if len(probe) == 0:
-            raise FileNotFoundError("no images")
-        from PIL import Image  # a torchvision dependency; ImageFolder's loader forces RGB
+    from PIL import Image  # a torchvision dependency
 
-        with Image.open(probe.samples[0][0]) as first:
-            channels = 1 if first.mode in ("L", "1", "I", "I;16", "F", "LA") else 3
-            side = size or min(first.size)
+    layout = "expected one subfolder of images per class (or train/ and test/ holding them)"
+    train_dir, test_dir = path / "train", None
+    notes: list[str] = []
+    if train_dir.is_dir():
+        test_dir = next((path / d for d in ("test", "val") if (path / d).is_dir()), None)
+        if test_dir is None:
+            notes.append(f"{data}: no test/ or val/ beside train/; testing on a fixed 20% of it")
+    root = train_dir if train_dir.is_dir() else path
+    try:
+        folder = datasets.ImageFolder(str(root))
+        if len(folder) == 0:
+            raise FileNotFoundError("no images")
+        with Image.open(folder.samples[0][0]) as image:
+            side = size or min(image.size)
+        firsts: dict[int, str] = {}
+        for file, label in folder.samples:
+            firsts.setdefault(label, file)
+        modes = []
+        for file in firsts.values():
+            with Image.open(file) as image:
+                modes.append(image.mode)
     except (OSError, RuntimeError) as exc:
+        raise bad_data(f"{data}: not an image folder ({exc})", layout) from None
+    classes = folder.classes
+    if len(classes) < 2:
+        nested = any(p.is_dir() for p in (root / classes[0]).iterdir())
         raise bad_data(
-            f"{option('data', str(path), as_given=True)}: not an image folder ({exc})",
-            "expected one subfolder of images per class (or train/ and test/ holding them)",
-        ) from None
+            f"{data}: one class folder ('{classes[0]}'); a classifier needs two or more",
+            f"is the data one level down ({option('data', str(root / classes[0]), as_given=True)})?"
+            if nested
+            else layout,
+        )
+    test_folder = None
+    if test_dir is not None:
+        try:
+            test_folder = datasets.ImageFolder(str(test_dir))
+        except (OSError, RuntimeError) as exc:
+            where = f"{data}: its {test_dir.name}/"
+            raise bad_data(f"{where} is not an image folder ({exc})", layout) from None
+        if not set(test_folder.classes) <= set(classes):
+            extra = ", ".join(sorted(set(test_folder.classes) - set(classes)))
+            raise bad_data(
+                f"{data}: {test_dir.name}/ has classes train/ has not: {extra}",
+                "the test classes must be training classes (folders of the same names)",
+            )
+    if channels not in (1, 3):
+        channels = 1 if all(map(_gray, modes)) else 3
     steps = [transforms.Resize(side), transforms.CenterCrop(side)]
     if channels == 1:
         steps.append(transforms.Grayscale(1))
     steps += [transforms.ToTensor(), transforms.Normalize([0.5] * channels, [0.5] * channels)]
     tf = transforms.Compose(steps)
-    if split:
-        train = datasets.ImageFolder(str(train_dir), transform=tf)
-        test = datasets.ImageFolder(str(test_dir), transform=tf)
+    train: Dataset[tuple[Tensor, int]] = FolderImages(folder, tf, classes, data)
+    test: Dataset[tuple[Tensor, int]]
+    if test_folder is not None:
+        test = FolderImages(test_folder, tf, classes, data)
     else:
-        full = datasets.ImageFolder(str(path), transform=tf)
-        tr, te = _stratified_split(torch.tensor(full.targets))
-        train, test = Subset(full, tr.tolist()), Subset(full, te.tolist())
-    return DataBundle(path.name, train, test, channels, side, len(probe.classes))
+        tr, te = _stratified_split(torch.tensor(folder.targets))
+        if len(te) == 0:
+            raise bad_data(
+                f"{data}: {len(folder)} images are too few to hold out a test set (a fixed 20% "
+                "of each class)",
+                "add images, or put them in train/ and test/ subfolders",
+            )
+        train, test = Subset(train, tr.tolist()), Subset(train, te.tolist())
+    name = path.resolve().name or str(path)
+    return DataBundle(name, train, test, channels, side, len(classes), notes)

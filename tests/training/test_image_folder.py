@@ -100,6 +100,24 @@ def test_grayscale_folder_has_one_channel_and_odd_sizes_are_cropped(tmp_path: Pa
     assert load_data(root, size=20).train[0][0].shape == (1, 20, 20)
 
 
+def test_channels_asked_for_convert_the_images(tmp_path: Path) -> None:
+    """``--set channels=3`` on grayscale images (ImageFolder's loader makes them RGB) and
+    ``channels=1`` on colour ones: they were ignored, and the spec then refused (E220)."""
+    gray = class_folders(tmp_path / "gray", {"a": 3, "b": 3}, mode="L")
+    rgb = class_folders(tmp_path / "rgb", {"a": 3, "b": 3})
+    assert load_data(gray, channels=3).train[0][0].shape == (3, 9, 9)
+    assert load_data(rgb, channels=1).train[0][0].shape == (1, 9, 9)
+    assert load_data(rgb, channels=1).channels == 1
+
+
+def test_a_grayscale_first_image_does_not_make_colour_classes_gray(tmp_path: Path) -> None:
+    """Channels came from the first image alone: one grayscale file sorted first turned a
+    folder of colour images into one channel."""
+    root = class_folders(tmp_path / "mixed", {"a": 3}, mode="L")
+    class_folders(root, {"b": 3})
+    assert load_data(root).shape == (3, 9, 9)
+
+
 @pytest.mark.parametrize("held_out", ["test", "val"])
 def test_train_and_test_folders_are_the_split(tmp_path: Path, held_out: str) -> None:
     class_folders(tmp_path / "d" / "train", {"a": 4, "b": 4})
@@ -108,6 +126,30 @@ def test_train_and_test_folders_are_the_split(tmp_path: Path, held_out: str) -> 
     assert (len(bundle.train), len(bundle.test)) == (8, 3) and bundle.classes == 2
     assert bundle.test[0][0].shape == bundle.train[0][0].shape == (3, 9, 9)
     assert [bundle.test[i][1] for i in range(3)] == [0, 0, 1]
+
+
+def test_a_test_folder_missing_a_class_keeps_the_training_numbers(tmp_path: Path) -> None:
+    """ImageFolder numbers each folder's classes on its own: a val/ without ``bee`` gave
+    its ``cat`` images bee's label, silently."""
+    class_folders(tmp_path / "d" / "train", ABC)
+    class_folders(tmp_path / "d" / "val", {"ant": 1, "cat": 2})
+    bundle = load_data(tmp_path / "d")
+    assert [bundle.test[i][1] for i in range(3)] == [0, 2, 2]
+
+
+def test_a_lone_train_folder_is_split_not_one_class(tmp_path: Path) -> None:
+    """``DIR/train`` without ``test/`` or ``val/`` was read as one class named train."""
+    class_folders(tmp_path / "d" / "train", ABC)
+    bundle = load_data(tmp_path / "d")
+    assert bundle.classes == 3 and (len(bundle.train), len(bundle.test)) == (12, 3)
+    assert any("train" in note for note in bundle.notes)
+
+
+def test_dot_is_named_after_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--data .`` gave the data set an empty name (in the summary and log.json)."""
+    class_folders(tmp_path / "here", {"a": 3, "b": 3})
+    monkeypatch.chdir(tmp_path / "here")
+    assert load_data(".").name == "here"
 
 
 def _corrupt(path: Path) -> None:
@@ -119,8 +161,16 @@ BAD = {
     "no class folders": lambda d: [png(d / f"{i}.png") for i in range(3)],
     "no image files": lambda d: (d / "a").mkdir(parents=True) or (d / "a" / "x.txt").write_text(""),
     "empty folder": lambda d: d.mkdir(),
+    "one class": lambda d: class_folders(d, {"only": 5}),
+    "too few to split": lambda d: class_folders(d, {"a": 2, "b": 2}),
     "unreadable first image": lambda d: (
         class_folders(d, ABC) and (d / "ant" / "00.png").write_text("")
+    ),
+    "test class folder empty": lambda d: (
+        class_folders(d / "train", ABC) and class_folders(d / "test", {"ant": 1, "bee": 0})
+    ),
+    "test class unknown": lambda d: (
+        class_folders(d / "train", {"a": 2, "b": 2}) and class_folders(d / "val", {"c": 1})
     ),
 }
 
@@ -133,6 +183,16 @@ def test_folders_that_cannot_be_trained_on_are_refused(tmp_path: Path, kind: str
     (diag,) = err.value.diagnostics
     assert diag.code == "E110" and str(tmp_path / "d") in diag.message and diag.hint
     assert "\n" not in diag.message
+
+
+def test_an_unreadable_image_met_in_training_names_the_file(tmp_path: Path) -> None:
+    root = class_folders(tmp_path / "d", ABC)
+    _corrupt(root / "cat" / "04.png")
+    bundle = load_data(root)  # only the first image of each class is opened here
+    with pytest.raises(DslError) as err:
+        [bundle.train[i] for i in range(len(bundle.train))] + [bundle.test[i] for i in range(3)]
+    (diag,) = err.value.diagnostics
+    assert diag.code == "E110" and str(root / "cat" / "04.png") in diag.message
 
 
 def _train(tmp_path: Path, data: Path, *args: str) -> dict:
@@ -158,6 +218,14 @@ def test_cli_trains_an_epoch_on_an_image_folder(tmp_path: Path, mode: str, chann
     assert len(log["step_losses"]) == 4  # the 15 images of train/ in batches of 4
 
 
+@pytest.mark.usefixtures("in_root")
+def test_cli_sets_size_and_channels_for_the_images(tmp_path: Path) -> None:
+    root = class_folders(tmp_path / "gray", {"a": 3, "b": 3}, mode="L")
+    log = _train(tmp_path, root, "--set", "size=6", "--set", "channels=3")
+    assert log["from_data"] == {"classes": 2}  # a --set size keeps the stride
+    assert log["overrides"] == {"depth": 2, "width": 4, "size": 6, "channels": 3}
+
+
 FIXED = """network fixed(classes: int = 10) {
     input image[3, 32, 32]
     stem { conv2d(4, kernel=3, padding=1) }
@@ -180,7 +248,9 @@ def test_cli_refuses_a_spec_whose_input_is_not_the_images(
 
 
 @pytest.mark.usefixtures("in_root")
-@pytest.mark.parametrize("kind", ["empty class folder", "no class folders"])
+@pytest.mark.parametrize(
+    "kind", ["empty class folder", "no class folders", "test class folder empty", "corrupt"]
+)
 def test_cli_bad_folder_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
