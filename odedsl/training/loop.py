@@ -70,11 +70,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 
 
 def batches(
-    data: Dataset[tuple[Tensor, int]], order: Tensor, batch_size: int, skip: int = 0
+    data: Dataset[tuple[Tensor, int]],
+    order: Tensor,
+    batch_size: int,
+    skip: int = 0,
+    *,
+    keep_single: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches of ``order`` from batch ``skip`` on; a trailing batch of one is dropped
-    (BatchNorm cannot take it)."""
-    chunks = [c for c in order.split(batch_size) if len(c) > 1][skip:]
+    (BatchNorm cannot train on it) unless ``keep_single`` (evaluation, in eval mode)."""
+    chunks = [c for c in order.split(batch_size) if keep_single or len(c) > 1][skip:]
     if isinstance(data, TensorPairs):
         for c in chunks:
             yield data.batch(c)
@@ -109,7 +114,7 @@ def evaluate(
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     order = torch.arange(len(data))  # type: ignore[arg-type]
-    for x, y in batches(data, order, max(batch_size, 256)):
+    for x, y in batches(data, order, max(batch_size, 256), keep_single=True):
         x, y = x.to(device), y.to(device)
         out = model(x).float()
         loss_sum += float(F.cross_entropy(out, y, reduction="sum"))

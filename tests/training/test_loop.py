@@ -17,7 +17,7 @@ from odedsl.checkpoints import load_checkpoint as load_weights
 from odedsl.diagnostics import DslError
 from odedsl.training import train
 from odedsl.training.checkpoint import CHECKPOINT, atomic_save, load_checkpoint
-from odedsl.training.loop import Trainer, batches, epoch_order
+from odedsl.training.loop import Trainer, batches, epoch_order, evaluate
 
 pytest.importorskip("sklearn")
 
@@ -147,3 +147,18 @@ def test_batch_order_depends_on_seed_and_epoch_only() -> None:
     whole = list(batches(data, order, 32))
     rest = list(batches(data, order, 32, skip=3))
     assert all(torch.equal(a[0], b[0]) for a, b in zip(whole[3:], rest, strict=True))
+
+
+def test_evaluation_counts_a_trailing_single_sample() -> None:
+    """Evaluation batched as training does, dropping a last batch of one: a test set of one
+    image (an image folder's test/ may hold one) scored 0, one of 257 left an image out."""
+    from odedsl.training.data import TensorPairs
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    torch.nn.init.eye_(model.weight)  # predicts the larger coordinate's index
+    x = torch.tensor([[1.0, 0.0]]).repeat(257, 1)
+    y = torch.zeros(257, dtype=torch.int64)
+    y[-1] = 1  # the last one is wrong
+    cpu = torch.device("cpu")
+    assert evaluate(model, TensorPairs(x[:1], y[:1]), cpu, 8)[1] == 1.0
+    assert evaluate(model, TensorPairs(x, y), cpu, 8)[1] == 256 / 257
