@@ -69,16 +69,25 @@ sys.path[:] = [p for p in sys.path if p and p.rstrip("/") != %r]
 
 
 def run_python(
-    args: list[str], *, cwd: Path, block_odedsl: bool = False, timeout: float = 240
+    args: list[str],
+    *,
+    cwd: Path,
+    block_odedsl: bool = False,
+    timeout: float = 240,
+    path: list[Path] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """A fresh interpreter; with ``block_odedsl`` a sitecustomize makes ``import odedsl`` fail."""
+    """A fresh interpreter; with ``block_odedsl`` a sitecustomize makes ``import odedsl`` fail;
+    ``path``: folders on its ``PYTHONPATH`` (the caller's own is not passed on)."""
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     env.pop("PYTHONPATH", None)
+    folders = [str(p) for p in path or []]
     if block_odedsl:
         site = cwd / "_site"
         site.mkdir(exist_ok=True)
         (site / "sitecustomize.py").write_text(BLOCK_ODEDSL % str(ROOT))
-        env["PYTHONPATH"] = str(site)
+        folders.insert(0, str(site))
+    if folders:
+        env["PYTHONPATH"] = os.pathsep.join(folders)
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
