@@ -173,11 +173,13 @@ class FolderImages(Dataset[tuple[Tensor, int]]):
         return len(self.folder)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
         try:
             image, label = self.folder[i]
-        except OSError as exc:  # PIL's UnidentifiedImageError, a truncated or damaged file
-            from PIL import UnidentifiedImageError
-
+        # PIL's UnidentifiedImageError, a truncated or damaged file, or one over Pillow's
+        # pixel limit (DecompressionBombError, which is no OSError)
+        except (OSError, Image.DecompressionBombError) as exc:
             why = "not an image file" if isinstance(exc, UnidentifiedImageError) else exc
             raise bad_data(
                 f"{self.data}: cannot read image '{self.folder.samples[i][0]}' ({why})",
@@ -231,7 +233,7 @@ def image_folder(path: Path, *, size: int | None = None, channels: int | None = 
         for file in firsts.values():
             with Image.open(file) as image:
                 modes.append(image.mode)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, Image.DecompressionBombError) as exc:
         raise bad_data(f"{data}: not an image folder ({exc})", layout) from None
     classes = folder.classes
     if len(classes) < 2:

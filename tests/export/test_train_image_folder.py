@@ -149,3 +149,16 @@ def test_a_network_not_from_images_to_classes_is_a_usage_error(
     assert _run(module, data, tmp_path / "run") == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "--data needs a network from images (1 or 3 channels) to class scores" in line
+
+
+def test_an_image_over_pillows_pixel_limit_is_named_not_a_traceback(
+    script: Callable[..., ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DecompressionBombError is no OSError: the script's loader let it through."""
+    from PIL import Image
+
+    module = script(SPECS / "resnet.ode", **PARAMS)
+    big = folders.png(tmp_path / "big.png", size=(20, 20))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(module.UnreadableImage, match=r"big\.png.*cannot be read"):
+        module.load_image(str(big))

@@ -195,6 +195,31 @@ def test_an_unreadable_image_met_in_training_names_the_file(tmp_path: Path) -> N
     assert diag.code == "E110" and str(root / "cat" / "04.png") in diag.message
 
 
+def test_an_image_over_pillows_pixel_limit_is_bad_data_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses an image over twice its MAX_IMAGE_PIXELS with DecompressionBombError,
+    which is no OSError: it escaped as a traceback, first image or met in training."""
+    import warnings
+
+    from PIL import Image
+
+    root = class_folders(tmp_path / "d", ABC)
+    png(root / "cat" / "09.png", size=(20, 20))  # 400 pixels, over 2 x 100
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # 117 pixels: a warning
+        bundle = load_data(root)
+        with pytest.raises(DslError) as err:
+            [bundle.train[i] for i in range(len(bundle.train))]
+            [bundle.test[i] for i in range(len(bundle.test))]
+        assert str(root / "cat" / "09.png") in err.value.diagnostics[0].message
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20)  # the first images too
+        with pytest.raises(DslError) as err:
+            load_data(root)
+        assert err.value.diagnostics[0].code == "E110"
+
+
 def _train(tmp_path: Path, data: Path, *args: str) -> dict:
     out = tmp_path / "run"
     assert main(["train", "specs/resnet.ode", "--data", str(data), *SMALL, *args, "--quiet",
