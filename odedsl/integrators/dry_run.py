@@ -33,8 +33,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, fx
 
-from odedsl.integrators.emit import StepGraphs, residual
-from odedsl.runtime.program import _PROBE_SPREAD, _PROBE_VALUE, CoefficientFault
+from odedsl.integrators.emit import residual
+from odedsl.runtime.program import (
+    CoefficientFault,
+    _probe_residual,
+    _probe_state,
+    first_faults,
+)
 
 if TYPE_CHECKING:
     from odedsl.integrators.integrator import Integrator, IntegratorGraphs
@@ -119,10 +124,6 @@ class _Batched(fx.Interpreter):
         return self._scalar(target, args, 0)  # the same at every time: fails at the first
 
 
-def _ones(name: str, x: Tensor, c: float) -> Tensor:
-    return torch.ones_like(x)
-
-
 def reads_t(graph: fx.GraphModule) -> bool:
     """Whether the graph reads its ``t`` argument (``(..., h, t, call)``)."""
     placeholders = [n for n in graph.graph.nodes if n.op == "placeholder"]
@@ -130,35 +131,25 @@ def reads_t(graph: fx.GraphModule) -> bool:
 
 
 def _first_failure(
-    graphs: Sequence[fx.GraphModule], slots: int, h: float, times: Tensor
+    graph: fx.GraphModule, slots: int, h: float, times: Tensor
 ) -> tuple[int, str] | None:
-    """The earliest of ``times`` at which a graph raises or returns a value that is not
-    finite, with the message; the graphs in order within one time."""
-    if not any(reads_t(g) for g in graphs):
+    """The earliest row of ``times`` at which ``graph`` raises or returns a value that is not
+    finite, with the message."""
+    if not reads_t(graph):
         times = times[:1]  # the same values at every time
-    state = [
-        torch.full((times.numel(), 2), _PROBE_VALUE + _PROBE_SPREAD * k, dtype=torch.float64)
-        for k in range(slots)
-    ]
-    per_graph: list[dict[int, str]] = []
-    bad_rows: set[int] = set()
-    for graph in graphs:
-        failures: dict[int, str] = {}
-        run = _Batched(graph, times.numel(), failures)
-        out = run.run(*state, h, _Rows(times), _ones)
-        per_graph.append(failures)
-        for value in out if isinstance(out, tuple) else (out,):
-            if isinstance(value, Tensor):
-                finite = torch.isfinite(value).reshape(times.numel(), -1).all(dim=1)
-                bad_rows.update(int(i) for i in torch.nonzero(~finite).flatten())
-    rows = bad_rows.union(*per_graph)
+    failures: dict[int, str] = {}
+    out = _Batched(graph, times.numel(), failures).run(
+        *_probe_state(slots, times.numel()), h, _Rows(times), _probe_residual
+    )
+    rows = set(failures)
+    for value in out if isinstance(out, tuple) else (out,):
+        if isinstance(value, Tensor):
+            finite = torch.isfinite(value).reshape(times.numel(), -1).all(dim=1)
+            rows.update(int(i) for i in torch.nonzero(~finite).flatten())
     if not rows:
         return None
     row = min(rows)
-    for failures in per_graph:
-        if row in failures:
-            return row, failures[row]
-    return row, "a coefficient is not finite"
+    return row, failures.get(row, "a coefficient is not finite")
 
 
 @dataclass(frozen=True)
@@ -182,27 +173,13 @@ class CoefficientCheck:
     def _faults(
         self, h: float, depth: int, t0: float
     ) -> tuple[CoefficientFault | None, CoefficientFault | None]:
-        blocks: list[tuple[StepGraphs, Tensor]] = []
-        if self.graphs.first is not None:
-            blocks.append((self.graphs.first, torch.full((1,), t0, dtype=torch.float64)))
-        start = 1 if self.graphs.first is not None else 0
-        # t0 + n * h with n exact in float64: the runtime's float arithmetic, bit for bit
-        times = t0 + torch.arange(start, depth, dtype=torch.float64) * h
-        blocks.append((self.graphs.step, times))
-        faults: list[CoefficientFault | None] = []
-        for inverse in (False, True):
-            fault = None
-            for step, at in blocks:
-                graph = step.inverse if inverse else step.forward
-                if graph is None or not at.numel():
-                    continue
-                found = _first_failure([graph], self.slots, h, at)
-                if found is not None:
-                    row, message = found
-                    fault = CoefficientFault(inverse, float(at[row]), h, message)
-                    break
-            faults.append(fault)
-        return faults[0], faults[1]
+        def find(graph: object, layers: range) -> tuple[int, str] | None:
+            # t0 + n * h with n exact in float64: the runtime's float arithmetic, bit for bit
+            n = torch.arange(layers.start, layers.stop, dtype=torch.float64)
+            found = _first_failure(graph, self.slots, h, t0 + n * h)  # type: ignore[arg-type]
+            return None if found is None else (layers[found[0]], found[1])
+
+        return first_faults(self.graphs.step, self.graphs.first, h, depth, t0, find)
 
 
 def coefficient_check(integrator: Integrator, params: dict[str, float]) -> CoefficientCheck:

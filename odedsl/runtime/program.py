@@ -135,19 +135,61 @@ _PROBE_VALUE = 0.6180339887
 _PROBE_SPREAD = 0.2360679775
 
 
+def _probe_state(slots: int, *rows: int) -> State:
+    """The probe's state: ``slots`` float64 variables of shape ``(*rows, 2)`` on the CPU."""
+    return tuple(
+        torch.full((*rows, 2), _PROBE_VALUE + _PROBE_SPREAD * k, dtype=torch.float64, device="cpu")
+        for k in range(slots)
+    )
+
+
+def _probe_residual(name: str, x: Tensor, c: float) -> Tensor:
+    """The probe's residual: ones, whatever the weights."""
+    return torch.ones_like(x)
+
+
+#: ``find(fn, layers)``: the first of ``layers`` at which step function (or graph) ``fn``
+#: fails, with the message, or None.
+FindFault = Callable[[object, range], tuple[int, str] | None]
+
+
+def first_faults(
+    step: object, first: object | None, h: float, depth: int, t0: float, find: FindFault
+) -> tuple[CoefficientFault | None, CoefficientFault | None]:
+    """The first failing layer of the forward steps and of the inverse steps, ``find`` asked
+    where a stage runs each: ``first`` (a start block) at layer 0 only, ``step`` at the other
+    layers (all of them without a start block). ``step`` and ``first`` have ``forward`` and
+    ``inverse`` (a :class:`Step`'s functions, or the algebra's graphs of them); the layer
+    times are ``t0 + n * h``, as :meth:`OdeStage.time_at` computes them. The one skeleton of
+    :class:`CoefficientProbe` and the algebra's dry run."""
+    blocks = [(first, range(1))] if first is not None else []
+    blocks.append((step, range(1 if first is not None else 0, depth)))
+    faults: list[CoefficientFault | None] = []
+    for inverse in (False, True):
+        fault = None
+        for block, layers in blocks:
+            fn = block.inverse if inverse else block.forward  # type: ignore[attr-defined]
+            found = find(fn, layers) if fn is not None and len(layers) else None
+            if found is not None:
+                n, message = found
+                fault = CoefficientFault(inverse, t0 + n * h, h, message)
+                break
+        faults.append(fault)
+    return faults[0], faults[1]
+
+
 @dataclass(frozen=True)
 class CoefficientProbe:
     """The ``coefficient_check`` of a program written as code (the step classes ``odedsl
     build`` writes), where the algebra's dry run is not at hand: the program's own forward and
-    inverse steps run at every layer time a stage runs them at (``first`` at ``t0`` only,
-    ``step`` at the other layers' times), on a float64 state of ``slots`` variables with
-    generic values and residuals that return ones, as the dry run runs the step graphs. A
-    coefficient that raises (Python floats: division by zero, overflow) or a state that comes
-    out not finite or not real is that layer's fault. Steps that do not read ``t``
-    (``reads_t`` false) have the same coefficients at every layer: one time stands for all.
-    Otherwise each layer is probed, in Python, each time the depth or the backward mode
-    changes: about 35 µs a layer on one CPU core (0.35 s at depth 10,000, where the dry run
-    of the compiled model takes 1 ms).
+    inverse steps run at every layer time a stage runs them at (:func:`first_faults`), on a
+    float64 state of ``slots`` variables with generic values and residuals that return ones,
+    as the dry run runs the step graphs. A coefficient that raises (Python floats: division
+    by zero, overflow) or a state that comes out not finite or not real is that layer's fault.
+    Steps that do not read ``t`` (``reads_t`` false) have the same coefficients at every
+    layer: one time stands for all. Otherwise each layer is probed, in Python, each time the
+    depth or the backward mode changes: about 35 µs a layer on one CPU core (0.35 s at depth
+    10,000, where the dry run of the compiled model takes 1 ms).
     """
 
     slots: int
@@ -159,37 +201,23 @@ class CoefficientProbe:
         self, h: float, depth: int, t0: float = 0.0
     ) -> tuple[CoefficientFault | None, CoefficientFault | None]:
         """The first failure of the forward steps and of the inverse steps (``None``: none)."""
-        blocks: list[tuple[Step, range]] = []
-        if self.first is not None:
-            blocks.append((self.first, range(1)))
-        layers = range(1 if self.first is not None else 0, depth)
-        blocks.append((self.step, layers if self.reads_t else layers[:1]))
-        state = tuple(
-            torch.full((2,), _PROBE_VALUE + _PROBE_SPREAD * k, dtype=torch.float64, device="cpu")
-            for k in range(self.slots)
-        )
-        faults: list[CoefficientFault | None] = []
+        state = _probe_state(self.slots)
+
+        def find(fn: object, layers: range) -> tuple[int, str] | None:
+            for n in layers if self.reads_t else layers[:1]:
+                message = _probe(fn, state, h, t0 + n * h)  # type: ignore[arg-type]
+                if message is not None:
+                    return n, message
+            return None
+
         with torch.no_grad():
-            for inverse in (False, True):
-                fault = None
-                for step, at in blocks:
-                    fn = step.inverse if inverse else step.forward
-                    for n in at if fn is not None else ():
-                        t = t0 + n * h  # the stage's time_at(n)
-                        message = _probe(fn, state, h, t)
-                        if message is not None:
-                            fault = CoefficientFault(inverse, t, h, message)
-                            break
-                    if fault is not None:
-                        break
-                faults.append(fault)
-        return faults[0], faults[1]
+            return first_faults(self.step, self.first, h, depth, t0, find)
 
 
 def _probe(fn: StepFn, state: State, h: float, t: float) -> str | None:
     """What fails when ``fn`` runs on the probe ``state`` at ``(h, t)`` (``None``: nothing)."""
     try:
-        out = fn(state, _ones, h, t)
+        out = fn(state, _probe_residual, h, t)
     except (ArithmeticError, ValueError) as exc:  # Python float coefficients
         return str(exc)
     except Exception:  # a step edited beyond what the probe state can run: not judged
@@ -200,8 +228,3 @@ def _probe(fn: StepFn, state: State, h: float, t: float) -> str | None:
         if not bool(torch.isfinite(value).all()):
             return "a coefficient is not finite"
     return None
-
-
-def _ones(name: str, x: Tensor, c: float) -> Tensor:
-    """The probe's residual: ones, whatever the weights."""
-    return torch.ones_like(x)
