@@ -224,15 +224,15 @@ def image_folder(path: Path, *, size: int | None = None, channels: int | None = 
         folder = datasets.ImageFolder(str(root))
         if len(folder) == 0:
             raise FileNotFoundError("no images")
-        with Image.open(folder.samples[0][0]) as image:
-            side = size or min(image.size)
-        firsts: dict[int, str] = {}
+        firsts: dict[int, str] = {}  # each class's first image; samples[0] comes first
         for file, label in folder.samples:
             firsts.setdefault(label, file)
-        modes = []
+        sizes, modes = [], []
         for file in firsts.values():
             with Image.open(file) as image:
+                sizes.append(image.size)
                 modes.append(image.mode)
+        side = size or min(sizes[0])
     except (OSError, RuntimeError, Image.DecompressionBombError) as exc:
         raise bad_data(f"{data}: not an image folder ({exc})", layout) from None
     classes = folder.classes
