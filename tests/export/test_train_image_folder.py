@@ -33,6 +33,7 @@ def test_one_epoch_on_train_and_val_folders(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "epoch 0 batch 3/3" in proc.stdout  # train/ alone: 15 images, full batches of 4
     assert "epoch 0: loss" in proc.stdout and "batch 4/" not in proc.stdout
+    assert ", val loss " in proc.stdout and "(6 images)" in proc.stdout  # scored on val/
     ckpt = torch.load(build / "run" / "checkpoint.pt", weights_only=True)
     odedsl.compile(SPECS / "resnet.ode", **PARAMS).load_state_dict(ckpt["model"])
 
@@ -162,3 +163,67 @@ def test_an_image_over_pillows_pixel_limit_is_named_not_a_traceback(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(module.UnreadableImage, match=r"big\.png.*cannot be read"):
         module.load_image(str(big))
+
+
+def test_held_out_images_match_odedsl_train_and_keep_training_labels(
+    script: Callable[..., ModuleType], tmp_path: Path
+) -> None:
+    """The script reads ``test/`` as ``odedsl train`` does: the same tensors (shorter side
+    resized, centre crop), and labels by class name when ``test/`` lacks a class."""
+    from odedsl.training.data import image_folder
+
+    module = script(SPECS / "resnet.ode", **PARAMS)
+    root = tmp_path / "d"
+    folders.class_folders(root / "train", ABC, size=(13, 9))
+    folders.class_folders(root / "test", {"bee": 2, "cat": 2}, size=(11, 17))
+    train, test, name = module.image_folders(root)
+    assert name == "test" and train.classes == ["ant", "bee", "cat"]
+    reference = image_folder(root, size=PARAMS["size"], channels=3).test
+    assert [test[i][1] for i in range(4)] == [1, 1, 2, 2]
+    for i in range(4):
+        x, y = test[i]
+        x_ref, y_ref = reference[i]
+        assert y == y_ref and x.shape == (3, 8, 8)
+        torch.testing.assert_close(x, x_ref, rtol=0, atol=0)
+
+
+def test_a_held_out_class_not_trained_on_is_a_usage_error(
+    script: Callable[..., ModuleType], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = script(SPECS / "resnet.ode", **PARAMS)
+    root = tmp_path / "d"
+    folders.class_folders(root / "train", {"ant": 2, "bee": 2})
+    folders.class_folders(root / "val", {"ant": 1, "wasp": 1})
+    assert _run(module, root, tmp_path / "run") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "val" in line and "['wasp'] are not in" in line, line
+
+
+def test_evaluation_shards_count_every_image_once(
+    script: Callable[..., ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each process scores every world-th image: the shards' sums are the whole set's (no
+    image repeated, as a padding DistributedSampler would), and match a plain eval loop."""
+    module = script(SPECS / "resnet.ode", **PARAMS)
+    root = tmp_path / "d"
+    folders.class_folders(root / "train", {"ant": 2, "bee": 2})
+    folders.class_folders(root / "val", {"ant": 4, "bee": 3})
+    _, test, _ = module.image_folders(root)
+    torch.manual_seed(0)
+    model = module.build()
+    args = module.parse_args(["--batch-size", "2"])
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(module.dist, "all_reduce", lambda t: None)  # one process here
+    shards = [module.evaluate(model, test, args, cpu, None, r, 3) for r in range(3)]
+    whole = module.evaluate(model, test, args, cpu, None, 0, 1)
+    torch.testing.assert_close(sum(shards), whole)
+    x = torch.stack([test[i][0] for i in range(7)])
+    y = torch.tensor([test[i][1] for i in range(7)])
+    with torch.no_grad():
+        out = model.eval()(x)
+    expected = [
+        torch.nn.functional.cross_entropy(out, y, reduction="sum"),
+        (out.argmax(1) == y).sum(),
+        7,
+    ]
+    torch.testing.assert_close(whole, torch.tensor(expected, dtype=whole.dtype))
