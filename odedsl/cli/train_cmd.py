@@ -87,6 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int_in(1, 1024), metavar="N", help="torch CPU threads (default: 1)"
     )
+    p.add_argument(
+        "--workers",
+        type=int_in(*INT_BOUNDS["workers"]),
+        metavar="N",
+        help="processes reading an image folder (default 0: the training process)",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/<network>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out exactly")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -156,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            workers=args.workers,
             overrides=overrides,
             network=args.network,
             out=args.out or AUTO,

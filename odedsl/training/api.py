@@ -74,6 +74,7 @@ def train(
     compile: bool | None = None,
     seed: int | None = None,
     checkpoint_every: int | None = None,
+    workers: int | None = None,
     overrides: dict[str, Value] | None = None,
     network: str | None = None,
     out: str | Path | None = None,
@@ -99,6 +100,7 @@ def train(
         "compile": compile,
         "seed": seed,
         "checkpoint_every": checkpoint_every,
+        "workers": workers,
     }
     explicit = {k: v for k, v in given.items() if v is not None}
     for key, value in explicit.items():  # before a checkpoint is compared or anything loaded
@@ -187,7 +189,9 @@ def train(
         trainer.restore(ckpt, f"checkpoint '{out_dir / CHECKPOINT}'")
     trainer.on_epoch_end.append(lambda t: _write_log(t, fitted, spec_name, bundle.name, None))
     trainer.run()
-    _, train_acc = evaluate(trainer.model, bundle.train, trainer.device, cfg.batch_size)
+    _, train_acc = evaluate(
+        trainer.model, bundle.train, trainer.device, cfg.batch_size, workers=cfg.workers
+    )
     result = TrainResult(
         model=trainer.model,
         network=fitted.name,

@@ -49,6 +49,7 @@ INT_BOUNDS: Mapping[str, tuple[int, int]] = MappingProxyType(
         # numpy's range; the batch order mixes the seed into a 64-bit integer
         "seed": (0, 2**32 - 1),
         "checkpoint_every": (0, 2**31 - 1),  # steps; 0: only at the end of each epoch
+        "workers": (0, 1024),  # image-folder reading processes; 0: the training process
     }
 )
 _STRINGS = ("data", "optimizer", "device")
@@ -162,6 +163,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (stages: one graph per residual)
     seed: int = 0
     checkpoint_every: int = 50  # steps; 0: only at the end of each epoch
+    # processes reading an image folder's files (digits and synthetic data are in memory);
+    # not in RESUME_KEYS: the batches are the same whatever reads them
+    workers: int = 0
 
     def __post_init__(self) -> None:
         """TypeError (wrong type) or ValueError (out of range) naming the option; both are

@@ -13,6 +13,7 @@ Everything in memory is standardised with the training set's per-channel mean an
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, get_worker_info
 
 from odedsl.diagnostics import Diagnostic, DslError, by_face, option
 
@@ -159,6 +160,27 @@ def synthetic(
     )
 
 
+class UnreadableImage(Exception):
+    """An image a DataLoader worker process could not read. DataLoader re-raises a worker's
+    exception in the training process as ``type(exc)(text)``, the text ending with the
+    worker's last traceback line, so the diagnostic travels as one JSON line there."""
+
+    @classmethod
+    def carrying(cls, error: DslError) -> UnreadableImage:
+        (first,) = error.diagnostics
+        return cls(json.dumps({"message": first.message, "hint": first.hint}))
+
+    def as_error(self) -> DslError:
+        """The worker's diagnostic, for the training process to raise."""
+        line = str(self).strip().splitlines()[-1]
+        text = line.partition("UnreadableImage: ")[2] or line
+        try:
+            payload = json.loads(text)
+            return bad_data(str(payload["message"]), str(payload["hint"]))
+        except (ValueError, KeyError, TypeError):  # not this module's text: keep what it says
+            return bad_data(f"cannot read an image ({line[:300]})", "see the message")
+
+
 class FolderImages(Dataset[tuple[Tensor, int]]):
     """The images of a ``torchvision.datasets.ImageFolder`` through ``transform``, labelled
     by their place in ``classes`` (the training set's: ImageFolder numbers each folder's own
@@ -181,10 +203,13 @@ class FolderImages(Dataset[tuple[Tensor, int]]):
         # pixel limit (DecompressionBombError, which is no OSError)
         except (OSError, Image.DecompressionBombError) as exc:
             why = "not an image file" if isinstance(exc, UnidentifiedImageError) else exc
-            raise bad_data(
+            error = bad_data(
                 f"{self.data}: cannot read image '{self.folder.samples[i][0]}' ({why})",
                 "remove or replace the file (every image of the folder is read in training)",
-            ) from None
+            )
+            if get_worker_info() is not None:  # a DataLoader worker process
+                raise UnreadableImage.carrying(error) from None
+            raise error from None
         return self.transform(image), self.labels[label]
 
 

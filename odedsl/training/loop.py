@@ -39,7 +39,7 @@ from odedsl.training.checkpoint import (
     set_rng_state,
 )
 from odedsl.training.config import TrainConfig, TrainResult, resolve_device
-from odedsl.training.data import TensorPairs
+from odedsl.training.data import TensorPairs, UnreadableImage
 from odedsl.training.report import (
     EpochBar,
     activation_by_mode,
@@ -76,16 +76,24 @@ def batches(
     skip: int = 0,
     *,
     keep_single: bool = False,
+    workers: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches of ``order`` from batch ``skip`` on; a trailing batch of one is dropped
-    (BatchNorm cannot train on it) unless ``keep_single`` (evaluation, in eval mode)."""
+    (BatchNorm cannot train on it) unless ``keep_single`` (evaluation, in eval mode). Data
+    in memory is gathered by indexing; an image folder is read by ``workers`` processes
+    (0: this one), the same batches in the same order either way."""
     chunks = [c for c in order.split(batch_size) if keep_single or len(c) > 1][skip:]
     if isinstance(data, TensorPairs):
         for c in chunks:
             yield data.batch(c)
         return
-    loader = DataLoader(data, batch_sampler=[c.tolist() for c in chunks])  # type: ignore[arg-type]
-    yield from loader
+    sampler = [c.tolist() for c in chunks]
+    processes = min(workers, len(sampler))  # no idle process started
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=processes)  # type: ignore[arg-type]
+    try:
+        yield from loader
+    except UnreadableImage as exc:  # raised in a worker: DataLoader re-raised it as text
+        raise exc.as_error() from None
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -107,14 +115,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: Dataset[tuple[Tensor, int]], device: torch.device, batch_size: int
+    model: nn.Module,
+    data: Dataset[tuple[Tensor, int]],
+    device: torch.device,
+    batch_size: int,
+    *,
+    workers: int = 0,
 ) -> tuple[float, float]:
     """Mean loss and accuracy in eval mode (BatchNorm running statistics)."""
     was = model.training
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     order = torch.arange(len(data))  # type: ignore[arg-type]
-    for x, y in batches(data, order, max(batch_size, 256), keep_single=True):
+    for x, y in batches(data, order, max(batch_size, 256), keep_single=True, workers=workers):
         x, y = x.to(device), y.to(device)
         out = model(x).float()
         loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
@@ -373,7 +386,10 @@ class Trainer:
         with bar or nullcontext():
             if bar:
                 bar.update(advance=self.step_in_epoch)
-            for x, y in batches(self.train_set, order, cfg.batch_size, self.step_in_epoch):
+            read = batches(
+                self.train_set, order, cfg.batch_size, self.step_in_epoch, workers=cfg.workers
+            )
+            for x, y in read:
                 start = time.perf_counter()
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 loss, correct = self.train_step(x, y)
@@ -400,7 +416,9 @@ class Trainer:
                 if crash_after and self.global_step == crash_after:
                     os._exit(75)  # the testing hook: die as a kill would, between checkpoints
             start = time.perf_counter()
-            test_loss, test_acc = evaluate(self.model, self.test_set, self.device, cfg.batch_size)
+            test_loss, test_acc = evaluate(
+                self.model, self.test_set, self.device, cfg.batch_size, workers=cfg.workers
+            )
             self.elapsed += time.perf_counter() - start
             if bar:
                 bar.update(test=f"  test {test_acc:6.1%}")

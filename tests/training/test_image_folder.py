@@ -274,18 +274,62 @@ def test_cli_refuses_a_spec_whose_input_is_not_the_images(
 
 @pytest.mark.usefixtures("in_root")
 @pytest.mark.parametrize(
-    "kind", ["empty class folder", "no class folders", "test class folder empty", "corrupt"]
+    "kind",
+    [
+        "empty class folder",
+        "no class folders",
+        "test class folder empty",
+        "corrupt",
+        "corrupt, read by workers",
+    ],
 )
 def test_cli_bad_folder_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
 ) -> None:
-    if kind == "corrupt":  # found only when training reads it
+    workers = []
+    if kind.startswith("corrupt"):  # found only when training reads it
         _corrupt(class_folders(tmp_path / "d", ABC) / "bee" / "03.png")
+        workers = ["--workers", "2"] if "workers" in kind else []
     else:
         BAD[kind](tmp_path / "d")
     args = ["train", "specs/resnet.ode", "--data", str(tmp_path / "d"), *SMALL, "--quiet"]
-    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert main([*args, *workers, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("error")]
     assert line.startswith("error: --data ") and "[E110]" in line, err
+    if kind.startswith("corrupt"):  # the same words whichever process read the file
+        name = tmp_path / "d" / "bee" / "03.png"
+        assert f"cannot read image '{name}' (image file is truncated)" in line, line
+
+
+@pytest.mark.usefixtures("in_root")
+def test_worker_processes_read_the_same_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--workers 2``: the same losses step for step as reading in the training process."""
+    import odedsl.training.loop as loop
+
+    class_folders(tmp_path / "d" / "train", ABC)
+    class_folders(tmp_path / "d" / "test", {"ant": 2, "bee": 1, "cat": 1})
+    one = _train(tmp_path / "a", tmp_path / "d")
+    started: list[int] = []
+
+    def loader(*args: object, num_workers: int, **kw: object) -> object:
+        started.append(num_workers)
+        return torch.utils.data.DataLoader(*args, num_workers=num_workers, **kw)
+
+    monkeypatch.setattr(loop, "DataLoader", loader)
+    two = _train(tmp_path / "b", tmp_path / "d", "--workers", "2")
+    assert 2 in started and max(started) == 2  # (0: the memory probe's one batch)
+    assert two["config"]["workers"] == 2 and one["config"]["workers"] == 0
+    assert one["step_losses"] == two["step_losses"] and len(one["step_losses"]) == 4
+    assert one["epochs"][0]["test_accuracy"] == two["epochs"][0]["test_accuracy"]
+
+
+def test_a_workers_error_text_not_ours_is_still_bad_data() -> None:
+    from odedsl.training.data import UnreadableImage
+
+    error = UnreadableImage("Caught UnreadableImage in DataLoader worker process 0.\nboom")
+    (diag,) = error.as_error().diagnostics
+    assert diag.code == "E110" and "boom" in diag.message
