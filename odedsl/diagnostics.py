@@ -177,6 +177,12 @@ class DslError(Exception):
         return self.render()
 
 
+class DslValueError(DslError, ValueError):
+    """A DslError for an argument value that no stage can take (``odedsl.compile``'s
+    ``backward``), and a ValueError: what a stage, and so an exported ``build()``, raises for
+    the same value, so that one ``except ValueError`` catches it from either face."""
+
+
 class Diagnostics:
     """A collector: stages ``report`` into it and call :meth:`raise_if_errors` when done."""
 

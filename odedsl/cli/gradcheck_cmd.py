@@ -259,6 +259,8 @@ def guarded(name: str, fn: Callable[[argparse.Namespace], int], args: argparse.N
     failed run with ``--json``) and exit 1; running out of memory says what to shrink."""
     try:
         return fn(args)
+    except DslError:  # some are ValueErrors too (a bad --backward): the CLI's exit 2
+        raise
     except (RuntimeError, ValueError, OSError, MemoryError) as err:  # NumericalFault, memory...
         detail = memory_exhausted(err)
         if detail is not None:

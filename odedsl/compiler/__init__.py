@@ -10,6 +10,7 @@ from torch import fx
 
 from odedsl.compiler.graph import build_graph_module
 from odedsl.limits import Limits
+from odedsl.runtime.modes import BackwardMode, BackwardSpec, parse_backward
 from odedsl.spec.evaluate import Value
 from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
@@ -22,7 +23,7 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def compile(
     source: str | os.PathLike[str] | ValidatedSpec,
     *,
-    backward: str | None = None,
+    backward: BackwardSpec | None = None,
     dtype: torch.dtype | None = None,
     network: str | None = None,
     limits: Limits | None = None,
@@ -31,7 +32,8 @@ def compile(
     """Compile a spec (path, text or validated spec) to a ``torch.fx.GraphModule``.
 
     ``params`` override the network's parameters (``depth=64``); ``backward`` overrides every
-    stage's mode (``"store"``, ``"invert"``, ``"checkpoint(4)"``); ``dtype`` casts parameters.
+    stage's mode (``"store"``, ``"invert"``, ``"checkpoint(4)"``, or any form a stage's
+    ``backward_mode`` takes, as an exported ``build()`` does); ``dtype`` casts parameters.
     The module's ``input_shape`` is the input shape without the batch dimension.
     """
     if dtype is not None and not isinstance(dtype, torch.dtype):
@@ -48,49 +50,37 @@ def compile(
     return build_graph_module(spec, backward=_check_backward(backward), dtype=dtype)
 
 
-#: ``checkpoint(k)`` with a whole number k, spaces allowed: k < 1 is an out-of-range value,
-#: located on k, rather than an unknown mode.
-_CHECKPOINT_INT = re.compile(r"\s*checkpoint\s*\(\s*([+-]?[0-9]+)\s*\)\s*")
+#: ``checkpoint(k)`` with a whole number k, spaces allowed: where a k < 1 is, for the caret.
+_CHECKPOINT_INT = re.compile(r"\s*checkpoint\s*\(\s*(-?[0-9]+)\s*\)\s*")
 
 
-def _check_backward(backward: str | None) -> str | None:
-    """Validate a backward override with the runtime's own parser; bare `checkpoint` is k=1."""
-    from odedsl.diagnostics import Diagnostic, DslError, SourceFile, Span
-    from odedsl.runtime.modes import parse_backward
+def _check_backward(backward: BackwardSpec | None) -> BackwardMode | None:
+    """Parse a backward override with the runtime's own parser, so that ``compile`` takes the
+    forms a stage's ``backward_mode`` and an exported ``build()`` take, with their messages: a
+    wrong type is their TypeError, a bad value a :class:`DslValueError` (a ValueError too)."""
+    from odedsl.diagnostics import Diagnostic, DslValueError, SourceFile, Span, did_you_mean
 
     if backward is None:
         return None
-    if not isinstance(backward, str):
-        raise TypeError(f"backward must be a string such as 'invert', got {backward!r}")
-    found = _CHECKPOINT_INT.fullmatch(backward)
-    if found and int(found.group(1)) < 1:
-        # shown like a spec error: the override's text, a caret on k and a hint
-        source = SourceFile("<backward>", backward)
-        start, end = found.span(1)
-        raise DslError(
-            [
-                Diagnostic(
-                    "E205",
-                    f"backward {backward!r}: the segment length k of checkpoint(k) must be a "
-                    f"positive integer, got {int(found.group(1))}",
-                    Span(source, 1, start + 1, 1, end + 1),
-                    "checkpoint(k) keeps the state every k layers and recomputes the rest: "
-                    "k = 1 keeps them all, e.g. checkpoint(4)",
-                )
-            ]
-        )
-    text = backward.replace(" ", "")
     try:
-        return str(parse_backward("checkpoint(1)" if text == "checkpoint" else text))
-    except (TypeError, ValueError):
-        pass
-    raise DslError(
-        [
-            Diagnostic(
-                "E230",
-                f"unknown backward mode {backward!r}",
-                None,
-                "expected store, invert or checkpoint(k)",
-            )
-        ]
-    )
+        return parse_backward(backward)
+    except ValueError as exc:
+        message = str(exc)
+    if "the segment length k" in message:
+        # k < 1, shown like the spec's clause shows it: the override's text and a caret on k
+        found = _CHECKPOINT_INT.fullmatch(backward) if isinstance(backward, str) else None
+        span = None
+        if found:
+            start, end = found.span(1)
+            span = Span(SourceFile("<backward>", backward), 1, start + 1, 1, end + 1)
+        hint = (
+            "checkpoint(k) keeps the state every k layers and recomputes the rest: "
+            "k = 1 keeps them all, e.g. checkpoint(4)"
+        )
+        raise DslValueError([Diagnostic("E205", message, span, hint)]) from None
+    text = str(backward).replace(" ", "")
+    if text.startswith("checkpoint("):
+        hint = "k counts layers: a whole number in ASCII digits, e.g. checkpoint(4)"
+    else:
+        hint = did_you_mean(text, ("store", "invert", "checkpoint")) or ""
+    raise DslValueError([Diagnostic("E230", message, None, hint or None)]) from None

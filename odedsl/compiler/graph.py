@@ -13,8 +13,8 @@ import torch
 from torch import fx, nn
 
 from odedsl.compiler.layers import build_sequence
-from odedsl.diagnostics import Diagnostic, DslError
-from odedsl.runtime import OdeStage, WeightSchedule
+from odedsl.diagnostics import Diagnostic, DslError, DslValueError
+from odedsl.runtime import BackwardMode, OdeStage, WeightSchedule
 from odedsl.spec.fingerprint import weights_fingerprint
 from odedsl.spec.model import SectionSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
@@ -35,14 +35,17 @@ def backward_of(stage: StageSpec) -> str:
     return stage.backward
 
 
-def build_stage(spec: ValidatedSpec, stage: StageSpec, backward: str | None = None) -> OdeStage:
-    """The runtime module of one stage, with fresh parameters."""
+def build_stage(
+    spec: ValidatedSpec, stage: StageSpec, backward: BackwardMode | None = None
+) -> OdeStage:
+    """The runtime module of one stage, with fresh parameters; ``backward`` overrides its mode."""
     integrator = spec.integrators[stage.integrator]
     program = integrator.program(stage.integrator_params)
     factories = {name: partial(build_sequence, seq) for name, seq in stage.residuals.items()}
-    mode = backward or backward_of(stage)
-    if mode == "invert" and stage.inverse == "none":
-        raise DslError(
+    mode = backward if backward is not None else backward_of(stage)
+    if str(mode) == "invert" and stage.inverse == "none":
+        # a ValueError too, as the stage itself (and so an exported build()) refuses it
+        raise DslValueError(
             [
                 Diagnostic(
                     "E231",
@@ -79,7 +82,7 @@ def emit_stage(
     x: fx.Node,
     part: StageSpec,
     spec: ValidatedSpec,
-    backward: str | None,
+    backward: BackwardMode | None,
 ) -> fx.Node:
     root.add_module(part.name, build_stage(spec, part, backward))
     node = graph.call_module(part.name, (x,))
@@ -89,7 +92,7 @@ def emit_stage(
 
 
 def build_graph_module(
-    spec: ValidatedSpec, *, backward: str | None = None, dtype: torch.dtype | None = None
+    spec: ValidatedSpec, *, backward: BackwardMode | None = None, dtype: torch.dtype | None = None
 ) -> fx.GraphModule:
     net = spec.network
     root = nn.Module()

@@ -415,6 +415,7 @@ def _imports(ctx: ModelContext, vendored: Vendored | None) -> Code:
     if vendored is None:
         used = set(ctx.used) - {"zero_init"}
         used |= {"CoefficientProbe", "IntegratorProgram", "Step", "State", "ResidualCall"}
+        used.add("parse_backward")  # build() checks its backward before making any layer
         for sc in ctx.step_classes:
             text = sc.step + (sc.first or "")
             used |= {n for n in ("AffineUpdate", "SwapUpdate") if n in text}

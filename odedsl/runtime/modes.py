@@ -109,19 +109,23 @@ class _Segment:
 
 
 _FORMS = "'store', 'invert', 'checkpoint(k)' or ('checkpoint', k) with an integer k >= 1"
-_CHECKPOINT_K = re.compile(r"checkpoint\(([0-9]{1,100})\)")  # ASCII digits only
+_CHECKPOINT_K = re.compile(r"checkpoint\((-?[0-9]{1,100})\)")  # ASCII digits only
 
 
 def parse_backward(spec: BackwardSpec) -> BackwardMode:
-    """``"store"``, ``"invert"``, ``("checkpoint", k)``, ``"checkpoint(k)"`` or a mode object.
+    """``"store"``, ``"invert"``, ``"checkpoint(k)"``, ``("checkpoint", k)`` or a mode object;
+    a bare ``"checkpoint"`` is ``checkpoint(1)``, as in a spec.
 
     ``k`` is an ``int`` (not a bool) or ASCII digits; anything else is a TypeError (wrong
-    type) or ValueError (unknown text) naming the accepted forms.
+    type) or ValueError (unknown text, or k < 1) naming the accepted forms. ``odedsl.compile``
+    parses its ``backward`` here too: its diagnostics carry these messages.
     """
     if isinstance(spec, Store | Checkpoint | Invert):
         return spec
     if isinstance(spec, tuple) and len(spec) == 2 and spec[0] == "checkpoint":
-        return Checkpoint(spec[1])
+        if not isinstance(spec[1], int) or isinstance(spec[1], bool):
+            return Checkpoint(spec[1])  # its TypeError
+        return _checkpoint(spec[1], spec)
     if not isinstance(spec, str):
         raise TypeError(f"backward mode must be {_FORMS}, or a mode object; got {spec!r}")
     text = spec.replace(" ", "")
@@ -129,7 +133,18 @@ def parse_backward(spec: BackwardSpec) -> BackwardMode:
         return Store()
     if text == "invert":
         return Invert()
+    if text == "checkpoint":
+        return Checkpoint(1)
     found = _CHECKPOINT_K.fullmatch(text)
     if found:
-        return Checkpoint(int(found.group(1)))
+        return _checkpoint(int(found.group(1)), spec)
     raise ValueError(f"unknown backward mode {spec!r}; expected {_FORMS}")
+
+
+def _checkpoint(k: int, spec: BackwardSpec) -> Checkpoint:
+    if k < 1:
+        raise ValueError(
+            f"backward {spec!r}: the segment length k of checkpoint(k) must be a positive "
+            f"integer, got {k}"
+        )
+    return Checkpoint(k)

@@ -120,8 +120,8 @@ class OdeStage(nn.Module):
         mode = parse_backward(spec)
         if isinstance(mode, Invert) and self.kind == "none":
             raise ValueError(
-                f"stage {self.name!r}: integrator {self.program.name!r} has no inverse; "
-                "use backward store or checkpoint(k)"
+                f"stage {self.name!r}: integrator {self.program.name!r} has no inverse, so "
+                "backward=invert is not available; use backward store or checkpoint(k)"
             )
         self._check_coefficients(self.depth, self.h, mode)
         self._mode = mode

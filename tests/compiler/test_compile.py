@@ -126,7 +126,7 @@ def test_bad_backward_override_is_a_dsl_error() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"backward": 1}, "backward must be a string"),
+        ({"backward": 1}, "backward mode must be .store., .invert., .checkpoint"),
         ({"dtype": "float64"}, r"dtype must be a torch\.dtype"),
         ({"limits": "x"}, r"limits must be an odedsl\.Limits"),
         ({"network": 1}, r"network must be the name of a network \(str\)"),

@@ -139,6 +139,52 @@ def test_build_refuses_a_bad_dtype_or_parameter_as_compile_does(
     assert build(depth=3, dtype=torch.float64).a.f[0].linear1.weight.dtype == torch.float64
 
 
+#: Backward overrides: forms one face took and the other refused, bad values that each face
+#: worded its own way, and ``invert``, whose inverse of ``to_one`` fails at the last layer.
+BACKWARDS = (
+    "checkpoint",
+    ("checkpoint", 2),
+    " checkpoint( 3 ) ",
+    "store",
+    "invert",
+    "",
+    "chekpoint",
+    "checkpoint(0)",
+    "checkpoint(-1)",
+    "checkpoint(1.5)",
+    ("checkpoint", 0),
+    ("checkpoint", True),
+    3,
+)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_build_takes_and_refuses_the_backward_modes_compile_does(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """build(backward=("checkpoint", 2)) was taken where compile wanted a string, and compile's
+    bare "checkpoint" (k = 1, as in a spec) refused by build; a bad mode was a DslError from
+    compile, which no ``except ValueError`` caught, and build's ValueError said it otherwise
+    (checkpoint(-1) an unknown mode, not a k out of range); build(backward="") was store."""
+    build = coef[variant].build
+    for backward in BACKWARDS:
+        want = _outcome(lambda b: odedsl.compile(COEF, backward=b), backward)
+        assert _outcome(lambda b: build(backward=b), backward) == want, backward
+
+
+def _outcome(make: Callable[[Any], Any], backward: object) -> tuple[object, ...]:
+    """Each stage's mode, or the error's kind and message (a DslError's diagnostics' own)."""
+    try:
+        model = make(backward)
+    except odedsl.DslError as exc:
+        assert isinstance(exc, ValueError), exc  # as the runtime's refusal
+        (d,) = exc.diagnostics
+        return ValueError, d.message
+    except (TypeError, ValueError) as exc:
+        return TypeError if isinstance(exc, TypeError) else ValueError, str(exc)
+    return tuple(str(s.backward_mode) for s in (model.a, model.b, model.c))
+
+
 CALLER = """\
 import torch
 

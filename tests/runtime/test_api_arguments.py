@@ -4,6 +4,8 @@ real int; ``expand_state_dict`` keeps to the depth limit of ``set_depth`` before
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ FORMS = r"'store', 'invert', 'checkpoint\(k\)' or \('checkpoint', k\)"
         ("invert", Invert()),
         ("checkpoint(3)", Checkpoint(3)),
         (" checkpoint( 12 ) ", Checkpoint(12)),
+        ("checkpoint", Checkpoint(1)),  # as the spec's `backward checkpoint` and compile read it
         (("checkpoint", 2), Checkpoint(2)),
         (Checkpoint(5), Checkpoint(5)),
     ],
@@ -51,7 +54,6 @@ def test_checkpoint_k_must_be_a_real_int(spec: tuple) -> None:
         "checkpoint(３)",  # fullwidth three
         "checkpoint(²)",  # isdigit() but int() fails
         "checkpoint(" + "9" * 5000 + ")",  # past int()'s digit limit
-        "checkpoint(-1)",
         "checkpoint(1.5)",
         "checkpoint()",
         "sideways",
@@ -68,9 +70,12 @@ def test_a_mode_of_the_wrong_type_names_the_accepted_forms(spec: object) -> None
         parse_backward(spec)  # type: ignore[arg-type]
 
 
-def test_checkpoint_zero_is_a_value_error() -> None:
-    with pytest.raises(ValueError, match="k >= 1"):
-        parse_backward("checkpoint(0)")
+@pytest.mark.parametrize("spec", ["checkpoint(0)", "checkpoint(-1)", ("checkpoint", 0)])
+def test_checkpoint_k_below_1_is_a_value_error_in_compiles_words(spec: object) -> None:
+    """As ``odedsl.compile`` says it (E205): ``checkpoint(-1)`` was an unknown mode here."""
+    want = rf"^backward {re.escape(repr(spec))}: the segment length k of checkpoint\(k\) must"
+    with pytest.raises(ValueError, match=want + r" be a positive integer, got -?[01]$"):
+        parse_backward(spec)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="k >= 1"):
         Checkpoint(-2)
 
