@@ -34,7 +34,8 @@ def compile(
     ``params`` override the network's parameters (``depth=64``); ``backward`` overrides every
     stage's mode (``"store"``, ``"invert"``, ``"checkpoint(4)"``, or any form a stage's
     ``backward_mode`` takes, as an exported ``build()`` does); ``dtype`` casts parameters.
-    The module's ``input_shape`` is the input shape without the batch dimension.
+    The module's ``input_shape`` and ``output_shape`` are those of one example, without the
+    batch dimension.
     """
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float64, got {dtype!r}")

@@ -19,9 +19,10 @@ from odedsl.spec.fingerprint import weights_fingerprint
 from odedsl.spec.model import SectionSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
 
-#: What :func:`build_graph_module` sets on the module: a stage of one of these names was a
-#: TypeError ("cannot assign 'str' as child module") instead of a located error.
-MODEL_ATTRIBUTES = ("input_shape", "network_name", "weights_fingerprint")
+#: What :func:`build_graph_module` sets on the module, as an exported network class has them
+#: (``odedsl.export.context.CLASS_ATTRIBUTES``): a stage of one of these names was a TypeError
+#: ("cannot assign 'str' as child module") instead of a located error.
+MODEL_ATTRIBUTES = ("input_shape", "output_shape", "network_name", "weights_fingerprint")
 
 
 def class_name(network: str) -> str:
@@ -119,6 +120,7 @@ def build_graph_module(
     graph.lint()
     gm = fx.GraphModule(root, graph, class_name=class_name(net.name))
     gm.input_shape = tuple(net.input_shape)  # type: ignore[assignment]
+    gm.output_shape = tuple(net.output_shape)  # type: ignore[assignment]
     gm.network_name = net.name  # type: ignore[assignment]
     # what save_checkpoint writes and load_checkpoint compares (odedsl.spec.fingerprint)
     gm.weights_fingerprint = weights_fingerprint(net)  # type: ignore[assignment]
@@ -126,6 +128,7 @@ def build_graph_module(
     # (copy.deepcopy dropped these attributes; pickle keeps them anyway)
     gm.meta.setdefault("_user_preserved_attributes", {}).update(
         input_shape=gm.input_shape,
+        output_shape=gm.output_shape,
         network_name=gm.network_name,
         weights_fingerprint=gm.weights_fingerprint,
     )

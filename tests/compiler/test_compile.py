@@ -154,7 +154,9 @@ def test_state_dict_round_trip() -> None:
     torch.testing.assert_close(a(x), b(x))
 
 
-@pytest.mark.parametrize("name", ["input_shape", "network_name", "weights_fingerprint"])
+@pytest.mark.parametrize(
+    "name", ["input_shape", "output_shape", "network_name", "weights_fingerprint"]
+)
 def test_a_stage_named_like_a_model_attribute_is_a_located_error(name: str) -> None:
     """compile sets these on the module: such a stage was torch's TypeError "cannot assign
     'str' as child module", unlocated."""

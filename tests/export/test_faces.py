@@ -4,6 +4,7 @@ same kinds of error and the same messages."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 import odedsl
+from odedsl.export.context import CLASS_ATTRIBUTES
 
-from .helpers import import_file, write
+from .helpers import SPECS, import_file, small_params, write
 
 #: Two user integrators whose coefficients read t: ``to_one``'s inverse meets 1 / (1 - t) at
 #: the last layer (t + h = 1), ``half``'s forward 1 / (t - 1/2) at even depths; and a stage of
@@ -137,6 +139,26 @@ def test_build_refuses_a_bad_dtype_or_parameter_as_compile_does(
     with pytest.raises(TypeError, match=r"^depth='3': parameter 'depth' is int$"):
         build(depth="3")
     assert build(depth=3, dtype=torch.float64).a.f[0].linear1.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["resnet", "linear_resnet", "hamiltonian"])
+def test_the_compiled_model_has_the_attributes_of_the_exported_class(
+    name: str, tmp_path: Path
+) -> None:
+    """The exported class had an ``output_shape`` the compiled model lacked (a deepcopy too)."""
+    from odedsl.compiler.graph import MODEL_ATTRIBUTES
+
+    assert sorted(MODEL_ATTRIBUTES) == sorted(CLASS_ATTRIBUTES)  # and stages may not take them
+    path = SPECS / f"{name}.ode"
+    params = small_params(path)
+    files = write(path, tmp_path, **params)
+    gen = import_file(next(iter(files.values()))).build()
+    compiled = odedsl.compile(path, **params)
+    for model in (compiled, copy.deepcopy(compiled)):
+        for attr in CLASS_ATTRIBUTES:
+            assert getattr(model, attr) == getattr(gen, attr), attr
+    assert compiled(torch.randn(2, *compiled.input_shape)).shape[1:] == compiled.output_shape
+    assert list(compiled.state_dict()) == list(gen.state_dict())
 
 
 #: Backward overrides: forms one face took and the other refused, bad values that each face
