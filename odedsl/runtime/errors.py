@@ -6,6 +6,26 @@ carries the stage name and, where known, the layer, so the message points at the
 
 from __future__ import annotations
 
+import os
+
+#: False in a standalone file (``odedsl build --standalone``), which carries this runtime
+#: without odedsl: its messages then name the file's own copies of the runtime's functions,
+#: and odedsl's commands as needing odedsl installed.
+WITH_ODEDSL = __name__.startswith("odedsl.")
+
+
+def runtime_name(name: str) -> str:
+    """How a message names a function or class of the runtime: ``odedsl.runtime.<name>``, or,
+    in a standalone file, the copy that file defines."""
+    if WITH_ODEDSL:
+        return f"odedsl.runtime.{name}"
+    return f"{name} (defined in {os.path.basename(__file__)})"
+
+
+def odedsl_command(command: str) -> str:
+    """An ``odedsl`` command in a message; a standalone file's user may not have odedsl."""
+    return f"`{command}`" if WITH_ODEDSL else f"`{command}` (with odedsl installed)"
+
 
 class NumericalFault(RuntimeError):
     """A non-finite or drifting value in a stage, found at ``layer`` (``None``: unknown);

@@ -14,7 +14,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from odedsl.runtime.errors import InversionDriftError, InversionDriftWarning, NumericalFault
+from odedsl.runtime.errors import (
+    InversionDriftError,
+    InversionDriftWarning,
+    NumericalFault,
+    odedsl_command,
+)
 from odedsl.runtime.program import EXACT_KINDS
 
 CHECK_INVERSE_ENV = "ODEDSL_CHECK_INVERSE"
@@ -35,8 +40,8 @@ NON_FINITE_HINTS = {
     "state reconstructed by invert backward": (
         "the forward pass was finite, so the inverse made it: rounding amplified by an "
         "ill-conditioned inverse, or weights changed in place between forward and backward; "
-        "use backward checkpoint(k) or store for this stage (`odedsl gradcheck` measures the "
-        "modes against each other)"
+        "use backward checkpoint(k) or store for this stage "
+        f"({odedsl_command('odedsl gradcheck SPEC')} measures the modes against each other)"
     ),
 }
 

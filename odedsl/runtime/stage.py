@@ -39,6 +39,8 @@ from odedsl.runtime.errors import (
     NumericalFault,
     ShardedResidualError,
     TracedStageWarning,
+    odedsl_command,
+    runtime_name,
 )
 from odedsl.runtime.guard import FiniteTracker, forward_check_enabled
 from odedsl.runtime.invert import AnchorPlan, forget_measurements
@@ -187,8 +189,8 @@ class OdeStage(nn.Module):
         ):
             raise ValueError(
                 f"stage {self.name!r}: {self.schedule} weights have one slot per layer, so the "
-                "depth cannot change in place; use odedsl.runtime.expand_state_dict to build a "
-                "deeper network"
+                f"depth cannot change in place; use {runtime_name('expand_state_dict')} to "
+                "build a deeper network"
             )
         h = self.h if self._step_given else 1.0 / depth
         self._check_coefficients(depth, h, self._mode)
@@ -522,10 +524,11 @@ def _say_approximate(stage: OdeStage) -> None:
             f"stage '{stage.name}': backward invert rebuilds the states of integrator "
             f"'{stage.program.name}' by its reverse-time scheme (Sander et al. 2022), "
             "so its gradients approximate exact backprop's, with an error that falls with "
-            "the depth\n  hint: measure it with `odedsl gradcheck SPEC` (each stage's error "
-            "against exact backprop); for exact gradients use backward checkpoint(k) or a "
-            "reversible integrator (midpoint, leapfrog, hamiltonian, reversible_heun, "
-            "momentum); this warning is an odedsl.runtime.ApproximateGradientWarning",
+            f"the depth\n  hint: measure it with {odedsl_command('odedsl gradcheck SPEC')} "
+            "(each stage's error against exact backprop, or compare the gradients with those "
+            "of backward store on a batch); for exact gradients use backward checkpoint(k) or "
+            "a reversible integrator (midpoint, leapfrog, hamiltonian, reversible_heun, "
+            f"momentum); this warning is an {runtime_name('ApproximateGradientWarning')}",
             stage=stage.name,
         ),
         stacklevel=_outside_the_libraries(),

@@ -4,6 +4,7 @@ same kinds of error and the same messages."""
 
 from __future__ import annotations
 
+import ast
 import copy
 from collections.abc import Callable
 from pathlib import Path
@@ -233,6 +234,48 @@ def test_the_approximate_gradient_warning_points_at_the_callers_line(
     # (a standalone file's warning class is its own copy)
     (warning,) = [w for w in caught if w.category.__name__ == "ApproximateGradientWarning"]
     assert (warning.filename, warning.lineno) == (str(caller), 5)
+    if variant == "standalone":  # its reader may not have odedsl, nor odedsl.runtime's class
+        text = str(warning.message)
+        assert "`odedsl gradcheck SPEC` (with odedsl installed)" in text
+        assert "this warning is an ApproximateGradientWarning (defined in coef.py)" in text
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_standalone_file_names_no_odedsl_function_as_if_it_were_there(
+    coef: dict[str, ModuleType], variant: str
+) -> None:
+    """A standalone file's refusals named what its user may not have: set_depth of untied
+    weights odedsl.runtime.expand_state_dict (the file has its own copy), build() a rebuild
+    with `odedsl build` that left out --standalone; and every `odedsl ...` command in its
+    messages now says it needs odedsl installed."""
+    gen = coef[variant]
+    a = gen.build().a
+    untied = gen.OdeStage(
+        "u",
+        a.program,
+        {"f": lambda: torch.nn.Linear(3, 3)},
+        2,
+        schedule=gen.WeightSchedule("untied"),
+    )
+    refusals = [
+        _refusal(lambda s: s.set_depth(3), untied),
+        _refusal(lambda b: b(depth=4), gen.build),
+    ]
+    if variant == "plain":
+        assert "use odedsl.runtime.expand_state_dict to build" in refusals[0][1]
+        assert refusals[1][1].endswith("run `odedsl build coef.ode --set depth=4`")
+        return
+    assert "use expand_state_dict (defined in coef.py) to build" in refusals[0][1]
+    assert refusals[1][1].endswith(
+        "regenerate it with odedsl installed: `odedsl build coef.ode --standalone --set depth=4`"
+    )
+    tree = ast.parse(Path(gen.__file__).read_text(encoding="utf-8"))
+    docs = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}  # docstrings
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr | ast.Constant) and id(node) not in docs:
+            parts = node.values if isinstance(node, ast.JoinedStr) else [node]
+            text = "".join(str(v.value) for v in parts if isinstance(v, ast.Constant))
+            assert "`odedsl " not in text or "odedsl installed" in text, text
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
