@@ -4,8 +4,11 @@ circular import. Modules only in the current directory (an earlier build's files
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from odedsl.cli.main import main
 from odedsl.export import context
 from odedsl.export.context import PACKAGES, shadows
+
+from .helpers import import_file
 
 STAGE = "stage s = ode(2) { integrator euler residual { linear(4) } }"
 
@@ -117,3 +122,51 @@ def test_a_rebuild_into_a_folder_on_the_path_is_not_its_own_shadow(
     assert main(["build", str(spec), "-o", str(out), "--force"]) == 0
     (out / "odedsl_on_path.py").write_text("x = 1\n")  # a module that is not our output
     assert shadows("odedsl_on_path")
+
+
+def _bound(tree: ast.Module) -> list[str]:
+    """The names a module binds at its top level (imports, definitions, assignments)."""
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names += [a.asname or a.name.partition(".")[0] for a in node.names]
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return names
+
+
+def test_a_network_named_like_a_training_script_name_does_not_rebind_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Networks ``f`` and ``path`` gave classes ``F`` and ``Path``, imported by name into
+    the training script over ``torch.nn.functional as F`` and ``pathlib.Path``: its first
+    loss (``F.cross_entropy``) or its ``--out`` default failed. Every class-like name the
+    script binds, as a network's class, must leave the script's names bound once."""
+    assert main(["build", str(_spec(tmp_path, "probe")), "-o", str(tmp_path / "probe")]) == 0
+    script = ast.parse((tmp_path / "probe" / "train_probe.py").read_text())
+    classlike = sorted(
+        {n for n in _bound(script) if (n[:1].isupper() and not n.isupper()) or n == "F"}
+    )
+    assert {"F", "Path", "DataLoader", "Tensor"} <= set(classlike)
+    built = []
+    for name in classlike:
+        network = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+        out = tmp_path / network
+        if main(["build", str(_spec(tmp_path, network)), "-o", str(out)]) != 0:
+            continue  # a name of the network file itself: refused there (E260)
+        train = ast.parse((out / f"train_{network}.py").read_text())
+        bound = _bound(train)
+        assert sorted(n for n in set(bound) if bound.count(n) > 1) == [], network
+        built.append(network)
+    capsys.readouterr()
+    assert {"f", "path", "data_loader"} <= set(built)
+    for network in ("f", "path"):  # and the scripts run
+        monkeypatch.syspath_prepend(str(tmp_path / network))
+        monkeypatch.delitem(sys.modules, network, raising=False)
+        script_module = import_file(tmp_path / network / f"train_{network}.py")
+        args = ["--epochs", "1", "--samples", "4", "--batch-size", "2", "--log-every", "0"]
+        assert script_module.main([*args, "--out", str(tmp_path / f"run_{network}")]) == 0
+        sys.modules.pop(network, None)
+    assert capsys.readouterr().out.count("epoch 0: loss") == 2
