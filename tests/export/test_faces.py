@@ -290,3 +290,30 @@ def test_help_on_the_generated_classes_says_what_they_do(
         text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
         assert "Should be overridden" not in text and "Initialize internal Module" not in text
         assert "# ---" not in text
+
+
+TYPED = """\
+network typed(depth: int = 2, gamma: float = 1, on: bool = true) {
+    input vector[4]
+    stage body = ode(depth) { integrator euler residual linear(4) }
+}
+"""
+
+
+def test_build_checks_parameter_types_as_compile_does(tmp_path: Path) -> None:
+    """build(on=1) was accepted (1 == True), and build(depth=3.5) or build(gamma=True) told
+    to regenerate with a value that compile then refuses; a whole float for an int and an int
+    for a float pass, as in compile."""
+    spec = tmp_path / "typed.ode"
+    spec.write_text(TYPED)
+    build = import_file(write(spec, tmp_path / "out")["typed.py"]).build
+    for name, value in [("on", 1), ("depth", 3.5), ("depth", True), ("gamma", True)]:
+        with pytest.raises(odedsl.DslError) as err:
+            odedsl.compile(spec, **{name: value})
+        message = err.value.diagnostics[0].message
+        with pytest.raises(TypeError) as got:
+            build(**{name: value})
+        assert str(got.value) == message
+    for name, value in [("depth", 2.0), ("gamma", 1), ("on", True)]:
+        odedsl.compile(spec, **{name: value})
+        build(**{name: value})
