@@ -11,6 +11,7 @@ same top-level name are refused, so a runtime change that breaks the merge fails
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import sys
 import textwrap
@@ -193,7 +194,14 @@ class Vendored:
 
 
 def vendor(roots: tuple[str, ...] = ROOTS) -> Vendored:
-    """Concatenate the runtime modules ``roots`` need (see the module docstring)."""
+    """Concatenate the runtime modules ``roots`` need (see the module docstring); once per
+    process and runtime folder (half a second of parsing, the same for every build)."""
+    return _vendor(roots, RUNTIME_DIR)
+
+
+@functools.cache
+def _vendor(roots: tuple[str, ...], runtime_dir: Path) -> Vendored:
+    """:func:`vendor`; ``runtime_dir`` (what ``_load`` reads) is part of the cache key."""
     modules = _order(roots)
     owner: dict[str, str] = {}
     for m in modules:

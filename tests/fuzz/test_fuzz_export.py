@@ -24,10 +24,8 @@ Default run: 10 examples of at most two stages. ``pytest -m slow``: 300 of up to
 
 from __future__ import annotations
 
-import functools
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -51,15 +49,10 @@ FACES = ("plain", "standalone")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _warm() -> Iterator[None]:
-    """Import torch and build the parser once, so timings measure checking, not imports; and
-    copy the runtime for standalone builds once: ``vendor()`` reads and merges the same
-    ``odedsl/runtime`` sources for every spec (half a second each time), and
-    ``render_files`` copies the result's imports before adding its own."""
+def _warm() -> None:
+    """Import torch and build the parser once, so timings measure checking, not imports
+    (standalone builds copy the runtime once per process: ``export.vendor``)."""
     odedsl.load_spec(Path(__file__).parents[2] / "specs" / "resnet.ode")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(odedsl.export, "vendor", functools.cache(odedsl.export.vendor))
-        yield
 
 
 def _is_stage(module: nn.Module) -> bool:
