@@ -18,7 +18,7 @@ test images, a task hard enough that how well the optimiser descends shows in th
 loss and the accuracy. Also reported: the training loss over the whole training set at the end.
 
     python examples/adjoint_accuracy_vs_depth.py           # ~3 min CPU (1 seed)
-    python examples/adjoint_accuracy_vs_depth.py --noise 1 --epochs 8 --seeds 0 1 2  # ~20 min
+    python examples/adjoint_accuracy_vs_depth.py --noise 1 --epochs 8 --seeds 0 1 2  # ~12 min
     python examples/adjoint_accuracy_vs_depth.py --quick   # seconds
 """
 

@@ -23,7 +23,7 @@ The paper's GPU setting (the deepest Hamiltonian network, batch 128, 32×32 inpu
 is not available offline); it has not been run here.
 
     python examples/reversible_memory.py           # ~3.5 min CPU, 3.3 GiB peak RSS (in the JSON)
-    python examples/reversible_memory.py --quick   # seconds: memory at 10/100/1000, 2 steps ≤ 100
+    python examples/reversible_memory.py --quick   # ~1 min: memory at 10/100/1000, 2 steps ≤ 100
 """
 
 from __future__ import annotations
