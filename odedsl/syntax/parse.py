@@ -200,6 +200,23 @@ def _syntax_diagnostic(exc: UnexpectedInput, source: SourceFile) -> Diagnostic:
         )
     if isinstance(exc, UnexpectedCharacters):
         char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
+        if char == '"':  # no STRING token starts here: left open, or holding a backslash
+            rest = source.text[exc.pos_in_stream + 1 :].split("\n", 1)[0]
+            if '"' not in rest:
+                return Diagnostic(
+                    "E100",
+                    "unterminated string",
+                    Span(source, line, col, line, col + 1),
+                    "a string ends on the line it starts on: add the closing '\"'",
+                )
+            if "\\" in rest[: rest.index('"')]:
+                at = col + 1 + rest.index("\\")
+                return Diagnostic(
+                    "E100",
+                    "a backslash in a string",
+                    Span(source, line, at, line, at + 1),
+                    "strings take no escapes or backslashes: write paths with '/'",
+                )
         return Diagnostic(
             "E100",
             f"unexpected character {char!r}",

@@ -165,6 +165,20 @@ def test_syntax_errors_are_located(text: str, line: int, col: int, message: str)
     assert "^" in rendered
 
 
+def test_unterminated_string_is_named_as_such() -> None:
+    """A string left open is not an "unexpected character" whose hint says to use double
+    quotes (it does): the error names the open string and how to close it."""
+    with pytest.raises(DslError) as err:
+        parse('import "blocks.ode\nnetwork n() { }', "bad.ode")
+    d = err.value.diagnostics[0]
+    assert (d.message, d.span.line, d.span.column) == ("unterminated string", 1, 8)
+    assert "closing" in (d.hint or "")
+    with pytest.raises(DslError) as err:
+        parse('import "sub\\blocks.ode"', "bad.ode")
+    d = err.value.diagnostics[0]
+    assert (d.message, d.span.line, d.span.column) == ("a backslash in a string", 1, 12)
+
+
 def test_rendered_error_has_caret_under_the_token() -> None:
     with pytest.raises(DslError) as err:
         parse("network n() {\n    stem { conv2d(3,,) }\n}", "x.ode")
