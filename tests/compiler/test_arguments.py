@@ -83,6 +83,18 @@ def test_compile_refuses_a_checkpoint_k_that_is_not_ascii_digits(backward: str) 
     assert str(odedsl.compile(SPEC, backward="checkpoint(2)").body.backward_mode) == "checkpoint(2)"
 
 
+def test_a_misspelt_backward_override_suggests_the_mode() -> None:
+    """`--backward invrt` said only "expected store, invert or checkpoint(k)", where the spec's
+    `backward invrt` asks "did you mean 'invert'?"."""
+    with pytest.raises(DslError) as err:
+        odedsl.compile(SPEC, backward="invrt")
+    (d,) = err.value.diagnostics
+    assert d.hint is not None and d.hint.startswith("did you mean 'invert'?")
+    with pytest.raises(DslError) as err:
+        odedsl.compile(SPEC, backward="sideways")
+    assert "expected 'store', 'invert', 'checkpoint(k)'" in err.value.diagnostics[0].message
+
+
 @pytest.mark.parametrize(
     ("backward", "column", "value"),
     [("checkpoint(0)", 12, "0"), (" checkpoint( -3 )", 14, "-3"), ("checkpoint(00)", 12, "00")],
