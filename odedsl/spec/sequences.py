@@ -336,12 +336,12 @@ def _layer_args(
                     f"pass it, e.g. `{kind.name}({loc}=...)`",
                 )
             else:
-                ctx.diags.error(
-                    "E202",
-                    f"{kind.name}: argument '{loc}': {message}",
-                    where,
-                    _allowed_hint(kind, loc),
-                )
+                hint = _allowed_hint(kind, loc)
+                found = e.get("input")
+                if e["type"] == "int_type" and isinstance(found, float) and found.is_integer():
+                    # `linear(d / 2)`: a block's int parameter takes 4.0, a layer's does not
+                    hint += f"; this is {found:g}.0, a float: `/` divides to a float, `//` does not"
+                ctx.diags.error("E202", f"{kind.name}: argument '{loc}': {message}", where, hint)
         return None, spans
 
 

@@ -138,6 +138,8 @@ TEXT_CASES = [
         "E202",
         ["stride is a whole number ≥ 1 and ≤ 64"],
     ),
+    # `width / 2` is 8.0: a block's int parameter takes it, a layer's argument does not
+    ("arg-div", edit("linear(10) => linear(width / 2)"), "E202", ["a float: `/`", "`//`"]),
     ("arg-float", edit("flatten linear => flatten dropout(2) linear"), "E202", ["≥ 0 and < 1"]),
     ("arg-bool", edit("linear(10) => linear(10, bias=1)"), "E202", ["bias is true or false"]),
     (
