@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
+from odedsl.diagnostics import Diagnostic, DslError, did_you_mean
+from odedsl.integrators.library import standard_library
 from odedsl.limits import Limits
 from odedsl.runtime import ApproximateGradientWarning, OdeStage, Store
 from odedsl.runtime.calls import LayerCall, RunContext, keep_dtypes
@@ -321,6 +323,21 @@ def load_with_integrator(
     else:
         modules = load_with_imports(str(source), "<spec>", None, Path.cwd(), limits)
     main = modules[0].module
+    known = set(standard_library()) | {d.name for m in modules for d in m.module.integrators}
+    if integrator not in known:
+        # an option's name, not the spec's: located on the clause it replaces, the error had
+        # shown `integrator rk4` under "unknown integrator 'rk5'"
+        raise DslError(
+            [
+                Diagnostic(
+                    "E200",
+                    f"unknown integrator '{integrator}' (the one swapped into every stage)",
+                    None,
+                    did_you_mean(integrator, known)
+                    or f"the integrators are {', '.join(sorted(known))}",
+                )
+            ]
+        )
     networks = tuple(
         replace(net, items=tuple(_swap(item, integrator) for item in net.items))
         for net in main.networks

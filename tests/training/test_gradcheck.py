@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import odedsl
+from odedsl.diagnostics import DslError
 from odedsl.training.gradcheck import (
     compare,
     gradient_errors,
@@ -84,6 +85,16 @@ def test_integrator_swap_keeps_imports_and_network(specs: Path) -> None:
     spec = load_with_integrator(specs / "resnet.ode", "heun", depth=4)
     assert [s.integrator for s in spec.network.stages] == ["heun"]
     assert spec.network.name == "resnet"
+
+
+def test_an_unknown_swapped_integrator_is_the_option_s_error(specs: Path) -> None:
+    """`--integrator hamiltonain` was located on the spec's `integrator euler` clause (the
+    caret under `euler`, the message naming 'hamiltonain'): it is not the spec's error."""
+    with pytest.raises(DslError) as err:
+        load_with_integrator(specs / "resnet.ode", "hamiltonain", depth=4)
+    (d,) = err.value.diagnostics
+    assert d.span is None and "'hamiltonain'" in d.message
+    assert d.hint == "did you mean 'hamiltonian'?"
 
 
 def test_sweep_rows_and_slopes(specs: Path) -> None:
