@@ -192,14 +192,16 @@ class Diagnostics:
 
     def error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
         assert code in CODES, code
-        self._add(Diagnostic(code, message, span, hint))
+        self.add(Diagnostic(code, message, span, hint))
 
     def warning(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
         assert code in CODES, code
-        self._add(Diagnostic(code, message, span, hint, "warning"))
+        self.add(Diagnostic(code, message, span, hint, "warning"))
 
-    def _add(self, diagnostic: Diagnostic) -> None:
-        """Report once: an error inside a block body called 1,000 times is one error.
+    def add(self, diagnostic: Diagnostic) -> None:
+        """Report once: an error inside a block body called 1,000 times is one error (also
+        one an evaluation raised: a block argument that is not an int, in a residual that
+        serves both f and g, was reported twice when it was appended to ``items``).
 
         Spans compare by position only, so the file is part of the key: the same mistake at
         the same place of two files is two errors.

@@ -237,7 +237,7 @@ def bind_arguments(
         try:
             given[name] = (arg, _plain(evaluate(arg.value, env), arg.value.span))
         except EvalError as err:
-            diags.items.append(err.diagnostic)
+            diags.add(err.diagnostic)
             ok = False
     bound: dict[str, Value] = {}
     for p in params:
@@ -258,7 +258,7 @@ def bind_arguments(
                 )
                 ok = False
         except EvalError as err:
-            diags.items.append(err.diagnostic)
+            diags.add(err.diagnostic)
             ok = False
     return bound if ok else None
 
@@ -314,7 +314,7 @@ def _layer_args(
         try:
             value = evaluate(arg.value, env, symbols=True)
         except EvalError as err:
-            ctx.diags.items.append(err.diagnostic)
+            ctx.diags.add(err.diagnostic)
             ok = False
             continue
         raw[name] = value.name if isinstance(value, Symbol) else value

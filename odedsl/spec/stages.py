@@ -146,7 +146,7 @@ def _int(
     try:
         value = coerce(evaluate(expr, env), "int", expr.span)
     except EvalError as err:
-        diags.items.append(err.diagnostic)
+        diags.add(err.diagnostic)
         return None
     assert isinstance(value, int)
     if value < low:
@@ -229,7 +229,7 @@ def _integrator(
         try:
             value = coerce(evaluate(arg.value, env), declared[pname].type, arg.value.span)
         except EvalError as err:
-            diags.items.append(err.diagnostic)
+            diags.add(err.diagnostic)
             ok = False
             continue
         values[pname] = float(value)
@@ -250,7 +250,7 @@ def _step(clause: ast.Clause, env: Mapping[str, Value], diags: Diagnostics) -> f
     try:
         value = coerce(evaluate(clause.value, env), "float", clause.value.span)
     except EvalError as err:
-        diags.items.append(err.diagnostic)
+        diags.add(err.diagnostic)
         return None
     assert isinstance(value, float)
     if not 0 < value <= 1e3:

@@ -204,7 +204,7 @@ def _parameters(
                 ok = False
                 continue
         except EvalError as err:
-            diags.items.append(err.diagnostic)
+            diags.add(err.diagnostic)
             ok = False
             continue
         env[p.name] = value  # type: ignore[assignment]
@@ -326,7 +326,7 @@ def _input(
         try:
             value = coerce(evaluate(d, env), "int", d.span)
         except EvalError as err:
-            diags.items.append(err.diagnostic)
+            diags.add(err.diagnostic)
             return None, None
         bound = limits.max_width if i == 0 else limits.max_spatial
         if not 1 <= value <= bound:  # type: ignore[operator]

@@ -149,7 +149,8 @@ def load_with_imports(
                 child, tokens = parse_counted(child_text, name, limits=limits, budget=budget[0])
                 budget[0] -= tokens
             except DslError as err:
-                diags.items.extend(err.diagnostics)
+                for diagnostic in err.diagnostics:
+                    diags.add(diagnostic)
                 continue
             seen[target] = child
             loaded.append(LoadedModule(target, child))

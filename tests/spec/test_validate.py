@@ -177,6 +177,20 @@ def test_all_errors_of_a_file_at_once() -> None:
     assert [(c, ln) for c, ln, _, _ in found] == [("E201", 3), ("E201", 8)]
 
 
+def test_an_evaluation_error_in_a_residual_of_two_functions_is_reported_once() -> None:
+    """A Hamiltonian stage's one `residual` serves f and g: a block argument that is not an
+    int was reported twice, identically (evaluation errors bypassed the collector's dedup)."""
+    text = (
+        BASE.replace("integrator euler", "integrator hamiltonian").replace(
+            "residual { conv2d(width, kernel=3, padding=1) relu }", "residual half(width / 3)"
+        )
+        + "block half(c: int) { conv2d(c, kernel=3, padding=1) relu }\n"
+    )
+    found = errors(text)
+    assert [c for c, _, _, _ in found] == ["E204"], found
+    assert found[0][3].startswith("expected an int, got 2.66")
+
+
 def test_did_you_mean_hints() -> None:
     with pytest.raises(DslError) as err:
         load_spec(BASE.replace("batchnorm2d relu", "batchnorm2 relu"))
