@@ -16,12 +16,10 @@ Usage: ``python -m benchmarks.dropout_order`` (about a minute); prints a table, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +35,7 @@ from benchmarks.common import (
     markdown_table,
     write_json,
 )
+from odedsl.cli.argtypes import MAX_THREADS, ScriptParser, depth_in, int_in, out_folder, real_in
 from odedsl.runtime.replay import mix_seed
 
 SPEC = """network n(depth: int = 16) {
@@ -47,6 +46,7 @@ SPEC = """network n(depth: int = 16) {
     }
 }"""
 VARIANTS = ("none", "per layer", "per call")
+APPROXIMATE = ("euler", "heun", "rk4")  # the question is about their order
 
 
 @contextlib.contextmanager
@@ -80,13 +80,19 @@ def gradient_error(integrator: str, depth: int, p: float, seed: int, per_call: b
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--integrators", nargs="+", default=["euler", "heun", "rk4"])
-    ap.add_argument("--depths", nargs="+", type=int, default=[16, 64])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--p", type=float, default=0.2, help="the dropout rate")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=RESULTS / "dropout-order")
+    # bounded like the other benchmarks' options: `--seeds 0` was a traceback from max(),
+    # `--depths 0` or an integrator this residual cannot run one from the compiler
+    ap = ScriptParser(
+        prog="python -m benchmarks.dropout_order", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--integrators", nargs="+", choices=APPROXIMATE, default=list(APPROXIMATE))
+    ap.add_argument("--depths", nargs="+", type=depth_in(), default=[16, 64])
+    ap.add_argument("--seeds", type=int_in(1, 1000), default=3, help="seeds 0 … n-1 (3)")
+    ap.add_argument(
+        "--p", type=real_in(0.0, 1.0, high_open=True), default=0.2, help="the dropout rate"
+    )
+    ap.add_argument("--threads", type=int_in(1, MAX_THREADS), default=1)
+    ap.add_argument("--out", type=out_folder, default=RESULTS / "dropout-order")
     args = ap.parse_args(argv)
     configure_threads(args.threads)
     warnings.simplefilter("ignore")  # ApproximateGradientWarning: measuring it is the point

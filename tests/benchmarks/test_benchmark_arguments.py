@@ -355,3 +355,27 @@ def test_result_files_are_named_by_machine_and_options() -> None:
     assert result_tag(args) == f"{machine}-quick-unscaled"
     assert result_tag(modes.parse_args([])) == machine
     assert result_tag(compile_bench.parse_args(["--quick"])) == f"{machine}-quick"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--seeds", "0"], "--seeds"),  # was a traceback from max() after the parse
+        (["--depths", "0"], "--depths"),  # was the compiler's error
+        (["--integrators", "hamiltonian"], "--integrators"),  # its residual is not split
+        (["--p", "1"], "--p"),
+        (["--threads", "0"], "--threads"),
+        (["--out", "FILE"], "--out"),
+    ],
+)
+def test_dropout_order_refuses_a_bad_value_before_measuring(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import dropout_order
+
+    (tmp_path / "FILE").write_text("")
+    argv = [str(tmp_path / a) if a == "FILE" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        dropout_order.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and option in err and "Traceback" not in err, err
