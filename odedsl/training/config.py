@@ -256,6 +256,9 @@ class TrainResult:
     from_data: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
+    #: the batch ``activation_bytes`` was measured on: the batch size, or all the training
+    #: samples when there are fewer
+    activation_batch: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """What ``odedsl train --json`` prints (everything but the module)."""
@@ -271,6 +274,7 @@ class TrainResult:
             "backward": self.mode,
             "device": self.device,
             "activation_bytes": self.activation_bytes,
+            "activation_batch": self.activation_batch,
             "epochs": self.history,
             "config": self.config,
             "params": self.params,

@@ -173,6 +173,7 @@ class Trainer:
         self.elapsed = 0.0
         self.mode = mode_label(self.model)
         self.memory: dict[str, int] = {}
+        self.memory_batch = 0  # the samples memory was measured on: a batch, or all there are
         self.on_epoch_end: list[Any] = []
         self.meta: dict[str, Any] = {}  # written into checkpoints (overrides, network name)
         self.weights_meta = weights_meta(self.model)
@@ -267,8 +268,8 @@ class Trainer:
                 self.train_set, epoch_order(self.n_train, self.cfg.seed, 0), self.cfg.batch_size
             )
         )
-        autocast = self._autocast()
-        with autocast:
+        self.memory_batch = len(x)
+        with self._autocast():
             self.memory = activation_by_mode(self.model, x.to(self.device), MODES)
 
     def _autocast(self) -> Any:

@@ -112,7 +112,7 @@ def summary_table(result: TrainResult) -> Table:
     table.add_row("time", f"{result.seconds:.1f} s")
     table.add_row("parameters", f"{result.parameters:,}")
     table.add_row("device", result.device)
-    batch = result.config.get("batch_size")
+    batch = result.activation_batch or result.config.get("batch_size")
     for mode, nbytes in result.activation_bytes.items():
         label = f"activations, {result.mode} (this run)" if mode == "run" else f"  {mode}"
         table.add_row(f"{label}, batch {batch}", human_bytes(nbytes))

@@ -79,6 +79,19 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert set(data["activation_bytes"]) >= {"run", "invert"}
 
 
+def test_a_batch_larger_than_the_data_is_labelled_as_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--batch-size 5000 on the 1,438 training digits: memory is measured on the 1,438, and
+    the summary said "batch 5000"."""
+    args = ["train", RESNET, *SMALL, "--epochs", "1", "--batch-size", "5000", "--quiet"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "batch 1438" in out and "batch 5000" not in out
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["activation_batch"] == 1438 and log["config"]["batch_size"] == 5000
+
+
 def test_killed_run_resumes_exactly(tmp_path: Path) -> None:
     common = ["train", RESNET, *SMALL, "--epochs", "2", "--checkpoint-every", "7", "--quiet"]
     cut, full = tmp_path / "cut", tmp_path / "full"
