@@ -755,7 +755,7 @@ EXPORT_INTERNAL: dict[tuple[str, str], tuple[int, str]] = {
     ("export/graphcode.py", "render_graph"): (1, "graphs hold placeholders, calls and an output"),
     ("export/vendor.py", "_load"): (2, "the runtime's own imports, not a spec's"),
     ("export/vendor.py", "visit"): (1, "the runtime's own import graph"),
-    ("export/vendor.py", "vendor"): (1, "the runtime's own top-level names"),
+    ("export/vendor.py", "_vendor"): (1, "the runtime's own top-level names"),
     ("export/writer.py", "target_path"): (1, "file names are vetted network names plus .py"),
 }
 
