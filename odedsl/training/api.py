@@ -42,7 +42,7 @@ from odedsl.training.config import (
     resolve_device,
     wrong_type,
 )
-from odedsl.training.data import load_data
+from odedsl.training.data import TensorPairs, load_data
 from odedsl.training.loop import Trainer, evaluate
 from odedsl.training.model import FittedSpec, SpecSource, build_model, fit_spec
 
@@ -177,6 +177,11 @@ def train(
     notes = list(bundle.notes)
     if cfg.amp and trainer_device(cfg) != "cuda":
         notes.append(f"{option('amp', True)} applies to CUDA only; training in float32")
+    if cfg.workers and isinstance(bundle.train, TensorPairs):
+        notes.append(
+            f"{option('workers', cfg.workers)} applies to image folders; '{bundle.name}' is "
+            "held in memory and read in the training process"
+        )
     for note in notes:
         shown.print(f"[yellow]note:[/] {note}")
     if fitted.from_data and progress:

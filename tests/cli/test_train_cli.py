@@ -79,15 +79,16 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert set(data["activation_bytes"]) >= {"run", "invert"}
 
 
-def test_a_batch_larger_than_the_data_is_labelled_as_measured(
+def test_a_batch_larger_than_the_data_and_workers_on_digits_are_said(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--batch-size 5000 on the 1,438 training digits: memory is measured on the 1,438, and
-    the summary said "batch 5000"."""
+    the summary said "batch 5000". --workers on data held in memory is said to do nothing."""
     args = ["train", RESNET, *SMALL, "--epochs", "1", "--batch-size", "5000", "--quiet"]
-    assert main([*args, "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    assert main([*args, "--workers", "2", "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
     assert "batch 1438" in out and "batch 5000" not in out
+    assert "note: --workers 2 applies to image folders; 'digits' is held in memory" in err
     log = json.loads((tmp_path / "log.json").read_text())
     assert log["activation_batch"] == 1438 and log["config"]["batch_size"] == 5000
 
