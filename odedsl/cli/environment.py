@@ -16,7 +16,7 @@ from dataclasses import fields
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
 from odedsl.runtime.guard import CHECK_FORWARD_ENV, CHECK_INVERSE_ENV, check_inverse_env, env_switch
-from odedsl.training.loop import CRASH_ENV, crash_after_env
+from odedsl.training.crash import CRASH_ENV, crash_after_env
 
 #: Every variable odedsl reads: the limits, the runtime's checks and the training test hook,
 #: and the test suite's (which runs commands under it, and must not be warned about it).

@@ -7,7 +7,7 @@ outside the training steps (the memory probe, evaluation) consumes randomness di
 a resumed run. The same seed then gives the same losses, step for step.
 
 Testing hook: ``ODEDSL_TRAIN_CRASH_AFTER=K`` ends the process (``os._exit(75)``, no cleanup)
-right after global step K, simulating a kill between checkpoints.
+right after global step K, simulating a kill between checkpoints (:mod:`odedsl.training.crash`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from odedsl.training.checkpoint import (
     set_rng_state,
 )
 from odedsl.training.config import TrainConfig, TrainResult, resolve_device
+from odedsl.training.crash import crash_after_env
 from odedsl.training.data import TensorPairs, UnreadableImage
 from odedsl.training.report import (
     EpochBar,
@@ -48,19 +49,7 @@ from odedsl.training.report import (
     stages_of,
 )
 
-CRASH_ENV = "ODEDSL_TRAIN_CRASH_AFTER"
 MODES = ("store", "checkpoint(1)", "invert")
-
-
-def crash_after_env() -> int:
-    """``ODEDSL_TRAIN_CRASH_AFTER``: the global step after which the testing hook ends the
-    process (0 or unset: never); a ValueError naming the variable for anything but digits."""
-    raw = os.environ.get(CRASH_ENV, "").strip()
-    if not raw:
-        return 0
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
-        raise ValueError(f"{CRASH_ENV}={raw[:40]!r}: expected a step count (0: off)")
-    return int(raw)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
