@@ -1,7 +1,9 @@
 """argparse ``type``s and bounds for command-line options: the ``odedsl`` commands' seeds,
 thread counts and numbers, and every option of the example and benchmark scripts
 (``python examples/*.py``, ``python -m benchmarks.*``). A bad value is a usage error (exit 2)
-naming the option and what it allows, never a traceback from deep inside torch."""
+naming the option and what it allows, never a traceback from deep inside torch. The module
+imports no torch itself (the ``odedsl`` commands' ``--help`` reads these bounds): the types
+that need it import it when called."""
 
 from __future__ import annotations
 
@@ -15,10 +17,8 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from odedsl.cli.environment import check_environment
 from odedsl.diagnostics import OVERRIDE_STYLE, DslError
 from odedsl.limits import Limits
-from odedsl.runtime.weights import depth_limit
 from odedsl.training.config import INT_BOUNDS, OptionError, resolve_device
 
 #: The largest ``--seed`` of gradcheck and plot: train's, from the one table of bounds.
@@ -44,6 +44,8 @@ class ScriptParser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed = super().parse_known_args(args, namespace)
+        from odedsl.cli.environment import check_environment  # the runtime's switches: torch
+
         try:
             found = check_environment()
         except DslError as err:
@@ -128,6 +130,8 @@ def depth_in(low: int = 1) -> Any:
     from ``low`` to the runtime's depth limit (``ODEDSL_MAX_DEPTH``, read now). A depth the
     stage would refuse is then a usage error before anything runs, not a traceback after the
     shallower runs of a sweep."""
+    from odedsl.runtime.weights import depth_limit  # torch: not for the odedsl commands' options
+
     limit = depth_limit()
     within = int_in(low, limit)
 

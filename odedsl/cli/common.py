@@ -1,5 +1,8 @@
 """Shared CLI plumbing: `--set name=value` parsing, loading a spec, reporting errors (the
-argparse types of options live in :mod:`odedsl.cli.argtypes`)."""
+argparse types of options live in :mod:`odedsl.cli.argtypes`).
+
+The commands' ``register`` uses this module, so it imports the front end (which imports
+torch) only where a spec is loaded: ``odedsl --help`` and usage errors stay fast."""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from odedsl.diagnostics import Diagnostic, DslError
 from odedsl.limits import Limits
-from odedsl.spec.evaluate import Value
-from odedsl.spec.load import load_spec, load_spec_text
-from odedsl.spec.validate import ValidatedSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odedsl.spec.evaluate import Value
+    from odedsl.spec.validate import ValidatedSpec
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 #: The files ``plot -o`` and ``show --draw`` write: what matplotlib saves by the suffix.
@@ -112,6 +116,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, stdin: bool = False) 
 def load_from_args(args: argparse.Namespace) -> ValidatedSpec:
     """The validated spec of the command line: the file named, or standard input for ``-``
     (diagnostics then name ``<stdin>``; its imports resolve against the working directory)."""
+    from odedsl.spec.load import load_spec, load_spec_text
+
     overrides = parse_set(args.overrides)
     if args.spec == STDIN:
         return load_spec_text(read_stdin(), "<stdin>", network=args.network, params=overrides)

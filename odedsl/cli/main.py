@@ -69,8 +69,8 @@ def asks_for_json(argv: Sequence[str]) -> bool:
 
 
 def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
-    """The parser of every command (imports the command modules, hence torch for some);
-    ``json_errors``: usage errors are also printed as JSON (:class:`Parser`)."""
+    """The parser of every command (imports the command modules, which import torch only
+    in their ``run``); ``json_errors``: usage errors are also printed as JSON (:class:`Parser`)."""
     parser = Parser(
         prog="odedsl",
         description="Deep residual networks as ODE discretisations, compiled to PyTorch.",
@@ -88,10 +88,10 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; heavy modules are imported here, where interrupts are handled."""
+    """Run one command; heavy modules are imported here, where interrupts are handled, and
+    only after the command line parsed: ``--help`` and usage errors import no torch."""
     try:
         from odedsl.cli.common import report
-        from odedsl.cli.environment import check_environment
 
         argv = sys.argv[1:] if argv is None else argv
         args = build_parser(json_errors=asks_for_json(argv)).parse_args(argv)
@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     as_json = bool(getattr(args, "json", False))
     style = OVERRIDE_STYLE.set("cli")  # messages write parameters as --set NAME=VALUE
     try:
+        from odedsl.cli.environment import check_environment  # the runtime's switches: torch
+
         with warnings.catch_warnings():  # puts the printer back after the run
             warnings.showwarning = _warning_printer(f"odedsl {args.command}")
             for warning in check_environment():

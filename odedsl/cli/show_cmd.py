@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -17,7 +18,9 @@ from odedsl.cli.common import (
     load_from_args,
     print_json,
 )
-from odedsl.spec.model import NetworkSpec, SectionSpec, SequenceSpec, StageSpec
+
+if TYPE_CHECKING:  # pragma: no cover - pydantic's models: imported where a spec is shown
+    from odedsl.spec.model import NetworkSpec, SequenceSpec, StageSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,6 +105,8 @@ def _draw(net: NetworkSpec, target: str) -> None:
 
 
 def render(net: NetworkSpec, console: Console, *, layers: bool = False) -> None:
+    from odedsl.spec.model import StageSpec
+
     params = ", ".join(f"{k}={v}" for k, v in net.params.items())
     console.print(
         f"[bold]network {net.name}[/bold]({params})  input {net.input_kind}"
@@ -207,4 +212,4 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(map(str, shape)) + "]"
 
 
-__all__ = ["SectionSpec", "render", "run"]
+__all__ = ["render", "run"]

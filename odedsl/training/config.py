@@ -4,6 +4,9 @@ Defaults are chosen so that ``odedsl train specs/resnet.ode`` learns the 8×8 di
 well under two minutes on two CPU cores: measured 99.2% test accuracy (chance: 10%), 15 s of
 CPU time, 37 s wall on a shared, busy 2-core machine (AdamW 0.01 reached 99% where SGD 0.05
 stalled near 71% in the same 6 epochs; one thread avoids OpenMP spinning on busy cores).
+
+torch is imported only by :func:`resolve_device`: ``odedsl train --help`` reads the option
+tables here (:data:`INT_BOUNDS`, :class:`TrainConfig`'s defaults) and should not wait for it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from odedsl.diagnostics import Diagnostic, DslError, by_face, option
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-2}
@@ -204,6 +208,8 @@ class TrainConfig:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available; ``cuda`` without a GPU is a clear error (exit 2)."""
+    import torch  # here, not at the top: the CLI's option tables import this module
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
