@@ -42,6 +42,19 @@ def version() -> str:
         return __version__
 
 
+class VersionAction(argparse.Action):
+    """``--version``: argparse's own action, but the version is looked up when the option is
+    given, not each time the parser is built (``importlib.metadata`` takes tens of ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "show program's version number and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose usage errors are also a JSON object on stdout when the command
     line asked for ``--json`` (as every other error of a ``--json`` run is): a tool reading
@@ -77,7 +90,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"odedsl {version()}")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
