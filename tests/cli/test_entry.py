@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,43 @@ def test_importing_the_cli_does_not_import_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: Runs the commands in one process, in order: whatever a command imports stays imported.
+_START_UP = """
+import contextlib, io, json, sys
+from odedsl.cli.main import COMMANDS, main
+
+def run(*argv):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return main(list(argv))
+        except SystemExit as exited:
+            return exited.code
+
+codes = [run(), run("--help"), *(run(c, "--help") for c in COMMANDS)]
+codes += [run("train", "x.ode", "--seed", "-1"), run("check")]  # usage errors
+light = "torch" not in sys.modules
+codes += [run("check", "specs/resnet.ode"), run("show", "specs/resnet.ode")]
+heavy = ("torch._dynamo", "odedsl.runtime.stage", "odedsl.training.loop")
+print(json.dumps({"codes": codes, "light": light, "heavy": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def test_help_imports_no_torch_and_check_no_dynamo() -> None:
+    """Start-up time: the usage line, ``--help`` (also a command's) and usage errors import no
+    torch (over a second); ``check`` and ``show`` import torch but not ``torch._dynamo`` (about
+    another second, which importing :mod:`odedsl.runtime.stage` or the training loop costs)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _START_UP], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert got["codes"] == [2, 0, 0, 0, 0, 0, 0, 0, 2, 2, 0, 0], got
+    assert got["light"], "odedsl --help or a usage error imported torch"
+    assert got["heavy"] == [], "odedsl check or show imported torch's compiler"
 
 
 def test_exit_bad_input_and_build_parser_stay_importable_from_main() -> None:
