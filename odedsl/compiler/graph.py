@@ -14,7 +14,7 @@ from torch import fx, nn
 
 from odedsl.compiler.layers import build_sequence
 from odedsl.diagnostics import Diagnostic, DslError, DslValueError
-from odedsl.runtime import BackwardMode, OdeStage, WeightSchedule
+from odedsl.runtime import BackwardMode, Invert, OdeStage, WeightSchedule
 from odedsl.spec.fingerprint import weights_fingerprint
 from odedsl.spec.model import SectionSpec, StageSpec
 from odedsl.spec.validate import ValidatedSpec
@@ -44,7 +44,8 @@ def build_stage(
     program = integrator.program(stage.integrator_params)
     factories = {name: partial(build_sequence, seq) for name, seq in stage.residuals.items()}
     mode = backward if backward is not None else backward_of(stage)
-    if str(mode) == "invert" and stage.inverse == "none":
+    # any Invert: one with anchors (str 'invert(anchor_every=2)') is no less an inversion
+    if (isinstance(mode, Invert) or mode == "invert") and stage.inverse == "none":
         # a ValueError too, as the stage itself (and so an exported build()) refuses it
         raise DslValueError(
             [

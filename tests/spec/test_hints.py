@@ -29,6 +29,7 @@ import pytest
 import odedsl
 from odedsl import DslError, Limits, load_spec
 from odedsl.diagnostics import Diagnostic
+from odedsl.runtime import Invert
 
 from .test_validate import BASE
 
@@ -735,6 +736,9 @@ def test_e231_of_a_backward_override_names_both_modes_without_an_inverse() -> No
     (d,) = err.value.diagnostics
     assert d.code == "E231", d.render()
     assert "backward='store'" in (d.hint or "") and "backward='checkpoint(k)'" in (d.hint or "")
+    with pytest.raises(DslError) as err:  # a mode object with anchors: the same E231, located
+        odedsl.compile(text, backward=Invert(anchor_every=2))
+    assert err.value.diagnostics[0].code == "E231"
 
 
 # -- the exporter: refusals no spec, option or output folder can reach say they are a bug
