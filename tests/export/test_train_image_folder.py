@@ -227,3 +227,26 @@ def test_evaluation_shards_count_every_image_once(
         7,
     ]
     torch.testing.assert_close(whole, torch.tensor(expected, dtype=whole.dtype))
+
+
+def test_an_image_named_like_the_error_keeps_its_whole_name(
+    script: Callable[..., ModuleType], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message is the text after ``UnreadableImage: `` in a worker's traceback: the last
+    one, a file named ``x UnreadableImage: y.png``, cut its message, in-process too."""
+    from torch.utils.data import DataLoader
+
+    module = script(SPECS / "resnet.ode", **PARAMS)
+    message = "--data image '/d/a/x UnreadableImage: y.png': cannot be read (not an image file)"
+
+    class Unreadable(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> None:
+            raise module.UnreadableImage(message)
+
+    for workers in (0, 1):  # in this process, and in a worker process (DataLoader's text)
+        with pytest.raises(SystemExit):
+            list(module.read(DataLoader(Unreadable(), num_workers=workers)))
+        assert capsys.readouterr().err.endswith(f": error: {message}\n"), workers
