@@ -317,3 +317,5 @@ def test_build_checks_parameter_types_as_compile_does(tmp_path: Path) -> None:
     for name, value in [("depth", 2.0), ("gamma", 1), ("on", True)]:
         odedsl.compile(spec, **{name: value})
         build(**{name: value})
+    with pytest.raises(ValueError, match=r"--set on=false`$"):  # as --set reads it, not False
+        build(on=False)
