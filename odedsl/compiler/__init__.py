@@ -59,7 +59,14 @@ def _check_backward(backward: BackwardSpec | None) -> BackwardMode | None:
     """Parse a backward override with the runtime's own parser, so that ``compile`` takes the
     forms a stage's ``backward_mode`` and an exported ``build()`` take, with their messages: a
     wrong type is their TypeError, a bad value a :class:`DslValueError` (a ValueError too)."""
-    from odedsl.diagnostics import Diagnostic, DslValueError, SourceFile, Span, did_you_mean
+    from odedsl.diagnostics import (
+        Diagnostic,
+        DslValueError,
+        SourceFile,
+        Span,
+        by_face,
+        did_you_mean,
+    )
 
     if backward is None:
         return None
@@ -82,6 +89,10 @@ def _check_backward(backward: BackwardSpec | None) -> BackwardMode | None:
     text = str(backward).replace(" ", "")
     if text.startswith("checkpoint("):
         hint = "k counts layers: a whole number in ASCII digits, e.g. checkpoint(4)"
-    else:
+    else:  # a close name; the message lists them all already
         hint = did_you_mean(text, ("store", "invert", "checkpoint")) or ""
+        hint = hint if hint.startswith("did you mean") else ""
+    # --backward takes text: the forms a command line can write, not the tuple of Python's
+    cli = f"unknown backward mode {backward!r}; expected store, invert or checkpoint(k), k >= 1"
+    message = by_face(cli, message)
     raise DslValueError([Diagnostic("E230", message, None, hint or None)]) from None

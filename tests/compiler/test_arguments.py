@@ -10,6 +10,7 @@ import torch
 
 import odedsl
 from odedsl import DslError, Limits
+from odedsl.diagnostics import OVERRIDE_STYLE
 from odedsl.limits import ZERO_ALLOWED
 
 SPEC = """\
@@ -93,6 +94,19 @@ def test_a_misspelt_backward_override_suggests_the_mode() -> None:
     with pytest.raises(DslError) as err:
         odedsl.compile(SPEC, backward="sideways")
     assert "expected 'store', 'invert', 'checkpoint(k)'" in err.value.diagnostics[0].message
+    assert err.value.diagnostics[0].hint is None  # not the message's list again
+
+
+def test_a_backward_override_on_the_command_line_names_the_forms_it_can_write() -> None:
+    """`--backward sideways` was told of ``('checkpoint', k)``, a form only Python can pass."""
+    style = OVERRIDE_STYLE.set("cli")
+    try:
+        with pytest.raises(DslError) as err:
+            odedsl.compile(SPEC, backward="sideways")
+    finally:
+        OVERRIDE_STYLE.reset(style)
+    message = err.value.diagnostics[0].message
+    assert message.endswith("expected store, invert or checkpoint(k), k >= 1"), message
 
 
 @pytest.mark.parametrize(
