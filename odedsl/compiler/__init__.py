@@ -10,7 +10,7 @@ from torch import fx
 
 from odedsl.compiler.graph import build_graph_module
 from odedsl.limits import Limits
-from odedsl.runtime.modes import BackwardMode, BackwardSpec, parse_backward
+from odedsl.runtime.modes import BackwardMode, BackwardSpec, SegmentLengthError, parse_backward
 from odedsl.spec.evaluate import Value
 from odedsl.spec.load import load_spec
 from odedsl.spec.validate import ValidatedSpec
@@ -72,9 +72,7 @@ def _check_backward(backward: BackwardSpec | None) -> BackwardMode | None:
         return None
     try:
         return parse_backward(backward)
-    except ValueError as exc:
-        message = str(exc)
-    if "the segment length k" in message:
+    except SegmentLengthError as exc:
         # k < 1, shown like the spec's clause shows it: the override's text and a caret on k
         found = _CHECKPOINT_INT.fullmatch(backward) if isinstance(backward, str) else None
         span = None
@@ -85,7 +83,9 @@ def _check_backward(backward: BackwardSpec | None) -> BackwardMode | None:
             "checkpoint(k) keeps the state every k layers and recomputes the rest: "
             "k = 1 keeps them all, e.g. checkpoint(4)"
         )
-        raise DslValueError([Diagnostic("E205", message, span, hint)]) from None
+        raise DslValueError([Diagnostic("E205", str(exc), span, hint)]) from None
+    except ValueError as exc:
+        message = str(exc)
     text = str(backward).replace(" ", "")
     if text.startswith("checkpoint("):
         hint = "k counts layers: a whole number in ASCII digits, e.g. checkpoint(4)"

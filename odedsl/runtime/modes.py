@@ -141,9 +141,14 @@ def parse_backward(spec: BackwardSpec) -> BackwardMode:
     raise ValueError(f"unknown backward mode {spec!r}; expected {_FORMS}")
 
 
+class SegmentLengthError(ValueError):
+    """A ``checkpoint(k)`` with k < 1: a known mode given a value out of range, which callers
+    report apart from an unknown mode (``odedsl.compile`` puts a caret on k)."""
+
+
 def _checkpoint(k: int, spec: BackwardSpec) -> Checkpoint:
     if k < 1:
-        raise ValueError(
+        raise SegmentLengthError(
             f"backward {spec!r}: the segment length k of checkpoint(k) must be a positive "
             f"integer, got {k}"
         )
